@@ -1,0 +1,381 @@
+#include "cluster/ctl.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cluster/local_cluster.h"
+#include "common/client.h"
+#include "common/home.h"
+#include "common/run_spec.h"
+
+namespace dd2 {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitInvalid = 2;
+constexpr int kExitNotFound = 3;
+constexpr int kExitUnreachable = 4;
+
+int ExitCodeFor(const absl::Status& st) {
+  switch (st.code()) {
+    case absl::StatusCode::kOk: return kExitOk;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition: return kExitInvalid;
+    case absl::StatusCode::kNotFound: return kExitNotFound;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded: return kExitUnreachable;
+    default: return kExitFailed;
+  }
+}
+
+int Fail(const absl::Status& st) {
+  std::fprintf(stderr, "dd2ctl: %s\n", std::string(st.message()).c_str());
+  return ExitCodeFor(st);
+}
+
+struct Common {
+  std::string home;
+  std::string endpoint;
+  int timeout_ms = 2000;
+};
+
+absl::StatusOr<std::string> Endpoint(const Common& c) {
+  if (!c.endpoint.empty()) return c.endpoint;
+  return ReadEndpoint(ResolveHome(c.home));
+}
+
+absl::StatusOr<Json> CallJson(CoordinatorClient& client, proto::Envelope req) {
+  auto reply = client.Call(std::move(req));
+  if (!reply.ok()) return reply.status();
+  Json j = Json::parse(reply->json_reply().json(), nullptr, false);
+  if (j.is_discarded()) return absl::InternalError("coordinator sent invalid JSON");
+  return j;
+}
+
+std::string Bar(double fraction, int width = 20) {
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  int filled = static_cast<int>(fraction * width + 0.5);
+  return absl::StrCat("[", std::string(filled, '#'), std::string(width - filled, '.'), "] ",
+                      absl::StrFormat("%3d%%", static_cast<int>(fraction * 100 + 0.5)));
+}
+
+// Prints rows as columns padded to the widest cell.
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& r : rows) {
+    if (width.size() < r.size()) width.resize(r.size(), 0);
+    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+double JobFraction(const Json& j) {
+  if (j["state"] == "succeeded") return 1.0;
+  double total = j.value("total", 0);
+  return total > 0 ? j.value("step", 0) / total : 0.0;
+}
+
+std::string MetricsText(const Json& m) {
+  std::string out;
+  for (auto& [k, v] : m.items()) {
+    absl::StrAppend(&out, out.empty() ? "" : " ", k, "=", absl::StrFormat("%.4g", v.get<double>()));
+  }
+  return out;
+}
+
+void PrintRun(const Json& run) {
+  std::printf("run %s (%s): %s, %lld/%lld jobs succeeded\n", run["id"].get<std::string>().c_str(),
+              run["name"].get<std::string>().c_str(), run["state"].get<std::string>().c_str(),
+              static_cast<long long>(run["jobs_succeeded"].get<int64_t>()),
+              static_cast<long long>(run["jobs_total"].get<int64_t>()));
+  std::vector<std::vector<std::string>> rows = {{"JOB", "TYPE", "STATE", "ATTEMPTS", "PROGRESS", "STEP", "METRICS"}};
+  for (const auto& j : run["jobs"]) {
+    std::string state = j["state"];
+    if (!j["failure"].get<std::string>().empty() && state != "succeeded") {
+      state += " (" + j["failure"].get<std::string>() + ")";
+    }
+    rows.push_back({j["name"], j["type"], state, std::to_string(j["attempts"].get<int64_t>()),
+                    Bar(JobFraction(j)),
+                    absl::StrCat(j["step"].get<int64_t>(), "/", j["total"].get<int64_t>()),
+                    MetricsText(j["metrics"])});
+  }
+  PrintTable(rows);
+}
+
+void PrintRuns(const Json& status) {
+  const Json& c = status["coordinator"];
+  std::printf("coordinator %s: up %llds, workers %lld alive / %lld suspect / %lld lost, %lld frames (%lld malformed)\n",
+              c["endpoint"].get<std::string>().c_str(),
+              static_cast<long long>(c["uptime_ms"].get<int64_t>() / 1000),
+              static_cast<long long>(c["workers"].value("alive", 0)),
+              static_cast<long long>(c["workers"].value("suspect", 0)),
+              static_cast<long long>(c["workers"].value("lost", 0)),
+              static_cast<long long>(c["frames"].get<int64_t>()),
+              static_cast<long long>(c["malformed_frames"].get<int64_t>()));
+  std::vector<std::vector<std::string>> rows = {{"RUN", "NAME", "STATE", "JOBS", "PROGRESS"}};
+  for (const auto& r : status["runs"]) {
+    double total = r["jobs_total"].get<double>();
+    double done = 0;
+    for (const auto& j : r["jobs"]) done += JobFraction(j);
+    rows.push_back({r["id"], r["name"], r["state"],
+                    absl::StrCat(r["jobs_succeeded"].get<int64_t>(), "/", r["jobs_total"].get<int64_t>()),
+                    Bar(total > 0 ? done / total : 0)});
+  }
+  if (rows.size() == 1) {
+    std::printf("no runs yet; submit one with `dd2ctl submit examples/smoke.yaml`\n");
+    return;
+  }
+  PrintTable(rows);
+}
+
+bool Terminal(const std::string& s) { return s == "succeeded" || s == "failed" || s == "cancelled"; }
+
+std::string RandomId() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x", rd(), rd());
+}
+
+}  // namespace
+
+int RunCtl(int argc, char** argv) {
+  CLI::App app{"dd2ctl: submit and watch dd2 runs"};
+  app.require_subcommand(1);
+  Common common;
+  app.add_option("--home", common.home, "dd2 home (default $DD2_HOME or ./.dd2)");
+  app.add_option("--endpoint", common.endpoint, "coordinator endpoint (default: recorded in the home)");
+  app.add_option("--timeout-ms", common.timeout_ms, "per-request timeout")->capture_default_str();
+
+  UpOptions up;
+  int lost_after_ms = 0, heartbeat_ms = 0, backoff_ms = -1;
+  auto* up_cmd = app.add_subcommand("up", "start a local coordinator and workers in the background");
+  up_cmd->add_option("--workers", up.workers, "workers to start")->check(CLI::Range(0, 64))->capture_default_str();
+  up_cmd->add_option("--slots", up.slots, "slots per worker")->check(CLI::Range(1, 64))->capture_default_str();
+  up_cmd->add_option("--heartbeat-ms", heartbeat_ms, "coordinator heartbeat interval");
+  up_cmd->add_option("--lost-after-ms", lost_after_ms, "silence before a worker is lost");
+  up_cmd->add_option("--retry-backoff-ms", backoff_ms, "first retry backoff");
+
+  auto* down_cmd = app.add_subcommand("down", "stop the local coordinator and workers");
+  auto* endpoint_cmd = app.add_subcommand("endpoint", "print the coordinator endpoint");
+
+  std::string file, id;
+  bool wait = false, json = false, watch = false, follow = false;
+  auto* submit_cmd = app.add_subcommand("submit", "submit a run.yaml");
+  submit_cmd->add_option("file", file, "run.yaml")->required();
+  submit_cmd->add_option("--id", id, "submission id: the same id always returns the same run");
+  submit_cmd->add_flag("--wait", wait, "wait for the run to finish; exit 1 unless it succeeded");
+  submit_cmd->add_flag("--json", json, "print the reply as JSON");
+
+  std::string target;
+  auto* status_cmd = app.add_subcommand("status", "runs, or one run's jobs");
+  status_cmd->add_option("run", target, "run id");
+  status_cmd->add_flag("--json", json, "JSON output");
+  status_cmd->add_flag("--watch", watch, "refresh every second");
+
+  auto* jobs_cmd = app.add_subcommand("jobs", "a run's jobs with every attempt and failure cause");
+  jobs_cmd->add_option("run", target, "run id")->required();
+  jobs_cmd->add_flag("--json", json, "JSON output");
+
+  auto* logs_cmd = app.add_subcommand("logs", "the log of a job's latest attempt");
+  logs_cmd->add_option("job", target, "job id (<run>/<job>)")->required();
+  logs_cmd->add_flag("-f,--follow", follow, "keep printing until the job ends");
+
+  auto* cancel_cmd = app.add_subcommand("cancel", "cancel a run or one job");
+  cancel_cmd->add_option("target", target, "run id or job id")->required();
+  cancel_cmd->add_flag("--json", json, "JSON output");
+
+  auto* workers_cmd = app.add_subcommand("workers", "registered workers");
+  workers_cmd->add_flag("--json", json, "JSON output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : kExitInvalid;
+  }
+
+  const std::string home = ResolveHome(common.home);
+  if (up_cmd->parsed()) {
+    up.home = home;
+    if (heartbeat_ms > 0) up.coordinator_args.push_back(absl::StrCat("--heartbeat-interval-ms=", heartbeat_ms));
+    if (lost_after_ms > 0) up.coordinator_args.push_back(absl::StrCat("--lost-after-ms=", lost_after_ms));
+    if (backoff_ms >= 0) up.coordinator_args.push_back(absl::StrCat("--retry-backoff-ms=", backoff_ms));
+    absl::Status st = Up(up);
+    if (!st.ok()) return Fail(st);
+    auto ep = ReadEndpoint(home);
+    std::printf("dd2 is up: coordinator %s, %d workers, home %s\n", ep.ok() ? ep->c_str() : "?", up.workers, home.c_str());
+    return kExitOk;
+  }
+  if (down_cmd->parsed()) {
+    absl::Status st = Down(home);
+    if (!st.ok()) return Fail(st);
+    std::printf("dd2 is down (home %s)\n", home.c_str());
+    return kExitOk;
+  }
+  if (submit_cmd->parsed()) {
+    // Validate before touching the coordinator: bad input never reaches the database.
+    auto spec = LoadRunSpec(file);
+    if (!spec.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(spec.status().message()).c_str());
+      return kExitInvalid;
+    }
+  }
+  auto endpoint = Endpoint(common);
+  if (!endpoint.ok()) return Fail(endpoint.status());
+  CoordinatorClient client(*endpoint, common.timeout_ms, 3);
+
+  if (endpoint_cmd->parsed()) {
+    std::printf("%s\n", endpoint->c_str());
+    return kExitOk;
+  }
+  if (submit_cmd->parsed()) {
+    proto::Envelope req;
+    *req.mutable_submit()->mutable_spec() = *LoadRunSpec(file);
+    req.mutable_submit()->set_submission_id(id.empty() ? RandomId() : id);
+    auto reply = client.Call(req);
+    if (!reply.ok()) return Fail(reply.status());
+    const std::string run_id = reply->submit_reply().run_id();
+    const bool existed = reply->submit_reply().existed();
+    if (json && !wait) {
+      std::printf("%s\n", Json{{"run_id", run_id}, {"existed", existed}, {"submission_id", req.submit().submission_id()}}.dump().c_str());
+      return kExitOk;
+    }
+    if (!json) std::printf("%s run %s\n", existed ? "already submitted as" : "submitted", run_id.c_str());
+    if (!wait) return kExitOk;
+    const bool tty = ::isatty(1);
+    while (true) {
+      proto::Envelope sreq;
+      sreq.mutable_status()->set_run_id(run_id);
+      auto st = CallJson(client, sreq);
+      if (!st.ok()) return Fail(st.status());
+      const Json& run = (*st)["run"];
+      if (tty && !json) {
+        std::printf("\033[H\033[2J");
+        PrintRun(run);
+      }
+      if (Terminal(run["state"])) {
+        if (json) {
+          std::printf("%s\n", st->dump().c_str());
+        } else if (!tty) {
+          PrintRun(run);
+        }
+        return run["state"] == "succeeded" ? kExitOk : kExitFailed;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(tty ? 1000 : 300));
+    }
+  }
+  if (status_cmd->parsed()) {
+    while (true) {
+      proto::Envelope req;
+      req.mutable_status()->set_run_id(target);
+      auto st = CallJson(client, req);
+      if (!st.ok()) return Fail(st.status());
+      if (watch) std::printf("\033[H\033[2J");
+      if (json) {
+        std::printf("%s\n", st->dump().c_str());
+      } else if (target.empty()) {
+        PrintRuns(*st);
+      } else {
+        PrintRun((*st)["run"]);
+      }
+      std::fflush(stdout);
+      if (!watch || (!target.empty() && Terminal((*st)["run"]["state"]))) return kExitOk;
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
+  if (jobs_cmd->parsed()) {
+    proto::Envelope req;
+    req.mutable_jobs()->set_run_id(target);
+    auto st = CallJson(client, req);
+    if (!st.ok()) return Fail(st.status());
+    if (json) {
+      std::printf("%s\n", st->dump().c_str());
+      return kExitOk;
+    }
+    std::vector<std::vector<std::string>> rows = {{"JOB", "STATE", "ATTEMPT", "ATTEMPT STATE", "WORKERS", "EXIT", "CAUSE"}};
+    for (const auto& j : (*st)["jobs"]) {
+      if (j["attempts_detail"].empty()) rows.push_back({j["id"], j["state"], "-", "-", "-", "-", j["failure"]});
+      for (const auto& a : j["attempts_detail"]) {
+        std::string workers;
+        for (const auto& w : a["workers"]) absl::StrAppend(&workers, workers.empty() ? "" : ",", w.get<std::string>());
+        std::string exit = a["signal"].get<int64_t>() != 0 ? absl::StrCat("sig ", a["signal"].get<int64_t>())
+                                                          : std::to_string(a["exit_code"].get<int64_t>());
+        rows.push_back({j["id"], j["state"], std::to_string(a["number"].get<int64_t>()), a["state"], workers,
+                        Terminal(a["state"]) || a["state"] == "lost" ? exit : "-", a["cause"]});
+      }
+    }
+    PrintTable(rows);
+    return kExitOk;
+  }
+  if (logs_cmd->parsed()) {
+    uint64_t offset = 0;
+    while (true) {
+      proto::Envelope req;
+      req.mutable_logs()->set_job_id(target);
+      req.mutable_logs()->set_offset(offset);
+      auto reply = client.Call(req);
+      if (!reply.ok()) return Fail(reply.status());
+      const auto& r = reply->logs_reply();
+      std::fwrite(r.data().data(), 1, r.data().size(), stdout);
+      std::fflush(stdout);
+      offset = r.next_offset();
+      if (!follow || (r.finished() && r.data().empty())) return kExitOk;
+      if (r.data().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  }
+  if (cancel_cmd->parsed()) {
+    proto::Envelope req;
+    req.mutable_cancel()->set_target(target);
+    auto reply = client.Call(req);
+    if (!reply.ok()) return Fail(reply.status());
+    if (json) {
+      std::printf("%s\n", Json{{"target", target}, {"cancelled", reply->cancel_reply().cancelled()}}.dump().c_str());
+    } else {
+      std::printf("cancelled %u job(s) of %s\n", reply->cancel_reply().cancelled(), target.c_str());
+    }
+    return kExitOk;
+  }
+  if (workers_cmd->parsed()) {
+    proto::Envelope req;
+    req.mutable_workers();
+    auto st = CallJson(client, req);
+    if (!st.ok()) return Fail(st.status());
+    if (json) {
+      std::printf("%s\n", st->dump().c_str());
+      return kExitOk;
+    }
+    std::vector<std::vector<std::string>> rows = {{"WORKER", "HOST", "DEVICE", "STATE", "SLOTS", "SILENT", "ATTEMPTS"}};
+    for (const auto& w : (*st)["workers"]) {
+      std::string attempts;
+      for (const auto& a : w["attempts"]) absl::StrAppend(&attempts, attempts.empty() ? "" : ",", a.get<std::string>());
+      rows.push_back({w["id"], w["host"], absl::StrCat(w["device"].get<std::string>(), ":", w["device_index"].get<int64_t>()),
+                      w["state"], absl::StrCat(w["used"].get<int64_t>(), "/", w["slots"].get<int64_t>()),
+                      w["silent_ms"].get<int64_t>() < 0 ? "-" : absl::StrCat(w["silent_ms"].get<int64_t>(), "ms"),
+                      attempts});
+    }
+    PrintTable(rows);
+    return kExitOk;
+  }
+  return kExitInvalid;
+}
+
+}  // namespace dd2

@@ -1,0 +1,32 @@
+// Layout of a dd2 home directory (default ./.dd2, or $DD2_HOME, or --home):
+//   endpoint            the coordinator's ZeroMQ endpoint, one line
+//   coordinator.db      SQLite state (WAL)
+//   coordinator.pid, coordinator.log
+//   logs/<job>/<n>.log  job attempt logs, as streamed by workers
+//   workers/<id>/       each local worker's pid, log and scratch space
+// Helpers are pure apart from the file system; thread-compatible.
+#ifndef DD2_COMMON_HOME_H_
+#define DD2_COMMON_HOME_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace dd2 {
+
+// `flag` if non-empty, else $DD2_HOME if set, else "./.dd2"; made absolute.
+std::string ResolveHome(const std::string& flag);
+
+// Writes `text` to `path` via a temp file, fsync and rename.
+absl::Status WriteFileAtomic(const std::string& path, const std::string& text);
+
+// Whole file; NotFound when it does not exist.
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// The endpoint recorded in `home`, trimmed. NotFound with a hint when there is none.
+absl::StatusOr<std::string> ReadEndpoint(const std::string& home);
+
+}  // namespace dd2
+
+#endif  // DD2_COMMON_HOME_H_

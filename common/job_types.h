@@ -1,0 +1,35 @@
+// The table of job types and their parameters: the one place that says which types exist and
+// which params each takes, with kinds, ranges and defaults. run.yaml validation (dd2ctl and the
+// coordinator) reads it; the worker's registry supplies the implementations. Immutable.
+#ifndef DD2_COMMON_JOB_TYPES_H_
+#define DD2_COMMON_JOB_TYPES_H_
+
+#include <string>
+#include <vector>
+
+namespace dd2 {
+
+enum class ParamKind { kInt, kNumber, kString, kBool };
+
+struct ParamSpec {
+  std::string name;
+  ParamKind kind;
+  double min;            // for kInt / kNumber
+  double max;
+  std::string default_json;  // JSON text of the default value
+  std::string doc;
+};
+
+struct JobTypeSpec {
+  std::string type;
+  std::string doc;
+  std::vector<ParamSpec> params;
+};
+
+// Every known job type; nullptr from FindJobType when `type` is unknown.
+const std::vector<JobTypeSpec>& JobTypes();
+const JobTypeSpec* FindJobType(const std::string& type);
+
+}  // namespace dd2
+
+#endif  // DD2_COMMON_JOB_TYPES_H_

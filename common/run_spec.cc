@@ -1,0 +1,353 @@
+#include "common/run_spec.h"
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/job_types.h"
+#include "common/status_macros.h"
+
+namespace dd2 {
+namespace {
+
+using Json = nlohmann::json;
+
+bool ValidName(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  if (!std::isalnum(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
+  }
+  return true;
+}
+
+// Builds located errors for one source file.
+class Checker {
+ public:
+  explicit Checker(std::string source) : source_(std::move(source)) {}
+
+  absl::Status Error(const YAML::Mark& mark, const std::string& key, const std::string& what) const {
+    int line = mark.line >= 0 ? mark.line + 1 : 1;
+    int column = mark.column >= 0 ? mark.column + 1 : 1;
+    return absl::InvalidArgumentError(absl::StrCat(source_, ":", line, ":", column, ": ",
+                                                   key.empty() ? "" : key + ": ", what));
+  }
+
+  // Checks that `node` is a map whose keys are all in `allowed` and unique.
+  absl::Status Keys(const YAML::Node& node, const std::string& path,
+                    const std::set<std::string>& allowed) const {
+    if (!node.IsMap()) return Error(node.Mark(), path, absl::StrCat("expected a mapping, got ", Kind(node)));
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      if (!kv.first.IsScalar()) return Error(kv.first.Mark(), path, "keys must be plain strings");
+      const std::string key = kv.first.Scalar();
+      const std::string full = path.empty() ? key : path + "." + key;
+      if (!allowed.count(key)) {
+        return Error(kv.first.Mark(), full,
+                     absl::StrCat("unknown key; expected one of: ", absl::StrJoin(allowed, ", ")));
+      }
+      if (!seen.insert(key).second) return Error(kv.first.Mark(), full, "duplicate key");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> String(const YAML::Node& node, const std::string& key) const {
+    if (!node.IsScalar()) return Error(node.Mark(), key, absl::StrCat("expected a string, got ", Kind(node)));
+    return node.Scalar();
+  }
+
+  absl::StatusOr<std::string> Name(const YAML::Node& node, const std::string& key) const {
+    DD2_ASSIGN_OR_RETURN(std::string s, String(node, key));
+    if (!ValidName(s)) {
+      return Error(node.Mark(), key,
+                   absl::StrCat("'", s, "' is not a valid name (1-63 letters, digits, '-' or '_', "
+                                "starting with a letter or digit)"));
+    }
+    return s;
+  }
+
+  absl::StatusOr<int64_t> Int(const YAML::Node& node, const std::string& key, int64_t min,
+                              int64_t max) const {
+    DD2_ASSIGN_OR_RETURN(double v, Number(node, key, static_cast<double>(min), static_cast<double>(max)));
+    if (v != std::floor(v) || node.Scalar().find_first_of(".eE") != std::string::npos) {
+      return Error(node.Mark(), key, absl::StrCat("expected an integer, got '", node.Scalar(), "'"));
+    }
+    return static_cast<int64_t>(v);
+  }
+
+  absl::StatusOr<double> Number(const YAML::Node& node, const std::string& key, double min,
+                                double max) const {
+    if (!node.IsScalar()) return Error(node.Mark(), key, absl::StrCat("expected a number, got ", Kind(node)));
+    const std::string& s = node.Scalar();
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != s.size() || !std::isfinite(v)) {
+      return Error(node.Mark(), key, absl::StrCat("expected a number, got '", s, "'"));
+    }
+    if (v < min || v > max) {
+      return Error(node.Mark(), key, absl::StrCat("value ", s, " is out of range [", min, ", ", max, "]"));
+    }
+    return v;
+  }
+
+  absl::StatusOr<bool> Bool(const YAML::Node& node, const std::string& key) const {
+    if (node.IsScalar()) {
+      const std::string& s = node.Scalar();
+      if (s == "true") return true;
+      if (s == "false") return false;
+    }
+    return Error(node.Mark(), key, "expected true or false");
+  }
+
+  static std::string Kind(const YAML::Node& node) {
+    switch (node.Type()) {
+      case YAML::NodeType::Null: return "nothing";
+      case YAML::NodeType::Scalar: return absl::StrCat("'", node.Scalar(), "'");
+      case YAML::NodeType::Sequence: return "a list";
+      case YAML::NodeType::Map: return "a mapping";
+      default: return "an undefined value";
+    }
+  }
+
+ private:
+  std::string source_;
+};
+
+absl::StatusOr<std::string> ParseParams(const Checker& c, const YAML::Node& node,
+                                        const std::string& path, const JobTypeSpec& type) {
+  Json params = Json::object();
+  std::set<std::string> allowed;
+  for (const auto& p : type.params) allowed.insert(p.name);
+  if (node && !node.IsNull()) {
+    DD2_RETURN_IF_ERROR(c.Keys(node, path, allowed));
+  }
+  for (const auto& p : type.params) {
+    const std::string key = path + "." + p.name;
+    YAML::Node v = node && node.IsMap() ? node[p.name] : YAML::Node();
+    if (!v) {
+      params[p.name] = Json::parse(p.default_json);
+      continue;
+    }
+    switch (p.kind) {
+      case ParamKind::kInt: {
+        DD2_ASSIGN_OR_RETURN(int64_t i, c.Int(v, key, static_cast<int64_t>(p.min), static_cast<int64_t>(p.max)));
+        params[p.name] = i;
+        break;
+      }
+      case ParamKind::kNumber: {
+        DD2_ASSIGN_OR_RETURN(double d, c.Number(v, key, p.min, p.max));
+        params[p.name] = d;
+        break;
+      }
+      case ParamKind::kString: {
+        DD2_ASSIGN_OR_RETURN(std::string s, c.String(v, key));
+        params[p.name] = s;
+        break;
+      }
+      case ParamKind::kBool: {
+        DD2_ASSIGN_OR_RETURN(bool b, c.Bool(v, key));
+        params[p.name] = b;
+        break;
+      }
+    }
+  }
+  return params.dump();
+}
+
+absl::StatusOr<proto::JobSpec> ParseJob(const Checker& c, const YAML::Node& node,
+                                        const std::string& path) {
+  DD2_RETURN_IF_ERROR(c.Keys(node, path,
+                             {"name", "type", "params", "after", "resources", "retries", "priority"}));
+  proto::JobSpec job;
+  if (!node["name"]) return c.Error(node.Mark(), path + ".name", "missing required key");
+  DD2_ASSIGN_OR_RETURN(*job.mutable_name(), c.Name(node["name"], path + ".name"));
+  if (!node["type"]) return c.Error(node.Mark(), path + ".type", "missing required key");
+  DD2_ASSIGN_OR_RETURN(*job.mutable_type(), c.String(node["type"], path + ".type"));
+  const JobTypeSpec* type = FindJobType(job.type());
+  if (type == nullptr) {
+    std::vector<std::string> names;
+    for (const auto& t : JobTypes()) names.push_back(t.type);
+    return c.Error(node["type"].Mark(), path + ".type",
+                   absl::StrCat("unknown job type '", job.type(), "'; known types: ",
+                                absl::StrJoin(names, ", ")));
+  }
+  DD2_ASSIGN_OR_RETURN(*job.mutable_params_json(), ParseParams(c, node["params"], path + ".params", *type));
+  if (YAML::Node after = node["after"]) {
+    if (!after.IsSequence()) {
+      return c.Error(after.Mark(), path + ".after",
+                     absl::StrCat("expected a list of job names, got ", Checker::Kind(after)));
+    }
+    for (size_t i = 0; i < after.size(); ++i) {
+      DD2_ASSIGN_OR_RETURN(std::string dep, c.Name(after[i], absl::StrCat(path, ".after[", i, "]")));
+      job.add_after(dep);
+    }
+  }
+  job.mutable_resources()->set_workers(1);
+  job.mutable_resources()->set_device("any");
+  if (YAML::Node res = node["resources"]) {
+    const std::string rpath = path + ".resources";
+    DD2_RETURN_IF_ERROR(c.Keys(res, rpath, {"workers", "device"}));
+    if (res["workers"]) {
+      DD2_ASSIGN_OR_RETURN(int64_t w, c.Int(res["workers"], rpath + ".workers", 1, 1024));
+      job.mutable_resources()->set_workers(static_cast<uint32_t>(w));
+    }
+    if (res["device"]) {
+      DD2_ASSIGN_OR_RETURN(std::string d, c.String(res["device"], rpath + ".device"));
+      if (d != "cpu" && d != "cuda" && d != "any") {
+        return c.Error(res["device"].Mark(), rpath + ".device",
+                       absl::StrCat("expected cpu, cuda or any, got '", d, "'"));
+      }
+      job.mutable_resources()->set_device(d);
+    }
+  }
+  if (node["retries"]) {
+    DD2_ASSIGN_OR_RETURN(int64_t r, c.Int(node["retries"], path + ".retries", 0, 100));
+    job.set_retries(static_cast<uint32_t>(r));
+  }
+  if (node["priority"]) {
+    DD2_ASSIGN_OR_RETURN(int64_t p, c.Int(node["priority"], path + ".priority", -1000, 1000));
+    job.set_priority(static_cast<int32_t>(p));
+  }
+  return job;
+}
+
+// Returns the index of a job on a dependency cycle, or -1.
+int FindCycle(const proto::RunSpec& spec) {
+  std::map<std::string, int> index;
+  for (int i = 0; i < spec.jobs_size(); ++i) index[spec.jobs(i).name()] = i;
+  std::vector<int> indegree(spec.jobs_size(), 0);
+  std::vector<std::vector<int>> children(spec.jobs_size());
+  for (int i = 0; i < spec.jobs_size(); ++i) {
+    for (const auto& dep : spec.jobs(i).after()) {
+      children[index[dep]].push_back(i);
+      ++indegree[i];
+    }
+  }
+  std::vector<int> ready;
+  for (int i = 0; i < spec.jobs_size(); ++i) if (indegree[i] == 0) ready.push_back(i);
+  int done = 0;
+  while (!ready.empty()) {
+    int i = ready.back();
+    ready.pop_back();
+    ++done;
+    for (int ch : children[i]) if (--indegree[ch] == 0) ready.push_back(ch);
+  }
+  if (done == spec.jobs_size()) return -1;
+  for (int i = 0; i < spec.jobs_size(); ++i) if (indegree[i] > 0) return i;
+  return -1;
+}
+
+}  // namespace
+
+absl::StatusOr<proto::RunSpec> ParseRunSpec(const std::string& yaml, const std::string& source) {
+  Checker c(source);
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    return c.Error(e.mark, "", absl::StrCat("YAML syntax error: ", e.msg));
+  } catch (const YAML::Exception& e) {
+    return c.Error(e.mark, "", absl::StrCat("YAML error: ", e.msg));
+  }
+  try {
+    if (!root || root.IsNull()) return c.Error(YAML::Mark(), "", "the file is empty; expected `name:` and `jobs:`");
+    DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "jobs", "priority"}));
+    proto::RunSpec spec;
+    spec.set_source(source);
+    if (!root["name"]) return c.Error(root.Mark(), "name", "missing required key");
+    DD2_ASSIGN_OR_RETURN(*spec.mutable_name(), c.Name(root["name"], "name"));
+    if (root["priority"]) {
+      DD2_ASSIGN_OR_RETURN(int64_t p, c.Int(root["priority"], "priority", -1000, 1000));
+      spec.set_priority(static_cast<int32_t>(p));
+    }
+    YAML::Node jobs = root["jobs"];
+    if (!jobs) return c.Error(root.Mark(), "jobs", "missing required key");
+    if (!jobs.IsSequence() || jobs.size() == 0) {
+      return c.Error(jobs.Mark(), "jobs", absl::StrCat("expected a non-empty list of jobs, got ", Checker::Kind(jobs)));
+    }
+    std::map<std::string, YAML::Mark> names;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const std::string path = absl::StrCat("jobs[", i, "]");
+      DD2_ASSIGN_OR_RETURN(proto::JobSpec job, ParseJob(c, jobs[i], path));
+      if (!names.emplace(job.name(), jobs[i]["name"].Mark()).second) {
+        return c.Error(jobs[i]["name"].Mark(), path + ".name",
+                       absl::StrCat("duplicate job name '", job.name(), "'"));
+      }
+      *spec.add_jobs() = std::move(job);
+    }
+    for (int i = 0; i < spec.jobs_size(); ++i) {
+      for (int k = 0; k < spec.jobs(i).after_size(); ++k) {
+        const std::string& dep = spec.jobs(i).after(k);
+        std::string path = absl::StrCat("jobs[", i, "].after[", k, "]");
+        if (!names.count(dep)) {
+          return c.Error(jobs[i]["after"][k].Mark(), path, absl::StrCat("no job named '", dep, "' in this run"));
+        }
+        if (dep == spec.jobs(i).name()) {
+          return c.Error(jobs[i]["after"][k].Mark(), path, "a job cannot wait for itself");
+        }
+      }
+    }
+    int cyclic = FindCycle(spec);
+    if (cyclic >= 0) {
+      return c.Error(jobs[cyclic]["after"].Mark(), absl::StrCat("jobs[", cyclic, "].after"),
+                     absl::StrCat("job '", spec.jobs(cyclic).name(), "' is on a dependency cycle"));
+    }
+    return spec;
+  } catch (const YAML::Exception& e) {
+    return c.Error(e.mark, "", absl::StrCat("YAML error: ", e.msg));
+  }
+}
+
+absl::StatusOr<proto::RunSpec> LoadRunSpec(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(path, ":1:1: cannot open the file"));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return ParseRunSpec(buf.str(), path);
+}
+
+absl::Status ValidateRunSpec(const proto::RunSpec& spec) {
+  if (!ValidName(spec.name())) return absl::InvalidArgumentError(absl::StrCat("bad run name '", spec.name(), "'"));
+  if (spec.jobs_size() == 0) return absl::InvalidArgumentError("run has no jobs");
+  std::set<std::string> names;
+  for (const auto& job : spec.jobs()) {
+    if (!ValidName(job.name()) || !names.insert(job.name()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("bad or duplicate job name '", job.name(), "'"));
+    }
+    if (FindJobType(job.type()) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("job '", job.name(), "': unknown type '", job.type(), "'"));
+    }
+    if (!Json::accept(job.params_json())) {
+      return absl::InvalidArgumentError(absl::StrCat("job '", job.name(), "': params are not JSON"));
+    }
+    if (job.resources().workers() < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("job '", job.name(), "': resources.workers must be >= 1"));
+    }
+  }
+  for (const auto& job : spec.jobs()) {
+    for (const auto& dep : job.after()) {
+      if (!names.count(dep) || dep == job.name()) {
+        return absl::InvalidArgumentError(absl::StrCat("job '", job.name(), "': bad dependency '", dep, "'"));
+      }
+    }
+  }
+  int cyclic = FindCycle(spec);
+  if (cyclic >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("job '", spec.jobs(cyclic).name(), "' is on a dependency cycle"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace dd2

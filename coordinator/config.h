@@ -1,0 +1,38 @@
+// Coordinator settings, each with its default and meaning. Set by dd2-coordinator's flags.
+#ifndef DD2_COORDINATOR_CONFIG_H_
+#define DD2_COORDINATOR_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace dd2 {
+
+struct CoordinatorConfig {
+  // Where the ROUTER binds; port 0 picks a free one. Non-loopback addresses are refused until
+  // CURVE keys exist (DESIGN.md, Security).
+  std::string endpoint = "tcp://127.0.0.1:0";
+  // Data directory: coordinator.db, logs/.
+  std::string home = ".dd2";
+  // Workers heartbeat at this interval; the coordinator acknowledges each heartbeat.
+  int64_t heartbeat_interval_ms = 1000;
+  // A worker silent for interval x liveness is suspect (no new work, keeps its jobs).
+  int64_t heartbeat_liveness = 3;
+  // A worker silent this long is lost: its attempts fail with "worker lost" and are retried.
+  int64_t lost_after_ms = 10000;
+  // Backoff before retry n is base x 2^(n-1), capped.
+  int64_t retry_backoff_ms = 1000;
+  int64_t retry_backoff_max_ms = 60000;
+  // Attempts lost with their worker are retried this many times without using `retries`.
+  int64_t lost_retries = 3;
+  // Cancel: SIGTERM, then SIGKILL after this grace (applied by the worker).
+  int64_t cancel_grace_ms = 5000;
+};
+
+// InvalidArgument naming the field when a value is out of range.
+absl::Status ValidateConfig(const CoordinatorConfig& config);
+
+}  // namespace dd2
+
+#endif  // DD2_COORDINATOR_CONFIG_H_

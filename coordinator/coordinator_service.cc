@@ -1,0 +1,887 @@
+#include "coordinator/coordinator_service.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/protocol.h"
+#include "common/run_spec.h"
+#include "common/status_macros.h"
+#include "coordinator/scheduler.h"
+
+namespace dd2 {
+
+using Json = nlohmann::json;
+
+bool IsTerminal(const std::string& s) {
+  return s == state::kSucceeded || s == state::kFailed || s == state::kCancelled || s == state::kLost;
+}
+
+absl::Status ValidateConfig(const CoordinatorConfig& c) {
+  if (c.heartbeat_interval_ms < 10) return absl::InvalidArgumentError("heartbeat_interval_ms must be >= 10");
+  if (c.heartbeat_liveness < 1) return absl::InvalidArgumentError("heartbeat_liveness must be >= 1");
+  if (c.lost_after_ms < c.heartbeat_interval_ms * c.heartbeat_liveness) {
+    return absl::InvalidArgumentError("lost_after_ms must be >= heartbeat_interval_ms x heartbeat_liveness");
+  }
+  if (c.retry_backoff_ms < 0 || c.retry_backoff_max_ms < c.retry_backoff_ms) {
+    return absl::InvalidArgumentError("retry_backoff_ms must be >= 0 and <= retry_backoff_max_ms");
+  }
+  if (c.lost_retries < 0) return absl::InvalidArgumentError("lost_retries must be >= 0");
+  if (c.cancel_grace_ms < 0) return absl::InvalidArgumentError("cancel_grace_ms must be >= 0");
+  return absl::OkStatus();
+}
+
+// Copies of records being changed by one transition, read through to committed memory.
+class CoordinatorService::Staged {
+ public:
+  explicit Staged(CoordinatorService* svc) : svc_(svc) {}
+
+  RunRecord& Run(const std::string& id) { return Touch(runs, svc_->runs_, id); }
+  JobRecord& Job(const std::string& id) { return Touch(jobs, svc_->jobs_, id); }
+  AttemptRecord& Attempt(const std::string& id) { return Touch(attempts, svc_->attempts_, id); }
+  WorkerRecord& Worker(const std::string& id) { return Touch(workers, svc_->workers_, id); }
+
+  std::map<std::string, RunRecord> runs;
+  std::map<std::string, JobRecord> jobs;
+  std::map<std::string, AttemptRecord> attempts;
+  std::map<std::string, WorkerRecord> workers;
+  std::vector<EventRecord> events;
+  std::vector<MetricRecord> metrics;
+  // Messages to send once the transition is committed.
+  std::vector<std::pair<std::string, proto::Envelope>> outbox;
+
+ private:
+  template <typename R>
+  static R& Touch(std::map<std::string, R>& staged, const std::map<std::string, R>& committed,
+                  const std::string& id) {
+    auto it = staged.find(id);
+    if (it != staged.end()) return it->second;
+    auto c = committed.find(id);
+    R& r = staged[id];
+    if (c != committed.end()) r = c->second;
+    return r;
+  }
+  CoordinatorService* svc_;
+};
+
+CoordinatorService::CoordinatorService(CoordinatorConfig config, JobStore* store, const Clock* clock,
+                                       SendFn send)
+    : config_(std::move(config)), store_(store), clock_(clock), send_(std::move(send)) {
+  started_ms_ = clock_->NowMs();
+}
+
+absl::Status CoordinatorService::Recover() {
+  DD2_ASSIGN_OR_RETURN(StoreSnapshot snap, store_->Load());
+  Staged s(this);
+  for (auto& r : snap.runs) {
+    next_seq_ = std::max(next_seq_, r.seq + 1);
+    s.runs[r.id] = std::move(r);
+  }
+  for (auto& j : snap.jobs) s.jobs[j.id] = std::move(j);
+  for (auto& a : snap.attempts) s.attempts[a.id] = std::move(a);
+  for (auto& w : snap.workers) s.workers[w.id] = std::move(w);
+  // Fold into memory without writing: this is what is already stored.
+  for (auto& [id, r] : s.runs) {
+    run_by_submission_[r.submission_id] = id;
+    runs_[id] = r;
+  }
+  std::map<std::string, std::vector<std::pair<int, std::string>>> order;
+  for (auto& [id, j] : s.jobs) {
+    RunRecord& run = runs_[j.run_id];
+    proto::RunSpec spec;
+    spec.ParseFromString(run.spec);
+    int index = 0;
+    for (int i = 0; i < spec.jobs_size(); ++i) if (spec.jobs(i).name() == j.name) index = i;
+    order[j.run_id].push_back({index, id});
+    jobs_[id] = j;
+  }
+  for (auto& [run_id, v] : order) {
+    std::sort(v.begin(), v.end());
+    for (auto& [i, id] : v) jobs_by_run_[run_id].push_back(id);
+  }
+  std::vector<AttemptRecord*> sorted;
+  for (auto& [id, a] : s.attempts) {
+    attempts_[id] = a;
+  }
+  for (auto& [id, a] : attempts_) sorted.push_back(&a);
+  std::sort(sorted.begin(), sorted.end(),
+            [](auto* x, auto* y) { return std::tie(x->job_id, x->number) < std::tie(y->job_id, y->number); });
+  for (auto* a : sorted) {
+    attempts_by_job_[a->job_id].push_back(a->id);
+    if (!IsTerminal(a->state)) active_attempts_.insert(a->id);
+  }
+  const int64_t now = clock_->NowMs();
+  for (auto& [id, w] : s.workers) {
+    workers_[id] = w;
+    if (w.state != state::kLost) live_[id] = WorkerLive{"", now};
+  }
+  Staged boot(this);
+  Event(boot, "coordinator_started", "", "", "",
+        absl::StrCat(runs_.size(), " runs, ", active_attempts_.size(), " active attempts recovered"));
+  return Commit(boot);
+}
+
+void CoordinatorService::Event(Staged& s, const std::string& kind, const std::string& run_id,
+                               const std::string& job_id, const std::string& attempt_id,
+                               const std::string& detail) {
+  s.events.push_back({0, clock_->NowMs(), run_id, job_id, attempt_id, kind, detail});
+}
+
+absl::Status CoordinatorService::Commit(Staged& s) {
+  StoreTx tx;
+  for (auto& [id, r] : s.runs) tx.runs.push_back(r);
+  for (auto& [id, r] : s.jobs) tx.jobs.push_back(r);
+  for (auto& [id, r] : s.attempts) tx.attempts.push_back(r);
+  for (auto& [id, r] : s.workers) tx.workers.push_back(r);
+  tx.events = s.events;
+  tx.metrics = s.metrics;
+  absl::Status st = store_->Apply(tx);
+  if (!st.ok()) return st;
+  for (auto& [id, r] : s.runs) {
+    run_by_submission_[r.submission_id] = id;
+    runs_[id] = r;
+  }
+  for (auto& [id, r] : s.jobs) jobs_[id] = r;  // new jobs are indexed by HandleSubmit
+  for (auto& [id, r] : s.attempts) {
+    if (!attempts_.count(id)) attempts_by_job_[r.job_id].push_back(id);
+    attempts_[id] = r;
+    if (IsTerminal(r.state)) {
+      active_attempts_.erase(id);
+      finished_ranks_.erase(id);
+    } else {
+      active_attempts_.insert(id);
+    }
+  }
+  for (auto& [id, r] : s.workers) workers_[id] = r;
+  for (auto& m : s.metrics) latest_metrics_[m.job_id][m.key] = m.value;
+  dirty_ = true;
+  for (auto& [peer, env] : s.outbox) send_(peer, env);
+  return absl::OkStatus();
+}
+
+void CoordinatorService::Reply(const std::string& peer, const proto::Envelope& request,
+                               proto::Envelope reply) {
+  reply.set_request_id(request.request_id());
+  reply.set_sender("coordinator");
+  send_(peer, reply);
+}
+
+std::vector<std::string> CoordinatorService::ActiveAttemptsOf(const std::string& worker_id) const {
+  std::vector<std::string> out;
+  for (const auto& id : active_attempts_) {
+    const auto& a = attempts_.at(id);
+    for (absl::string_view w : absl::StrSplit(a.worker_ids, ',')) {
+      if (w == worker_id) {
+        out.push_back(id);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+static bool Holds(const AttemptRecord& a, const std::string& worker_id) {
+  for (absl::string_view w : absl::StrSplit(a.worker_ids, ',')) {
+    if (w == worker_id) return true;
+  }
+  return false;
+}
+
+std::string CoordinatorService::LogPath(const std::string& attempt_id) const {
+  // "<run>/<job>#<n>" -> logs/<run>/<job>/<n>.log
+  std::string path = attempt_id;
+  std::replace(path.begin(), path.end(), '#', '/');
+  return absl::StrCat(config_.home, "/logs/", path, ".log");
+}
+
+// ---------------------------------------------------------------- frames
+
+void CoordinatorService::HandleFrame(const std::string& peer, std::string_view frame) {
+  ++frames_;
+  auto decoded = DecodeEnvelope(frame);
+  if (!decoded.ok()) {
+    ++malformed_frames_;
+    return;
+  }
+  const proto::Envelope& env = *decoded;
+  // Any message from a registered worker counts as liveness.
+  if (auto it = live_.find(env.sender()); it != live_.end() && !it->second.peer.empty() &&
+                                          it->second.peer == peer) {
+    it->second.last_seen_ms = clock_->NowMs();
+  }
+  absl::Status st;
+  bool is_request = true;  // replies with Error on failure
+  switch (env.body_case()) {
+    case proto::Envelope::kHello: st = HandleHello(peer, env); break;
+    case proto::Envelope::kHeartbeat: st = HandleHeartbeat(peer, env); break;
+    case proto::Envelope::kAttemptStarted: st = HandleAttemptStarted(env); is_request = false; break;
+    case proto::Envelope::kProgress: st = HandleProgress(env); is_request = false; break;
+    case proto::Envelope::kLogChunk: st = HandleLogChunk(env); is_request = false; break;
+    case proto::Envelope::kAttemptFinished: st = HandleAttemptFinished(peer, env); break;
+    case proto::Envelope::kSubmit: st = HandleSubmit(peer, env); break;
+    case proto::Envelope::kStatus: st = HandleStatus(peer, env); break;
+    case proto::Envelope::kJobs: st = HandleJobs(peer, env); break;
+    case proto::Envelope::kLogs: st = HandleLogs(peer, env); break;
+    case proto::Envelope::kCancel: st = HandleCancel(peer, env); break;
+    case proto::Envelope::kWorkers: st = HandleWorkers(peer, env); break;
+    case proto::Envelope::kShutdown: {
+      st = CheckVersion(env);
+      if (st.ok()) {
+        shutdown_requested_ = true;
+        proto::Envelope r;
+        r.mutable_cancel_reply();
+        Reply(peer, env, r);
+      }
+      break;
+    }
+    default:
+      ++malformed_frames_;
+      st = absl::InvalidArgumentError(absl::StrCat("message type ", env.body_case(),
+                                                   " is not accepted by the coordinator"));
+  }
+  if (!st.ok()) {
+    if (absl::IsInvalidArgument(st) && env.body_case() != proto::Envelope::kSubmit) ++malformed_frames_;
+    if (is_request || !absl::IsInvalidArgument(st)) send_(peer, ErrorReply(env, st));
+  }
+  if (dirty_) ScheduleReady();
+}
+
+// ---------------------------------------------------------------- workers
+
+absl::Status CoordinatorService::HandleHello(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
+  const proto::Hello& h = env.hello();
+  if (h.worker_id().empty() || h.worker_id() != env.sender()) {
+    return absl::InvalidArgumentError("Hello needs worker_id equal to the envelope sender");
+  }
+  if (h.device() != "cpu" && h.device() != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("Hello: unknown device '", h.device(), "'"));
+  }
+  if (h.slots() < 1 || h.slots() > 1024) return absl::InvalidArgumentError("Hello: slots must be 1..1024");
+  const int64_t now = clock_->NowMs();
+  Staged s(this);
+  WorkerRecord& w = s.Worker(h.worker_id());
+  const bool known = !w.id.empty();
+  w = WorkerRecord{h.worker_id(), h.host(), h.device(), h.device_index(), h.slots(), h.pid(),
+                   state::kAlive, now, now};
+  Event(s, known ? "worker_reregistered" : "worker_registered", "", "", "", h.worker_id());
+  proto::Envelope welcome;
+  welcome.mutable_welcome()->set_heartbeat_interval_ms(static_cast<uint32_t>(config_.heartbeat_interval_ms));
+  welcome.mutable_welcome()->set_heartbeat_liveness(static_cast<uint32_t>(config_.heartbeat_liveness));
+  std::set<std::string> held;
+  for (const auto& a : h.attempts()) {
+    held.insert(a.attempt_id());
+    auto it = attempts_.find(a.attempt_id());
+    if (it == attempts_.end() || IsTerminal(it->second.state) || !Holds(it->second, h.worker_id())) {
+      welcome.mutable_welcome()->add_stop_attempts(a.attempt_id());  // fenced: not ours any more
+      continue;
+    }
+    const AttemptRecord& att = it->second;
+    Event(s, "attempt_reattached", jobs_[att.job_id].run_id, att.job_id, att.id, h.worker_id());
+    if (jobs_[att.job_id].state == state::kCancelled) {
+      proto::Envelope cancel;
+      cancel.mutable_cancel_attempt()->set_attempt_id(att.id);
+      cancel.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
+      cancel.set_sender("coordinator");
+      s.outbox.push_back({peer, cancel});
+    }
+  }
+  // Attempts we think this worker runs but it does not hold: it restarted, or never got them.
+  for (const auto& id : ActiveAttemptsOf(h.worker_id())) {
+    if (held.count(id)) continue;
+    AttemptRecord& a = s.Attempt(id);
+    a.state = state::kLost;
+    a.cause = "worker lost";
+    a.finished_ms = now;
+    Event(s, "attempt_lost", jobs_[a.job_id].run_id, a.job_id, id, "worker restarted without it");
+    if (s.Job(a.job_id).state != state::kCancelled) RetryOrFail(s, a.job_id, "worker lost", true);
+    FinishRunIfDone(s, s.Job(a.job_id).run_id);
+  }
+  welcome.set_request_id(env.request_id());
+  welcome.set_sender("coordinator");
+  s.outbox.insert(s.outbox.begin(), {peer, welcome});
+  DD2_RETURN_IF_ERROR(Commit(s));
+  live_[h.worker_id()] = WorkerLive{peer, now};
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorService::HandleHeartbeat(const std::string& peer, const proto::Envelope& env) {
+  auto it = live_.find(env.sender());
+  auto w = workers_.find(env.sender());
+  if (it == live_.end() || it->second.peer.empty() || w == workers_.end() ||
+      w->second.state == state::kLost) {
+    proto::Envelope r;
+    r.mutable_re_register();
+    Reply(peer, env, r);
+    return absl::OkStatus();
+  }
+  it->second.peer = peer;
+  it->second.last_seen_ms = clock_->NowMs();
+  if (w->second.state == state::kSuspect) {
+    Staged s(this);
+    s.Worker(env.sender()).state = state::kAlive;
+    Event(s, "worker_recovered", "", "", "", env.sender());
+    DD2_RETURN_IF_ERROR(Commit(s));
+  }
+  proto::Envelope ack;
+  for (const auto& id : env.heartbeat().running_attempts()) {
+    auto a = attempts_.find(id);
+    if (a == attempts_.end() || IsTerminal(a->second.state) || !Holds(a->second, env.sender())) {
+      ack.mutable_heartbeat_ack()->add_stop_attempts(id);
+    }
+  }
+  ack.mutable_heartbeat_ack();
+  Reply(peer, env, ack);
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorService::HandleAttemptStarted(const proto::Envelope& env) {
+  const std::string& id = env.attempt_started().attempt_id();
+  if (!active_attempts_.count(id) || !Holds(attempts_[id], env.sender())) return absl::OkStatus();
+  if (attempts_[id].state != state::kAssigned) return absl::OkStatus();  // duplicate
+  Staged s(this);
+  AttemptRecord& a = s.Attempt(id);
+  a.state = state::kRunning;
+  JobRecord& j = s.Job(a.job_id);
+  if (j.state == state::kAssigned) {
+    j.state = state::kRunning;
+    j.updated_ms = clock_->NowMs();
+  }
+  Event(s, "attempt_started", j.run_id, j.id, id,
+        absl::StrCat(env.sender(), " pid ", env.attempt_started().child_pid()));
+  return Commit(s);
+}
+
+absl::Status CoordinatorService::HandleProgress(const proto::Envelope& env) {
+  const proto::Progress& p = env.progress();
+  if (!active_attempts_.count(p.attempt_id()) || !Holds(attempts_[p.attempt_id()], env.sender())) {
+    return absl::OkStatus();
+  }
+  Staged s(this);
+  JobRecord& j = s.Job(attempts_[p.attempt_id()].job_id);
+  j.step = static_cast<int64_t>(p.step());
+  j.total = static_cast<int64_t>(p.total());
+  j.updated_ms = clock_->NowMs();
+  for (const auto& m : p.metrics()) {
+    if (m.key().empty() || m.key().size() > 128) continue;
+    s.metrics.push_back({j.run_id, j.id, m.key(), j.step, m.value(), j.updated_ms});
+  }
+  return Commit(s);
+}
+
+absl::Status CoordinatorService::HandleLogChunk(const proto::Envelope& env) {
+  const proto::LogChunk& c = env.log_chunk();
+  auto it = attempts_.find(c.attempt_id());
+  if (it == attempts_.end() || !Holds(it->second, env.sender())) return absl::OkStatus();
+  const std::string path = LogPath(c.attempt_id());
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  uint64_t size = std::filesystem::exists(path, ec) ? std::filesystem::file_size(path, ec) : 0;
+  if (c.offset() + c.data().size() <= size) return absl::OkStatus();  // duplicate
+  std::ofstream out(path, std::ios::app | std::ios::binary);
+  if (c.offset() > size) out << "\n[dd2: " << (c.offset() - size) << " bytes of log lost]\n";
+  const uint64_t skip = c.offset() < size ? size - c.offset() : 0;
+  out.write(c.data().data() + skip, static_cast<std::streamsize>(c.data().size() - skip));
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
+                                                       const proto::Envelope& env) {
+  const proto::AttemptFinished& f = env.attempt_finished();
+  proto::Envelope ack;
+  ack.mutable_finished_ack()->set_attempt_id(f.attempt_id());
+  if (!active_attempts_.count(f.attempt_id()) || !Holds(attempts_[f.attempt_id()], env.sender())) {
+    Reply(peer, env, ack);  // already recorded, or fenced: either way the worker may forget it
+    return absl::OkStatus();
+  }
+  const int64_t now = clock_->NowMs();
+  Staged s(this);
+  AttemptRecord& a = s.Attempt(f.attempt_id());
+  JobRecord& job = s.Job(a.job_id);
+  const bool ok = f.exit_code() == 0 && f.signal() == 0 && !f.cancelled();
+  std::vector<std::string> ranks = absl::StrSplit(a.worker_ids, ',');
+  if (ok && ranks.size() > 1) {
+    auto& done = finished_ranks_[a.id];
+    done.insert(env.sender());
+    if (done.size() < ranks.size()) {
+      Reply(peer, env, ack);
+      return absl::OkStatus();
+    }
+  }
+  a.finished_ms = now;
+  a.exit_code = f.exit_code();
+  a.signal = f.signal();
+  if (job.state == state::kCancelled || f.cancelled()) {
+    a.state = state::kCancelled;
+    a.cause = "cancelled";
+  } else if (ok) {
+    a.state = state::kSucceeded;
+    job.state = state::kSucceeded;
+    job.failure.clear();
+    job.updated_ms = now;
+    Event(s, "job_succeeded", job.run_id, job.id, a.id, "");
+    PromoteDependents(s, job.run_id);
+  } else {
+    a.state = state::kFailed;
+    a.cause = f.signal() != 0 ? absl::StrCat("killed by signal ", f.signal())
+                              : absl::StrCat("exit code ", f.exit_code());
+    if (!f.cause().empty()) absl::StrAppend(&a.cause, ": ", f.cause().substr(0, 512));
+    Event(s, "attempt_failed", job.run_id, job.id, a.id, a.cause);
+    RetryOrFail(s, job.id, a.cause, false);
+  }
+  // Any other rank of a gang stops with it.
+  for (const auto& w : ranks) {
+    if (w == env.sender() || !live_.count(w) || live_[w].peer.empty()) continue;
+    if (a.state == state::kSucceeded) continue;
+    proto::Envelope cancel;
+    cancel.set_sender("coordinator");
+    cancel.mutable_cancel_attempt()->set_attempt_id(a.id);
+    cancel.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
+    s.outbox.push_back({live_[w].peer, cancel});
+  }
+  Event(s, "attempt_finished", job.run_id, job.id, a.id, a.state);
+  FinishRunIfDone(s, job.run_id);
+  ack.set_request_id(env.request_id());
+  ack.set_sender("coordinator");
+  s.outbox.push_back({peer, ack});
+  return Commit(s);
+}
+
+void CoordinatorService::RetryOrFail(Staged& s, const std::string& job_id, const std::string& cause,
+                                     bool infra) {
+  JobRecord& job = s.Job(job_id);
+  int64_t failed = 0, lost = 0;
+  for (const auto& id : attempts_by_job_[job_id]) {
+    const AttemptRecord& a = s.attempts.count(id) ? s.attempts[id] : attempts_[id];
+    if (a.state == state::kFailed) ++failed;
+    if (a.state == state::kLost) ++lost;
+  }
+  const int64_t now = clock_->NowMs();
+  job.updated_ms = now;
+  job.failure = cause;
+  const bool budget = infra ? lost <= config_.lost_retries : failed <= job.retries;
+  if (budget) {
+    int64_t n = infra ? lost : failed;
+    int64_t backoff = config_.retry_backoff_ms;
+    for (int64_t i = 1; i < n && backoff < config_.retry_backoff_max_ms; ++i) backoff *= 2;
+    backoff = std::min(backoff, config_.retry_backoff_max_ms);
+    job.state = state::kRetrying;
+    job.not_before_ms = now + backoff;
+    Event(s, "job_retrying", job.run_id, job.id, "", absl::StrCat(cause, "; retry in ", backoff, " ms"));
+    return;
+  }
+  job.state = state::kFailed;
+  Event(s, "job_failed", job.run_id, job.id, "", cause);
+  // Everything downstream can no longer run.
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (const auto& id : jobs_by_run_[job.run_id]) {
+      JobRecord& d = s.Job(id);
+      if (d.state != state::kPending) continue;
+      Json after = Json::parse(d.after_json, nullptr, false);
+      for (const auto& dep : after) {
+        const std::string dep_id = absl::StrCat(d.run_id, "/", dep.get<std::string>());
+        const std::string& ds = s.Job(dep_id).state;
+        if (ds == state::kFailed || ds == state::kCancelled) {
+          d.state = state::kCancelled;
+          d.failure = absl::StrCat("upstream job '", dep.get<std::string>(), "' did not succeed");
+          d.updated_ms = now;
+          Event(s, "job_cancelled", d.run_id, d.id, "", d.failure);
+          changed = true;
+          break;
+        }
+      }
+    }
+  }
+}
+
+void CoordinatorService::PromoteDependents(Staged& s, const std::string& run_id) {
+  for (const auto& id : jobs_by_run_[run_id]) {
+    JobRecord& d = s.Job(id);
+    if (d.state != state::kPending) continue;
+    Json after = Json::parse(d.after_json, nullptr, false);
+    bool all = true;
+    for (const auto& dep : after) {
+      if (s.Job(absl::StrCat(run_id, "/", dep.get<std::string>())).state != state::kSucceeded) all = false;
+    }
+    if (all) {
+      d.state = state::kReady;
+      d.updated_ms = clock_->NowMs();
+    }
+  }
+}
+
+void CoordinatorService::FinishRunIfDone(Staged& s, const std::string& run_id) {
+  RunRecord& run = s.Run(run_id);
+  if (IsTerminal(run.state)) return;
+  bool all_succeeded = true, any_failed = false;
+  for (const auto& id : jobs_by_run_[run_id]) {
+    const JobRecord& j = s.Job(id);
+    if (!IsTerminal(j.state)) return;
+    // A cancelled job whose attempt still runs keeps the run open until it stops.
+    for (const auto& aid : attempts_by_job_[id]) {
+      const AttemptRecord& a = s.attempts.count(aid) ? s.attempts[aid] : attempts_[aid];
+      if (!IsTerminal(a.state)) return;
+    }
+    all_succeeded = all_succeeded && j.state == state::kSucceeded;
+    any_failed = any_failed || j.state == state::kFailed;
+  }
+  run.state = all_succeeded ? state::kSucceeded : any_failed ? state::kFailed : state::kCancelled;
+  run.finished_ms = clock_->NowMs();
+  Event(s, "run_finished", run_id, "", "", run.state);
+}
+
+void CoordinatorService::MarkLost(const std::string& worker_id, const std::string& cause) {
+  Staged s(this);
+  s.Worker(worker_id).state = state::kLost;
+  Event(s, "worker_lost", "", "", "", absl::StrCat(worker_id, ": ", cause));
+  const int64_t now = clock_->NowMs();
+  for (const auto& id : ActiveAttemptsOf(worker_id)) {
+    AttemptRecord& a = s.Attempt(id);
+    a.state = state::kLost;
+    a.cause = "worker lost";
+    a.finished_ms = now;
+    JobRecord& job = s.Job(a.job_id);
+    Event(s, "attempt_lost", job.run_id, job.id, id, worker_id);
+    if (job.state != state::kCancelled) RetryOrFail(s, job.id, "worker lost", true);
+    for (absl::string_view w : absl::StrSplit(a.worker_ids, ',')) {
+      std::string other(w);
+      if (other == worker_id || !live_.count(other) || live_[other].peer.empty()) continue;
+      proto::Envelope cancel;
+      cancel.set_sender("coordinator");
+      cancel.mutable_cancel_attempt()->set_attempt_id(id);
+      cancel.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
+      s.outbox.push_back({live_[other].peer, cancel});
+    }
+    FinishRunIfDone(s, job.run_id);
+  }
+  if (Commit(s).ok()) live_.erase(worker_id);
+}
+
+void CoordinatorService::Tick() {
+  const int64_t now = clock_->NowMs();
+  std::vector<std::string> lost;
+  for (auto& [id, live] : live_) {
+    const int64_t silent = now - live.last_seen_ms;
+    const std::string& st = workers_[id].state;
+    if (silent > config_.lost_after_ms) {
+      lost.push_back(id);
+    } else if (silent > config_.heartbeat_interval_ms * config_.heartbeat_liveness && st == state::kAlive) {
+      Staged s(this);
+      s.Worker(id).state = state::kSuspect;
+      Event(s, "worker_suspect", "", "", "", absl::StrCat(id, " silent for ", silent, " ms"));
+      Commit(s).IgnoreError();
+    }
+  }
+  for (const auto& id : lost) MarkLost(id, absl::StrCat("no message for more than ", config_.lost_after_ms, " ms"));
+  for (const auto& [id, job] : jobs_) {
+    if (job.state == state::kRetrying && job.not_before_ms <= now) {
+      Staged s(this);
+      s.Job(id).state = state::kReady;
+      s.Job(id).updated_ms = now;
+      Commit(s).IgnoreError();
+    }
+  }
+  if (dirty_) ScheduleReady();
+}
+
+void CoordinatorService::ScheduleReady() {
+  dirty_ = false;
+  std::vector<QueuedJob> queue;
+  for (const auto& [id, job] : jobs_) {
+    if (job.state != state::kReady) continue;
+    const RunRecord& run = runs_[job.run_id];
+    const auto& order = jobs_by_run_[job.run_id];
+    int64_t index = std::find(order.begin(), order.end(), id) - order.begin();
+    queue.push_back({id, run.priority, job.priority, run.seq, index, job.workers, job.device});
+  }
+  if (queue.empty()) return;
+  std::map<std::string, int64_t> used;
+  for (const auto& id : active_attempts_) {
+    for (absl::string_view w : absl::StrSplit(attempts_[id].worker_ids, ',')) ++used[std::string(w)];
+  }
+  std::vector<WorkerSlots> slots;
+  for (const auto& [id, live] : live_) {
+    const WorkerRecord& w = workers_[id];
+    if (live.peer.empty() || w.state != state::kAlive) continue;
+    slots.push_back({id, w.device, w.slots, w.slots - used[id]});
+  }
+  for (const Placement& p : Schedule(slots, queue)) {
+    Staged s(this);
+    JobRecord& job = s.Job(p.job_id);
+    job.attempts += 1;
+    job.state = state::kAssigned;
+    job.updated_ms = clock_->NowMs();
+    const std::string attempt_id = absl::StrCat(job.id, "#", job.attempts);
+    s.Attempt(attempt_id) = AttemptRecord{attempt_id, job.id, job.attempts, state::kAssigned,
+                                          absl::StrJoin(p.worker_ids, ","), clock_->NowMs()};
+    Event(s, "attempt_assigned", job.run_id, job.id, attempt_id, absl::StrJoin(p.worker_ids, ","));
+    for (const auto& w : p.worker_ids) {
+      proto::Envelope assign;
+      assign.set_sender("coordinator");
+      auto* a = assign.mutable_assign();
+      a->set_attempt_id(attempt_id);
+      a->set_job_id(job.id);
+      a->set_run_id(job.run_id);
+      a->set_type(job.type);
+      a->set_params_json(job.params_json);
+      a->set_attempt(static_cast<uint32_t>(job.attempts));
+      s.outbox.push_back({live_[w].peer, assign});
+    }
+    if (!Commit(s).ok()) break;
+  }
+  dirty_ = false;
+}
+
+// ---------------------------------------------------------------- clients
+
+absl::Status CoordinatorService::HandleSubmit(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
+  const proto::SubmitRequest& req = env.submit();
+  std::string submission = req.submission_id();
+  if (submission.empty() || submission.size() > 128) {
+    return absl::InvalidArgumentError("submission_id must be 1..128 characters");
+  }
+  proto::Envelope reply;
+  if (auto it = run_by_submission_.find(submission); it != run_by_submission_.end()) {
+    reply.mutable_submit_reply()->set_run_id(it->second);
+    reply.mutable_submit_reply()->set_existed(true);
+    Reply(peer, env, reply);
+    return absl::OkStatus();
+  }
+  DD2_RETURN_IF_ERROR(ValidateRunSpec(req.spec()));
+  const int64_t now = clock_->NowMs();
+  Staged s(this);
+  const int64_t seq = next_seq_;
+  const std::string run_id = absl::StrCat(req.spec().name(), "-", seq);
+  s.Run(run_id) = RunRecord{run_id, submission, req.spec().name(), req.spec().SerializeAsString(),
+                            state::kRunning, req.spec().priority(), seq, now, 0};
+  for (const auto& js : req.spec().jobs()) {
+    const std::string job_id = absl::StrCat(run_id, "/", js.name());
+    Json after = Json::array();
+    for (const auto& a : js.after()) after.push_back(a);
+    s.Job(job_id) = JobRecord{job_id, run_id, js.name(), js.type(), js.params_json(), after.dump(),
+                              js.resources().workers(),
+                              js.resources().device().empty() ? "any" : js.resources().device(),
+                              js.retries(), js.priority(),
+                              js.after().empty() ? state::kReady : state::kPending};
+    s.Job(job_id).updated_ms = now;
+  }
+  Event(s, "run_submitted", run_id, "", "", absl::StrCat(req.spec().jobs_size(), " jobs from ", req.spec().source()));
+  reply.mutable_submit_reply()->set_run_id(run_id);
+  reply.set_request_id(env.request_id());
+  reply.set_sender("coordinator");
+  s.outbox.push_back({peer, reply});
+  DD2_RETURN_IF_ERROR(Commit(s));
+  next_seq_ = seq + 1;
+  for (const auto& js : req.spec().jobs()) jobs_by_run_[run_id].push_back(absl::StrCat(run_id, "/", js.name()));
+  return absl::OkStatus();
+}
+
+namespace {
+
+Json JobJson(const JobRecord& j, const std::map<std::string, double>* metrics) {
+  Json out = {{"id", j.id},       {"name", j.name},       {"type", j.type},
+              {"state", j.state}, {"attempts", j.attempts}, {"step", j.step},
+              {"total", j.total}, {"failure", j.failure},   {"updated_ms", j.updated_ms},
+              {"workers", j.workers}, {"device", j.device}, {"retries", j.retries},
+              {"after", Json::parse(j.after_json, nullptr, false)}};
+  Json m = Json::object();
+  if (metrics) for (const auto& [k, v] : *metrics) m[k] = v;
+  out["metrics"] = m;
+  return out;
+}
+
+Json AttemptJson(const AttemptRecord& a) {
+  std::vector<std::string> workers = absl::StrSplit(a.worker_ids, ',', absl::SkipEmpty());
+  return {{"id", a.id},           {"number", a.number},       {"state", a.state},
+          {"workers", workers},   {"started_ms", a.started_ms}, {"finished_ms", a.finished_ms},
+          {"exit_code", a.exit_code}, {"signal", a.signal},   {"cause", a.cause}};
+}
+
+}  // namespace
+
+absl::Status CoordinatorService::HandleStatus(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
+  const std::string& run_id = env.status().run_id();
+  Json out;
+  auto run_json = [&](const RunRecord& r) {
+    Json counts = Json::object();
+    int64_t done = 0, total = 0;
+    Json jobs = Json::array();
+    for (const auto& id : jobs_by_run_[r.id]) {
+      const JobRecord& j = jobs_[id];
+      counts[j.state] = counts.value(j.state, 0) + 1;
+      ++total;
+      if (j.state == state::kSucceeded) ++done;
+      auto m = latest_metrics_.find(id);
+      jobs.push_back(JobJson(j, m == latest_metrics_.end() ? nullptr : &m->second));
+    }
+    return Json{{"id", r.id},         {"name", r.name},
+                {"state", r.state},   {"submission_id", r.submission_id},
+                {"priority", r.priority}, {"created_ms", r.created_ms},
+                {"finished_ms", r.finished_ms}, {"jobs_total", total},
+                {"jobs_succeeded", done}, {"job_states", counts}, {"jobs", jobs}};
+  };
+  if (!run_id.empty()) {
+    auto it = runs_.find(run_id);
+    if (it == runs_.end()) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
+    out = {{"run", run_json(it->second)}};
+  } else {
+    std::vector<const RunRecord*> runs;
+    for (const auto& [id, r] : runs_) runs.push_back(&r);
+    std::sort(runs.begin(), runs.end(), [](auto* a, auto* b) { return a->seq < b->seq; });
+    Json list = Json::array();
+    for (const auto* r : runs) list.push_back(run_json(*r));
+    Json workers = {{"alive", 0}, {"suspect", 0}, {"lost", 0}};
+    for (const auto& [id, w] : workers_) workers[w.state] = workers.value(w.state, 0) + 1;
+    out = {{"coordinator", {{"endpoint", endpoint_},
+                            {"uptime_ms", clock_->NowMs() - started_ms_},
+                            {"frames", frames_},
+                            {"malformed_frames", malformed_frames_},
+                            {"send_failures", send_failures_},
+                            {"workers", workers}}},
+           {"runs", list}};
+  }
+  proto::Envelope reply;
+  reply.mutable_json_reply()->set_json(out.dump());
+  Reply(peer, env, reply);
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorService::HandleJobs(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
+  const std::string& run_id = env.jobs().run_id();
+  if (!runs_.count(run_id)) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
+  Json jobs = Json::array();
+  for (const auto& id : jobs_by_run_[run_id]) {
+    auto m = latest_metrics_.find(id);
+    Json j = JobJson(jobs_[id], m == latest_metrics_.end() ? nullptr : &m->second);
+    Json attempts = Json::array();
+    for (const auto& aid : attempts_by_job_[id]) attempts.push_back(AttemptJson(attempts_[aid]));
+    j["attempts_detail"] = attempts;
+    jobs.push_back(j);
+  }
+  proto::Envelope reply;
+  reply.mutable_json_reply()->set_json(Json{{"run_id", run_id}, {"state", runs_[run_id].state}, {"jobs", jobs}}.dump());
+  Reply(peer, env, reply);
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorService::HandleLogs(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
+  const proto::LogsRequest& req = env.logs();
+  auto job = jobs_.find(req.job_id());
+  if (job == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job '", req.job_id(), "'"));
+  proto::Envelope reply;
+  auto* r = reply.mutable_logs_reply();
+  const auto& attempts = attempts_by_job_[req.job_id()];
+  r->set_finished(IsTerminal(job->second.state) &&
+                  (attempts.empty() || IsTerminal(attempts_[attempts.back()].state)));
+  r->set_next_offset(req.offset());
+  if (!attempts.empty()) {
+    r->set_attempt_id(attempts.back());
+    std::ifstream in(LogPath(attempts.back()), std::ios::binary);
+    if (in) {
+      in.seekg(static_cast<std::streamoff>(req.offset()));
+      const uint32_t max = req.max_bytes() == 0 ? (1u << 20) : std::min(req.max_bytes(), 4u << 20);
+      std::string buf(max, '\0');
+      in.read(buf.data(), max);
+      buf.resize(static_cast<size_t>(in.gcount()));
+      r->set_next_offset(req.offset() + buf.size());
+      if (buf.size() == max) r->set_finished(false);
+      r->set_data(std::move(buf));
+    }
+  }
+  Reply(peer, env, reply);
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorService::HandleCancel(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
+  const std::string& target = env.cancel().target();
+  std::vector<std::string> jobs;
+  std::string run_id;
+  if (runs_.count(target)) {
+    jobs = jobs_by_run_[target];
+    run_id = target;
+  } else if (jobs_.count(target)) {
+    jobs = {target};
+    run_id = jobs_[target].run_id;
+  } else {
+    return absl::NotFoundError(absl::StrCat("no run or job '", target, "'"));
+  }
+  Staged s(this);
+  uint32_t count = 0;
+  const int64_t now = clock_->NowMs();
+  for (const auto& id : jobs) {
+    JobRecord& j = s.Job(id);
+    if (IsTerminal(j.state)) continue;
+    const std::string previous = j.state;
+    j.state = state::kCancelled;
+    j.failure = "cancelled by user";
+    j.updated_ms = now;
+    ++count;
+    Event(s, "job_cancelled", j.run_id, j.id, "", "cancelled by user");
+    for (const auto& aid : attempts_by_job_[id]) {
+      if (!active_attempts_.count(aid)) continue;
+      for (absl::string_view w : absl::StrSplit(attempts_[aid].worker_ids, ',')) {
+        auto live = live_.find(std::string(w));
+        if (live == live_.end() || live->second.peer.empty()) continue;
+        proto::Envelope cancel;
+        cancel.set_sender("coordinator");
+        cancel.mutable_cancel_attempt()->set_attempt_id(aid);
+        cancel.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
+        s.outbox.push_back({live->second.peer, cancel});
+      }
+    }
+    (void)previous;
+  }
+  // Jobs waiting on a cancelled job can no longer run.
+  for (const auto& id : jobs_by_run_[run_id]) {
+    JobRecord& d = s.Job(id);
+    if (d.state != state::kPending) continue;
+    d.state = state::kCancelled;
+    d.failure = "upstream job cancelled";
+    d.updated_ms = now;
+    ++count;
+    Event(s, "job_cancelled", d.run_id, d.id, "", d.failure);
+  }
+  FinishRunIfDone(s, run_id);
+  proto::Envelope reply;
+  reply.mutable_cancel_reply()->set_cancelled(count);
+  reply.set_request_id(env.request_id());
+  reply.set_sender("coordinator");
+  s.outbox.push_back({peer, reply});
+  return Commit(s);
+}
+
+absl::Status CoordinatorService::HandleWorkers(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
+  Json list = Json::array();
+  const int64_t now = clock_->NowMs();
+  for (const auto& [id, w] : workers_) {
+    auto active = ActiveAttemptsOf(id);
+    auto live = live_.find(id);
+    list.push_back({{"id", id},         {"host", w.host},   {"device", w.device},
+                    {"device_index", w.device_index}, {"slots", w.slots},
+                    {"used", active.size()}, {"state", w.state}, {"pid", w.pid},
+                    {"registered_ms", w.registered_ms},
+                    {"connected", live != live_.end() && !live->second.peer.empty()},
+                    {"silent_ms", live != live_.end() ? now - live->second.last_seen_ms : -1},
+                    {"attempts", active}});
+  }
+  proto::Envelope reply;
+  reply.mutable_json_reply()->set_json(Json{{"workers", list}}.dump());
+  Reply(peer, env, reply);
+  return absl::OkStatus();
+}
+
+}  // namespace dd2

@@ -1,0 +1,79 @@
+// InMemoryJobStore: maps keyed like the SQLite tables. Apply validates first, then writes, so a
+// rejected batch changes nothing.
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/job_store.h"
+
+namespace dd2 {
+namespace {
+
+class InMemoryJobStore : public JobStore {
+ public:
+  absl::Status Apply(const StoreTx& tx) override {
+    std::map<std::string, std::string> submissions;  // submission id -> run id, after this tx
+    for (const auto& [id, run] : runs_) submissions[run.submission_id] = id;
+    for (const auto& run : tx.runs) {
+      auto it = submissions.find(run.submission_id);
+      if (it != submissions.end() && it->second != run.id) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("submission id '", run.submission_id, "' belongs to run ", it->second));
+      }
+      submissions[run.submission_id] = run.id;
+    }
+    for (const auto& r : tx.runs) runs_[r.id] = r;
+    for (const auto& r : tx.jobs) jobs_[r.id] = r;
+    for (const auto& r : tx.attempts) attempts_[r.id] = r;
+    for (const auto& r : tx.workers) workers_[r.id] = r;
+    for (auto e : tx.events) {
+      e.id = static_cast<int64_t>(events_.size()) + 1;
+      events_.push_back(std::move(e));
+    }
+    for (const auto& m : tx.metrics) metrics_[{m.job_id, m.key, m.step}] = m;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<StoreSnapshot> Load() override {
+    StoreSnapshot s;
+    for (const auto& [id, r] : runs_) s.runs.push_back(r);
+    for (const auto& [id, r] : jobs_) s.jobs.push_back(r);
+    for (const auto& [id, r] : attempts_) s.attempts.push_back(r);
+    for (const auto& [id, r] : workers_) s.workers.push_back(r);
+    return s;
+  }
+
+  absl::StatusOr<std::vector<EventRecord>> Events(const EventFilter& f) override {
+    std::vector<EventRecord> out;
+    for (const auto& e : events_) {
+      if (!f.run_id.empty() && e.run_id != f.run_id) continue;
+      if (!f.job_id.empty() && e.job_id != f.job_id) continue;
+      if (!f.kind.empty() && e.kind != f.kind) continue;
+      out.push_back(e);
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<MetricRecord>> Metrics(const std::string& job_id) override {
+    std::vector<MetricRecord> out;
+    for (const auto& [key, m] : metrics_) {
+      if (m.job_id == job_id) out.push_back(m);
+    }
+    return out;
+  }
+
+ private:
+  std::map<std::string, RunRecord> runs_;
+  std::map<std::string, JobRecord> jobs_;
+  std::map<std::string, AttemptRecord> attempts_;
+  std::map<std::string, WorkerRecord> workers_;
+  std::vector<EventRecord> events_;
+  std::map<std::tuple<std::string, std::string, int64_t>, MetricRecord> metrics_;
+};
+
+}  // namespace
+
+std::unique_ptr<JobStore> NewInMemoryJobStore() { return std::make_unique<InMemoryJobStore>(); }
+
+}  // namespace dd2

@@ -1,0 +1,140 @@
+// Plain records of the coordinator's durable state (one per SQLite row) and the state names
+// stored with them. A StoreTx is one atomic batch of row writes. Value types; thread-compatible.
+#ifndef DD2_COORDINATOR_RECORDS_H_
+#define DD2_COORDINATOR_RECORDS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dd2 {
+
+// Run states: running -> succeeded | failed | cancelled.
+// Job states: pending (waits for `after`) -> ready -> assigned -> running -> succeeded | failed |
+//   cancelled; a failed attempt with budget left moves the job to retrying (backoff), then ready.
+// Attempt states: assigned -> running -> succeeded | failed | cancelled | lost.
+namespace state {
+inline constexpr char kPending[] = "pending";
+inline constexpr char kReady[] = "ready";
+inline constexpr char kAssigned[] = "assigned";
+inline constexpr char kRunning[] = "running";
+inline constexpr char kRetrying[] = "retrying";
+inline constexpr char kSucceeded[] = "succeeded";
+inline constexpr char kFailed[] = "failed";
+inline constexpr char kCancelled[] = "cancelled";
+inline constexpr char kLost[] = "lost";
+// Worker states.
+inline constexpr char kAlive[] = "alive";
+inline constexpr char kSuspect[] = "suspect";
+}  // namespace state
+
+bool IsTerminal(const std::string& state);
+
+struct RunRecord {
+  std::string id;
+  std::string submission_id;
+  std::string name;
+  std::string spec;  // serialized proto::RunSpec
+  std::string state;
+  int64_t priority = 0;
+  int64_t seq = 0;
+  int64_t created_ms = 0;
+  int64_t finished_ms = 0;
+  bool operator==(const RunRecord&) const = default;
+};
+
+struct JobRecord {
+  std::string id;
+  std::string run_id;
+  std::string name;
+  std::string type;
+  std::string params_json;
+  std::string after_json;
+  int64_t workers = 1;
+  std::string device;
+  int64_t retries = 0;
+  int64_t priority = 0;
+  std::string state;
+  int64_t attempts = 0;
+  int64_t not_before_ms = 0;
+  int64_t step = 0;
+  int64_t total = 0;
+  std::string failure;
+  int64_t updated_ms = 0;
+  bool operator==(const JobRecord&) const = default;
+};
+
+struct AttemptRecord {
+  std::string id;
+  std::string job_id;
+  int64_t number = 0;
+  std::string state;
+  std::string worker_ids;  // comma-separated
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  int64_t exit_code = 0;
+  int64_t signal = 0;
+  std::string cause;
+  bool operator==(const AttemptRecord&) const = default;
+};
+
+struct WorkerRecord {
+  std::string id;
+  std::string host;
+  std::string device;
+  int64_t device_index = 0;
+  int64_t slots = 1;
+  int64_t pid = 0;
+  std::string state;
+  int64_t registered_ms = 0;
+  int64_t last_seen_ms = 0;
+  bool operator==(const WorkerRecord&) const = default;
+};
+
+struct EventRecord {
+  int64_t id = 0;  // assigned by the store
+  int64_t ts_ms = 0;
+  std::string run_id;
+  std::string job_id;
+  std::string attempt_id;
+  std::string kind;
+  std::string detail;
+  bool operator==(const EventRecord&) const = default;
+};
+
+struct MetricRecord {
+  std::string run_id;
+  std::string job_id;
+  std::string key;
+  int64_t step = 0;
+  double value = 0;
+  int64_t ts_ms = 0;
+  bool operator==(const MetricRecord&) const = default;
+};
+
+// One atomic batch: rows are upserted by primary key; events and metrics are appended
+// (a metric with an existing (job, key, step) replaces it).
+struct StoreTx {
+  std::vector<RunRecord> runs;
+  std::vector<JobRecord> jobs;
+  std::vector<AttemptRecord> attempts;
+  std::vector<WorkerRecord> workers;
+  std::vector<EventRecord> events;
+  std::vector<MetricRecord> metrics;
+  bool empty() const {
+    return runs.empty() && jobs.empty() && attempts.empty() && workers.empty() && events.empty() &&
+           metrics.empty();
+  }
+};
+
+// Everything the coordinator reloads at start-up.
+struct StoreSnapshot {
+  std::vector<RunRecord> runs;
+  std::vector<JobRecord> jobs;
+  std::vector<AttemptRecord> attempts;
+  std::vector<WorkerRecord> workers;
+};
+
+}  // namespace dd2
+
+#endif  // DD2_COORDINATOR_RECORDS_H_

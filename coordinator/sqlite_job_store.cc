@@ -1,0 +1,289 @@
+// SqliteJobStore: WAL mode, synchronous=NORMAL (durable across process crashes, which is the
+// failure the coordinator is built to survive), busy_timeout, one transaction per Apply.
+// Uses the SQLite C API directly through a small statement wrapper: SQLiteCpp is not packaged
+// for our Debian, and the surface used here is a dozen statements.
+#include <sqlite3.h>
+
+#include <map>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "coordinator/job_store.h"
+#include "schemas/migrations.h"
+
+namespace dd2 {
+namespace {
+
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) stmt_ = nullptr;
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  bool ok() const { return stmt_ != nullptr; }
+  Statement& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& BindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Statement& Bind(int i, double v) {
+    sqlite3_bind_double(stmt_, i, v);
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  absl::Status Run() {
+    int rc = Step();
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return absl::OkStatus();
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+      return absl::AlreadyExistsError(absl::StrCat("constraint failed: ", sqlite3_errmsg(db_)));
+    }
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
+      return absl::UnavailableError(absl::StrCat("database busy: ", sqlite3_errmsg(db_)));
+    }
+    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  }
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  std::string Text(int col) {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    int n = sqlite3_column_bytes(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p), n) : std::string();
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  double Real(int col) { return sqlite3_column_double(stmt_, col); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+absl::Status Exec(sqlite3* db, const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("sqlite: ", msg));
+  }
+  return absl::OkStatus();
+}
+
+class SqliteJobStore : public JobStore {
+ public:
+  explicit SqliteJobStore(sqlite3* db) : db_(db) {}
+  ~SqliteJobStore() override {
+    statements_.clear();
+    sqlite3_close(db_);
+  }
+
+  absl::Status Init() {
+    DD2_RETURN_IF_ERROR(Exec(db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                                  "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"));
+    Statement v(db_, "PRAGMA user_version");
+    v.Step();
+    int64_t version = v.Int(0);
+    const auto& migrations = Migrations();
+    int64_t latest = migrations.empty() ? 0 : migrations.back().version;
+    if (version > latest) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("database schema version ", version, " is newer than this coordinator's (",
+                       latest, "); use a newer dd2-coordinator"));
+    }
+    for (const auto& m : migrations) {
+      if (m.version <= version) continue;
+      DD2_RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE"));
+      absl::Status st = Exec(db_, m.sql);
+      if (st.ok()) st = Exec(db_, absl::StrCat("PRAGMA user_version=", m.version));
+      if (!st.ok()) {
+        Exec(db_, "ROLLBACK").IgnoreError();
+        return absl::InternalError(absl::StrCat("migration ", m.version, " failed: ", st.message()));
+      }
+      DD2_RETURN_IF_ERROR(Exec(db_, "COMMIT"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Apply(const StoreTx& tx) override {
+    if (tx.empty()) return absl::OkStatus();
+    DD2_RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE"));
+    absl::Status st = ApplyInTx(tx);
+    if (!st.ok()) {
+      Exec(db_, "ROLLBACK").IgnoreError();
+      return st;
+    }
+    st = Exec(db_, "COMMIT");
+    if (!st.ok()) Exec(db_, "ROLLBACK").IgnoreError();
+    return st;
+  }
+
+  absl::StatusOr<StoreSnapshot> Load() override {
+    StoreSnapshot s;
+    Statement runs(db_, "SELECT id, submission_id, name, spec, state, priority, seq, created_ms, "
+                        "finished_ms FROM runs ORDER BY id");
+    while (runs.Step() == SQLITE_ROW) {
+      s.runs.push_back({runs.Text(0), runs.Text(1), runs.Text(2), runs.Text(3), runs.Text(4),
+                        runs.Int(5), runs.Int(6), runs.Int(7), runs.Int(8)});
+    }
+    Statement jobs(db_, "SELECT id, run_id, name, type, params_json, after_json, workers, device, "
+                        "retries, priority, state, attempts, not_before_ms, step, total, failure, "
+                        "updated_ms FROM jobs ORDER BY id");
+    while (jobs.Step() == SQLITE_ROW) {
+      s.jobs.push_back({jobs.Text(0), jobs.Text(1), jobs.Text(2), jobs.Text(3), jobs.Text(4),
+                        jobs.Text(5), jobs.Int(6), jobs.Text(7), jobs.Int(8), jobs.Int(9),
+                        jobs.Text(10), jobs.Int(11), jobs.Int(12), jobs.Int(13), jobs.Int(14),
+                        jobs.Text(15), jobs.Int(16)});
+    }
+    Statement attempts(db_, "SELECT id, job_id, number, state, worker_ids, started_ms, finished_ms, "
+                            "exit_code, signal, cause FROM attempts ORDER BY id");
+    while (attempts.Step() == SQLITE_ROW) {
+      s.attempts.push_back({attempts.Text(0), attempts.Text(1), attempts.Int(2), attempts.Text(3),
+                            attempts.Text(4), attempts.Int(5), attempts.Int(6), attempts.Int(7),
+                            attempts.Int(8), attempts.Text(9)});
+    }
+    Statement workers(db_, "SELECT id, host, device, device_index, slots, pid, state, "
+                           "registered_ms, last_seen_ms FROM workers ORDER BY id");
+    while (workers.Step() == SQLITE_ROW) {
+      s.workers.push_back({workers.Text(0), workers.Text(1), workers.Text(2), workers.Int(3),
+                           workers.Int(4), workers.Int(5), workers.Text(6), workers.Int(7),
+                           workers.Int(8)});
+    }
+    return s;
+  }
+
+  absl::StatusOr<std::vector<EventRecord>> Events(const EventFilter& f) override {
+    Statement q(db_, "SELECT id, ts_ms, run_id, job_id, attempt_id, kind, detail FROM events "
+                     "WHERE (?1 = '' OR run_id = ?1) AND (?2 = '' OR job_id = ?2) "
+                     "AND (?3 = '' OR kind = ?3) ORDER BY id");
+    q.Bind(1, f.run_id).Bind(2, f.job_id).Bind(3, f.kind);
+    std::vector<EventRecord> out;
+    while (q.Step() == SQLITE_ROW) {
+      out.push_back({q.Int(0), q.Int(1), q.Text(2), q.Text(3), q.Text(4), q.Text(5), q.Text(6)});
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<MetricRecord>> Metrics(const std::string& job_id) override {
+    Statement q(db_, "SELECT run_id, job_id, key, step, value, ts_ms FROM metrics "
+                     "WHERE job_id = ?1 ORDER BY key, step");
+    q.Bind(1, job_id);
+    std::vector<MetricRecord> out;
+    while (q.Step() == SQLITE_ROW) {
+      out.push_back({q.Text(0), q.Text(1), q.Text(2), q.Int(3), q.Real(4), q.Int(5)});
+    }
+    return out;
+  }
+
+ private:
+  Statement& Cached(const char* sql) {
+    auto& slot = statements_[sql];
+    if (!slot) slot = std::make_unique<Statement>(db_, sql);
+    return *slot;
+  }
+
+  absl::Status ApplyInTx(const StoreTx& tx) {
+    for (const auto& r : tx.runs) {
+      Statement& s = Cached(
+          "INSERT INTO runs (id, submission_id, name, spec, state, priority, seq, created_ms, "
+          "finished_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO UPDATE SET "
+          "state = excluded.state, finished_ms = excluded.finished_ms");
+      s.Bind(1, r.id).Bind(2, r.submission_id).Bind(3, r.name).BindBlob(4, r.spec).Bind(5, r.state)
+          .Bind(6, r.priority).Bind(7, r.seq).Bind(8, r.created_ms).Bind(9, r.finished_ms);
+      absl::Status st = s.Run();
+      if (absl::IsAlreadyExists(st)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("submission id '", r.submission_id, "' already belongs to another run"));
+      }
+      DD2_RETURN_IF_ERROR(st);
+    }
+    for (const auto& r : tx.jobs) {
+      Statement& s = Cached(
+          "INSERT INTO jobs (id, run_id, name, type, params_json, after_json, workers, device, "
+          "retries, priority, state, attempts, not_before_ms, step, total, failure, updated_ms) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) "
+          "ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, "
+          "not_before_ms = excluded.not_before_ms, step = excluded.step, total = excluded.total, "
+          "failure = excluded.failure, updated_ms = excluded.updated_ms");
+      s.Bind(1, r.id).Bind(2, r.run_id).Bind(3, r.name).Bind(4, r.type).Bind(5, r.params_json)
+          .Bind(6, r.after_json).Bind(7, r.workers).Bind(8, r.device).Bind(9, r.retries)
+          .Bind(10, r.priority).Bind(11, r.state).Bind(12, r.attempts).Bind(13, r.not_before_ms)
+          .Bind(14, r.step).Bind(15, r.total).Bind(16, r.failure).Bind(17, r.updated_ms);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& r : tx.attempts) {
+      Statement& s = Cached(
+          "INSERT INTO attempts (id, job_id, number, state, worker_ids, started_ms, finished_ms, "
+          "exit_code, signal, cause) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+          "ON CONFLICT(id) DO UPDATE SET state = excluded.state, worker_ids = excluded.worker_ids, "
+          "finished_ms = excluded.finished_ms, exit_code = excluded.exit_code, "
+          "signal = excluded.signal, cause = excluded.cause");
+      s.Bind(1, r.id).Bind(2, r.job_id).Bind(3, r.number).Bind(4, r.state).Bind(5, r.worker_ids)
+          .Bind(6, r.started_ms).Bind(7, r.finished_ms).Bind(8, r.exit_code).Bind(9, r.signal)
+          .Bind(10, r.cause);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& r : tx.workers) {
+      Statement& s = Cached(
+          "INSERT INTO workers (id, host, device, device_index, slots, pid, state, registered_ms, "
+          "last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO UPDATE SET "
+          "host = excluded.host, device = excluded.device, device_index = excluded.device_index, "
+          "slots = excluded.slots, pid = excluded.pid, state = excluded.state, "
+          "registered_ms = excluded.registered_ms, last_seen_ms = excluded.last_seen_ms");
+      s.Bind(1, r.id).Bind(2, r.host).Bind(3, r.device).Bind(4, r.device_index).Bind(5, r.slots)
+          .Bind(6, r.pid).Bind(7, r.state).Bind(8, r.registered_ms).Bind(9, r.last_seen_ms);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& e : tx.events) {
+      Statement& s = Cached(
+          "INSERT INTO events (ts_ms, run_id, job_id, attempt_id, kind, detail) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      s.Bind(1, e.ts_ms).Bind(2, e.run_id).Bind(3, e.job_id).Bind(4, e.attempt_id).Bind(5, e.kind)
+          .Bind(6, e.detail);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& m : tx.metrics) {
+      Statement& s = Cached(
+          "INSERT OR REPLACE INTO metrics (run_id, job_id, key, step, value, ts_ms) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      s.Bind(1, m.run_id).Bind(2, m.job_id).Bind(3, m.key).Bind(4, m.step).Bind(5, m.value)
+          .Bind(6, m.ts_ms);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    return absl::OkStatus();
+  }
+
+  sqlite3* db_;
+  std::map<const char*, std::unique_ptr<Statement>> statements_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open database ", path, ": ", msg));
+  }
+  auto store = std::make_unique<SqliteJobStore>(db);
+  absl::Status st = store->Init();
+  if (!st.ok()) return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
+  return std::unique_ptr<JobStore>(std::move(store));
+}
+
+}  // namespace dd2

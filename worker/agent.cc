@@ -1,0 +1,377 @@
+#include "worker/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/protocol.h"
+#include "common/transport.h"
+
+namespace dd2 {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string SelfExe() {
+  std::vector<char> buf(4096);
+  ssize_t n = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
+  return n > 0 ? std::string(buf.data(), static_cast<size_t>(n)) : "dd2-worker";
+}
+
+std::string SafeName(std::string s) {
+  for (char& c : s) if (c == '/' || c == '#') c = '_';
+  return s;
+}
+
+}  // namespace
+
+WorkerAgent::WorkerAgent(WorkerConfig config)
+    : config_(std::move(config)), context_(1), socket_(context_, zmq::socket_type::dealer) {}
+
+void WorkerAgent::Send(proto::Envelope env) {
+  env.set_sender(config_.worker_id);
+  if (env.request_id() == 0) env.set_request_id(next_request_id_++);
+  // Dropped when the coordinator is unreachable (ZMQ_IMMEDIATE): heartbeats and Hello are
+  // resent on the next tick and finished reports stay in unacked_ until acknowledged.
+  SendFrames(socket_, {EncodeEnvelope(std::move(env))}).IgnoreError();
+}
+
+void WorkerAgent::SendHello() {
+  proto::Envelope env;
+  auto* h = env.mutable_hello();
+  h->set_worker_id(config_.worker_id);
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  h->set_host(host);
+  h->set_device(config_.device);
+  h->set_device_index(config_.device_index);
+  h->set_slots(static_cast<uint32_t>(config_.slots));
+  h->set_pid(static_cast<uint32_t>(::getpid()));
+  for (const auto& [id, c] : children_) {
+    if (c.fenced) continue;
+    auto* a = h->add_attempts();
+    a->set_attempt_id(id);
+  }
+  for (const auto& [id, f] : unacked_) {
+    auto* a = h->add_attempts();
+    a->set_attempt_id(id);
+    a->set_finished(true);
+  }
+  Send(std::move(env));
+}
+
+absl::Status WorkerAgent::Run() {
+  std::error_code ec;
+  std::filesystem::create_directories(config_.work_dir + "/attempts", ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", config_.work_dir, ": ", ec.message()));
+  absl::Status st = ConnectDealer(socket_, config_.coordinator, config_.worker_id, /*immediate=*/true);
+  if (!st.ok()) return st;
+  last_heard_ms_ = NowMs();
+  while (!stop_) {
+    std::vector<zmq::pollitem_t> items;
+    items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
+    for (auto& [id, c] : children_) {
+      if (c.out_fd >= 0) items.push_back({nullptr, c.out_fd, ZMQ_POLLIN, 0});
+      if (c.progress_fd >= 0) items.push_back({nullptr, c.progress_fd, ZMQ_POLLIN, 0});
+    }
+    try {
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(50));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) return absl::UnavailableError(absl::StrCat("poll: ", e.what()));
+    }
+    while (true) {
+      auto frames = RecvFrames(socket_);
+      if (!frames.ok() || !frames->has_value()) break;
+      if ((*frames)->empty()) continue;
+      auto env = DecodeEnvelope((*frames)->back());
+      if (!env.ok()) {
+        std::fprintf(stderr, "dd2-worker: dropped malformed frame from coordinator: %s\n",
+                     std::string(env.status().message()).c_str());
+        continue;
+      }
+      last_heard_ms_ = NowMs();
+      HandleMessage(*env);
+    }
+    for (auto& [id, c] : children_) {
+      DrainOutput(c);
+      DrainProgress(c);
+    }
+    ReapChildren();
+    const int64_t now = NowMs();
+    for (auto& [id, c] : children_) {
+      if (c.kill_at_ms > 0 && now >= c.kill_at_ms) {
+        ::kill(-c.pid, SIGKILL);
+        c.kill_at_ms = 0;
+      }
+    }
+    if (registered_ && now - last_heard_ms_ > config_.heartbeat_interval_ms * config_.heartbeat_liveness) {
+      std::fprintf(stderr, "dd2-worker: coordinator silent for %lld ms; registering again\n",
+                   static_cast<long long>(now - last_heard_ms_));
+      registered_ = false;
+      last_heard_ms_ = now;
+    }
+    if (now >= next_heartbeat_ms_) {
+      next_heartbeat_ms_ = now + config_.heartbeat_interval_ms;
+      if (!registered_) {
+        SendHello();
+      } else {
+        proto::Envelope hb;
+        hb.mutable_heartbeat()->set_worker_id(config_.worker_id);
+        for (const auto& [id, c] : children_) {
+          if (!c.fenced) hb.mutable_heartbeat()->add_running_attempts(id);
+        }
+        Send(std::move(hb));
+        for (const auto& [id, f] : unacked_) {
+          proto::Envelope env;
+          *env.mutable_attempt_finished() = f;
+          Send(std::move(env));
+        }
+      }
+    }
+  }
+  // Shutdown: stop every child, SIGKILL after the grace. Their attempts are not reported; the
+  // coordinator finds this worker lost and retries them elsewhere.
+  for (auto& [id, c] : children_) ::kill(-c.pid, SIGTERM);
+  const int64_t deadline = NowMs() + config_.shutdown_grace_ms;
+  while (!children_.empty() && NowMs() < deadline) {
+    for (auto& [id, c] : children_) c.fenced = true;
+    ReapChildren();
+    ::usleep(20000);
+  }
+  for (auto& [id, c] : children_) {
+    ::kill(-c.pid, SIGKILL);
+    ::waitpid(c.pid, nullptr, 0);
+  }
+  return absl::OkStatus();
+}
+
+void WorkerAgent::HandleMessage(const proto::Envelope& env) {
+  switch (env.body_case()) {
+    case proto::Envelope::kWelcome: {
+      registered_ = true;
+      if (env.welcome().heartbeat_interval_ms() > 0) config_.heartbeat_interval_ms = env.welcome().heartbeat_interval_ms();
+      if (env.welcome().heartbeat_liveness() > 0) config_.heartbeat_liveness = env.welcome().heartbeat_liveness();
+      for (const auto& id : env.welcome().stop_attempts()) {
+        unacked_.erase(id);
+        CancelChild(id, 0, true);
+      }
+      // Finished reports held across a coordinator restart go out now.
+      for (const auto& [id, f] : unacked_) {
+        proto::Envelope out;
+        *out.mutable_attempt_finished() = f;
+        Send(std::move(out));
+      }
+      break;
+    }
+    case proto::Envelope::kHeartbeatAck:
+      for (const auto& id : env.heartbeat_ack().stop_attempts()) CancelChild(id, 0, true);
+      break;
+    case proto::Envelope::kReRegister:
+      registered_ = false;
+      next_heartbeat_ms_ = 0;
+      break;
+    case proto::Envelope::kAssign:
+      if (registered_) StartAttempt(env.assign());
+      break;
+    case proto::Envelope::kCancelAttempt:
+      CancelChild(env.cancel_attempt().attempt_id(), env.cancel_attempt().grace_ms(), false);
+      break;
+    case proto::Envelope::kFinishedAck:
+      unacked_.erase(env.finished_ack().attempt_id());
+      break;
+    case proto::Envelope::kError:
+      std::fprintf(stderr, "dd2-worker: coordinator refused: %s\n", env.error().message().c_str());
+      if (env.error().code() == static_cast<int>(absl::StatusCode::kFailedPrecondition)) stop_ = true;
+      break;
+    default:
+      std::fprintf(stderr, "dd2-worker: ignored unexpected message type %d\n", env.body_case());
+  }
+}
+
+void WorkerAgent::StartAttempt(const proto::Assign& assign) {
+  if (children_.count(assign.attempt_id()) || unacked_.count(assign.attempt_id())) return;  // duplicate
+  int out[2], prog[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(prog, O_CLOEXEC) != 0) {
+    proto::AttemptFinished f;
+    f.set_attempt_id(assign.attempt_id());
+    f.set_exit_code(-1);
+    f.set_cause("worker could not create pipes");
+    unacked_[assign.attempt_id()] = f;
+    return;
+  }
+  const std::string work = absl::StrCat(config_.work_dir, "/attempts/", SafeName(assign.attempt_id()));
+  std::error_code ec;
+  std::filesystem::create_directories(work, ec);
+  const std::string exe = SelfExe();
+  std::vector<std::string> args = {exe, "job-run", "--type", assign.type(), "--params", assign.params_json(),
+                                   "--attempt-id", assign.attempt_id(), "--attempt",
+                                   std::to_string(assign.attempt()), "--work-dir", work,
+                                   "--progress-fd", "3"};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::dup2(out[1], 1);
+    ::dup2(out[1], 2);
+    ::dup2(prog[1], 3);
+    if (::chdir(work.c_str()) != 0) _exit(126);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  ::close(out[1]);
+  ::close(prog[1]);
+  if (pid < 0) {
+    ::close(out[0]);
+    ::close(prog[0]);
+    proto::AttemptFinished f;
+    f.set_attempt_id(assign.attempt_id());
+    f.set_exit_code(-1);
+    f.set_cause("fork failed");
+    unacked_[assign.attempt_id()] = f;
+    return;
+  }
+  ::setpgid(pid, pid);
+  ::fcntl(out[0], F_SETFL, O_NONBLOCK);
+  ::fcntl(prog[0], F_SETFL, O_NONBLOCK);
+  Child c;
+  c.attempt_id = assign.attempt_id();
+  c.pid = pid;
+  c.out_fd = out[0];
+  c.progress_fd = prog[0];
+  children_[c.attempt_id] = c;
+  std::fprintf(stderr, "dd2-worker: started %s (%s) as pid %d\n", assign.attempt_id().c_str(),
+               assign.type().c_str(), pid);
+  proto::Envelope env;
+  env.mutable_attempt_started()->set_attempt_id(assign.attempt_id());
+  env.mutable_attempt_started()->set_child_pid(static_cast<uint32_t>(pid));
+  Send(std::move(env));
+}
+
+void WorkerAgent::CancelChild(const std::string& attempt_id, int64_t grace_ms, bool fenced) {
+  auto it = children_.find(attempt_id);
+  if (it == children_.end()) return;
+  Child& c = it->second;
+  c.cancelled = true;
+  c.fenced = c.fenced || fenced;
+  ::kill(-c.pid, SIGTERM);
+  const int64_t deadline = NowMs() + grace_ms;
+  if (c.kill_at_ms == 0 || deadline < c.kill_at_ms) c.kill_at_ms = std::max<int64_t>(deadline, 1);
+}
+
+void WorkerAgent::DrainOutput(Child& c) {
+  if (c.out_fd < 0) return;
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::read(c.out_fd, buf, sizeof(buf));
+    if (n > 0) {
+      std::ofstream log(absl::StrCat(config_.work_dir, "/attempts/", SafeName(c.attempt_id), ".log"),
+                        std::ios::app | std::ios::binary);
+      log.write(buf, n);
+      proto::Envelope env;
+      auto* chunk = env.mutable_log_chunk();
+      chunk->set_attempt_id(c.attempt_id);
+      chunk->set_offset(c.log_offset);
+      chunk->set_data(buf, static_cast<size_t>(n));
+      c.log_offset += static_cast<uint64_t>(n);
+      if (!c.fenced) Send(std::move(env));
+      continue;
+    }
+    if (n == 0) {
+      ::close(c.out_fd);
+      c.out_fd = -1;
+    }
+    return;  // EAGAIN or error
+  }
+}
+
+void WorkerAgent::DrainProgress(Child& c) {
+  if (c.progress_fd < 0) return;
+  char buf[8192];
+  while (true) {
+    ssize_t n = ::read(c.progress_fd, buf, sizeof(buf));
+    if (n > 0) {
+      c.progress_buf.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0) {
+      ::close(c.progress_fd);
+      c.progress_fd = -1;
+    }
+    break;
+  }
+  size_t nl;
+  std::string last;
+  while ((nl = c.progress_buf.find('\n')) != std::string::npos) {
+    last = c.progress_buf.substr(0, nl);
+    c.progress_buf.erase(0, nl + 1);
+  }
+  if (last.empty() || c.fenced) return;  // only the newest line matters
+  auto j = nlohmann::json::parse(last, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return;
+  proto::Envelope env;
+  auto* p = env.mutable_progress();
+  p->set_attempt_id(c.attempt_id);
+  p->set_step(j.value("step", 0ULL));
+  p->set_total(j.value("total", 0ULL));
+  if (j.contains("metrics") && j["metrics"].is_object()) {
+    for (auto& [k, v] : j["metrics"].items()) {
+      if (!v.is_number()) continue;
+      auto* m = p->add_metrics();
+      m->set_key(k);
+      m->set_value(v.get<double>());
+    }
+  }
+  Send(std::move(env));
+}
+
+void WorkerAgent::ReapChildren() {
+  std::vector<std::string> done;
+  for (auto& [id, c] : children_) {
+    int status = 0;
+    pid_t r = ::waitpid(c.pid, &status, WNOHANG);
+    if (r != c.pid) continue;
+    // Read what the child wrote before it exited.
+    if (c.out_fd >= 0) ::fcntl(c.out_fd, F_SETFL, O_NONBLOCK);
+    DrainOutput(c);
+    DrainProgress(c);
+    if (c.out_fd >= 0) ::close(c.out_fd);
+    if (c.progress_fd >= 0) ::close(c.progress_fd);
+    ::kill(-c.pid, SIGKILL);  // any grandchildren left in the group
+    done.push_back(id);
+    if (c.fenced) continue;
+    proto::AttemptFinished f;
+    f.set_attempt_id(id);
+    if (WIFEXITED(status)) {
+      f.set_exit_code(WEXITSTATUS(status));
+    } else {
+      f.set_exit_code(-1);
+      f.set_signal(WTERMSIG(status));
+    }
+    f.set_cancelled(c.cancelled);
+    if (f.exit_code() == 127) f.set_cause("job type not implemented on this worker, or exec failed");
+    std::fprintf(stderr, "dd2-worker: %s exited (code %d, signal %d)\n", id.c_str(), f.exit_code(), f.signal());
+    unacked_[id] = f;
+    proto::Envelope env;
+    *env.mutable_attempt_finished() = f;
+    Send(std::move(env));
+  }
+  for (const auto& id : done) children_.erase(id);
+}
+
+}  // namespace dd2

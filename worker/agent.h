@@ -1,0 +1,78 @@
+// WorkerAgent: the dd2-worker daemon's loop thread. It owns the DEALER to the coordinator
+// (routing id = worker id), registers with Hello (reporting the attempts it still holds, so a
+// restarted coordinator can reattach them), heartbeats, starts each assigned attempt as a
+// supervised child process (`dd2-worker job-run ...`, own process group), forwards the child's
+// output (LogChunk) and progress lines (Progress), and reports its exit (AttemptFinished),
+// resending the report until the coordinator acknowledges it. Cancel: SIGTERM to the child's
+// group, SIGKILL after the grace. Not thread-safe: Run() and everything else on one thread;
+// Stop() only sets a flag and may be called from a signal handler.
+#ifndef DD2_WORKER_AGENT_H_
+#define DD2_WORKER_AGENT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "absl/status/status.h"
+#include "schemas/dd2.pb.h"
+
+namespace dd2 {
+
+struct WorkerConfig {
+  std::string coordinator;          // ZeroMQ endpoint
+  std::string worker_id;            // stable across restarts of this worker
+  std::string device = "cpu";
+  int device_index = 0;
+  int slots = 1;
+  std::string work_dir;             // attempt logs and scratch space
+  int64_t heartbeat_interval_ms = 1000;  // until the coordinator's Welcome says otherwise
+  int64_t heartbeat_liveness = 3;
+  int64_t shutdown_grace_ms = 3000;
+};
+
+class WorkerAgent {
+ public:
+  explicit WorkerAgent(WorkerConfig config);
+  absl::Status Run();
+  void Stop() { stop_ = true; }
+
+ private:
+  struct Child {
+    std::string attempt_id;
+    int pid = -1;
+    int out_fd = -1;        // child's stdout+stderr
+    int progress_fd = -1;   // JSON lines
+    uint64_t log_offset = 0;
+    std::string progress_buf;
+    int64_t kill_at_ms = 0; // SIGKILL deadline after a cancel; 0: none
+    bool cancelled = false;
+    bool fenced = false;    // the coordinator no longer owns it: do not report
+  };
+
+  void Send(proto::Envelope env);
+  void SendHello();
+  void HandleMessage(const proto::Envelope& env);
+  void StartAttempt(const proto::Assign& assign);
+  void CancelChild(const std::string& attempt_id, int64_t grace_ms, bool fenced);
+  void DrainOutput(Child& c);
+  void DrainProgress(Child& c);
+  void ReapChildren();
+
+  WorkerConfig config_;
+  std::atomic<bool> stop_{false};
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+  std::map<std::string, Child> children_;
+  std::map<std::string, proto::AttemptFinished> unacked_;  // resent until FinishedAck
+  bool registered_ = false;
+  int64_t last_heard_ms_ = 0;
+  int64_t next_heartbeat_ms_ = 0;
+  uint64_t next_request_id_ = 1;
+};
+
+}  // namespace dd2
+
+#endif  // DD2_WORKER_AGENT_H_

@@ -1,0 +1,56 @@
+// Job-type registry: the implementations the worker's job child runs, by type name. The
+// parameter table lives in common/job_types.h; each implementation receives its params already
+// validated and filled with defaults. DD2 job types register here from their own target.
+// Registration happens at static-initialisation time; lookups afterwards are read-only.
+#ifndef DD2_WORKER_JOB_REGISTRY_H_
+#define DD2_WORKER_JOB_REGISTRY_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace dd2 {
+
+// What a running job may use. Lives in the job child process.
+class JobContext {
+ public:
+  JobContext(nlohmann::json params, std::string attempt_id, int attempt, std::string work_dir,
+             int progress_fd);
+  const nlohmann::json& params() const { return params_; }
+  const std::string& attempt_id() const { return attempt_id_; }
+  int attempt() const { return attempt_; }
+  const std::string& work_dir() const { return work_dir_; }
+  // Sends step/total and metrics to the worker daemon, which forwards them to the coordinator.
+  void ReportProgress(uint64_t step, uint64_t total, const std::map<std::string, double>& metrics);
+  // True once the worker asked the job to stop (SIGTERM: cancel or shutdown).
+  bool StopRequested() const;
+
+ private:
+  nlohmann::json params_;
+  std::string attempt_id_;
+  int attempt_;
+  std::string work_dir_;
+  int progress_fd_;
+};
+
+// Returns the process exit code: 0 for success.
+using JobFn = std::function<int(JobContext&)>;
+
+// Registers `fn` under `type`.
+void RegisterJobType(const std::string& type, JobFn fn);
+// Registers the job types this binary ships (today: `sleep`). Idempotent.
+void RegisterBuiltinJobTypes();
+// One registration function per job-type source file.
+void RegisterSleepJobType();
+const JobFn* FindJobImpl(const std::string& type);
+
+// The job child's entry point: runs one attempt and returns its exit code.
+int RunJobChild(const std::string& type, const std::string& params_json, const std::string& attempt_id,
+                int attempt, const std::string& work_dir, int progress_fd);
+
+}  // namespace dd2
+
+#endif  // DD2_WORKER_JOB_REGISTRY_H_

@@ -1,0 +1,78 @@
+// dd2-worker: `dd2-worker [flags]` runs the daemon; `dd2-worker job-run ...` is the job child
+// the daemon starts for each attempt (not for direct use).
+#include <csignal>
+#include <cstdio>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "common/home.h"
+#include "worker/agent.h"
+#include "worker/job_registry.h"
+
+namespace {
+dd2::WorkerAgent* g_agent = nullptr;
+void OnSignal(int) {
+  if (g_agent) g_agent->Stop();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "job-run") {
+    CLI::App app{"dd2-worker job-run: one job attempt (started by the worker daemon)"};
+    std::string type, params, attempt_id, work_dir;
+    int attempt = 1, progress_fd = -1;
+    app.add_option("--type", type)->required();
+    app.add_option("--params", params)->required();
+    app.add_option("--attempt-id", attempt_id)->required();
+    app.add_option("--attempt", attempt);
+    app.add_option("--work-dir", work_dir);
+    app.add_option("--progress-fd", progress_fd);
+    try {
+      app.parse(argc - 1, argv + 1);
+    } catch (const CLI::ParseError& e) {
+      return app.exit(e);
+    }
+    return dd2::RunJobChild(type, params, attempt_id, attempt, work_dir, progress_fd);
+  }
+
+  dd2::WorkerConfig config;
+  std::string home;
+  CLI::App app{"dd2-worker: runs dd2 job attempts for a coordinator"};
+  app.add_option("--coordinator", config.coordinator, "coordinator endpoint (default: the one in the home)");
+  app.add_option("--home", home, "dd2 home to read the endpoint from (default $DD2_HOME or ./.dd2)");
+  app.add_option("--id", config.worker_id, "stable worker id (default: <host>-<pid>)");
+  app.add_option("--device", config.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--device-index", config.device_index, "GPU index")->capture_default_str();
+  app.add_option("--slots", config.slots, "attempts run at once")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--work-dir", config.work_dir, "scratch and attempt logs (default <home>/workers/<id>)");
+  app.add_option("--heartbeat-interval-ms", config.heartbeat_interval_ms, "until the coordinator sets it")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  const std::string resolved_home = dd2::ResolveHome(home);
+  if (config.coordinator.empty()) {
+    auto ep = dd2::ReadEndpoint(resolved_home);
+    if (!ep.ok()) {
+      std::fprintf(stderr, "dd2-worker: %s\n", std::string(ep.status().message()).c_str());
+      return 4;
+    }
+    config.coordinator = *ep;
+  }
+  if (config.worker_id.empty()) {
+    char host[256] = {0};
+    ::gethostname(host, sizeof(host) - 1);
+    config.worker_id = std::string(host) + "-" + std::to_string(::getpid());
+  }
+  if (config.work_dir.empty()) config.work_dir = resolved_home + "/workers/" + config.worker_id;
+  dd2::WorkerAgent agent(config);
+  g_agent = &agent;
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGPIPE, SIG_IGN);
+  std::fprintf(stderr, "dd2-worker: %s connecting to %s\n", config.worker_id.c_str(), config.coordinator.c_str());
+  absl::Status st = agent.Run();
+  if (!st.ok()) {
+    std::fprintf(stderr, "dd2-worker: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,50 @@
+// The `sleep` job type: exercises the control plane without LibTorch. It sleeps `seconds` split
+// over `steps`, reports progress and a fake `loss` metric each step, and can fail on purpose
+// (fail_at_step, exit_code, fail_attempts). SIGTERM stops it at the next 10 ms tick (exit 143).
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "worker/job_registry.h"
+
+namespace dd2 {
+namespace {
+
+int RunSleep(JobContext& ctx) {
+  const auto& p = ctx.params();
+  const double seconds = p.value("seconds", 1.0);
+  const int64_t steps = p.value("steps", 10);
+  const int64_t fail_at = p.value("fail_at_step", 0);
+  const int exit_code = p.value("exit_code", 1);
+  const int64_t fail_attempts = p.value("fail_attempts", 0);
+  const auto per_step = std::chrono::duration<double>(seconds / static_cast<double>(steps));
+  std::printf("sleep: %lld steps over %.3f s (attempt %d)\n", static_cast<long long>(steps), seconds,
+              ctx.attempt());
+  std::fflush(stdout);
+  for (int64_t step = 1; step <= steps; ++step) {
+    const auto until = std::chrono::steady_clock::now() + per_step;
+    while (std::chrono::steady_clock::now() < until) {
+      if (ctx.StopRequested()) {
+        std::printf("sleep: stop requested at step %lld\n", static_cast<long long>(step));
+        return 143;
+      }
+      std::this_thread::sleep_for(std::min<std::chrono::duration<double>>(
+          std::chrono::milliseconds(10), until - std::chrono::steady_clock::now()));
+    }
+    ctx.ReportProgress(step, steps, {{"loss", 1.0 / static_cast<double>(step)}});
+    std::printf("sleep: step %lld/%lld\n", static_cast<long long>(step), static_cast<long long>(steps));
+    std::fflush(stdout);
+    if (fail_at > 0 && step == fail_at && (fail_attempts == 0 || ctx.attempt() <= fail_attempts)) {
+      std::fprintf(stderr, "sleep: failing on purpose at step %lld with exit code %d\n",
+                   static_cast<long long>(step), exit_code);
+      return exit_code;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+void RegisterSleepJobType() { RegisterJobType("sleep", RunSleep); }
+
+}  // namespace dd2
