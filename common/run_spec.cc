@@ -135,11 +135,12 @@ absl::StatusOr<std::string> ParseParams(const Checker& c, const YAML::Node& node
   }
   for (const auto& p : type.params) {
     const std::string key = path + "." + p.name;
-    YAML::Node v = node && node.IsMap() ? node[p.name] : YAML::Node();
-    if (!v) {
+    const bool present = node && node.IsMap() && node[p.name];
+    if (!present) {
       params[p.name] = Json::parse(p.default_json);
       continue;
     }
+    const YAML::Node v = node[p.name];
     switch (p.kind) {
       case ParamKind::kInt: {
         DD2_ASSIGN_OR_RETURN(int64_t i, c.Int(v, key, static_cast<int64_t>(p.min), static_cast<int64_t>(p.max)));

@@ -241,7 +241,6 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
       break;
     }
     default:
-      ++malformed_frames_;
       st = absl::InvalidArgumentError(absl::StrCat("message type ", env.body_case(),
                                                    " is not accepted by the coordinator"));
   }

@@ -1,0 +1,77 @@
+#include "common/run_spec.h"
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace dd2 {
+namespace {
+
+const std::string kBadDir = std::string(DD2_SOURCE_DIR) + "/tests/data/bad_run_yaml";
+
+std::vector<std::string> BadFiles() {
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(kBadDir)) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+TEST(RunSpecTest, ThereAreAtLeastThirtyMalformedFiles) { EXPECT_GE(BadFiles().size(), 30u); }
+
+// Each file's first line says `# expect: TEXT`; the error must contain TEXT and start with
+// FILE:LINE:COLUMN.
+TEST(RunSpecTest, EveryMalformedFileIsRejectedWithItsLocation) {
+  for (const auto& path : BadFiles()) {
+    SCOPED_TRACE(path);
+    std::ifstream in(path);
+    std::string first;
+    std::getline(in, first);
+    ASSERT_EQ(first.rfind("# expect: ", 0), 0u) << "missing expectation line";
+    const std::string expect = first.substr(10);
+    auto spec = LoadRunSpec(path);
+    ASSERT_FALSE(spec.ok());
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string msg(spec.status().message());
+    EXPECT_TRUE(std::regex_search(msg, std::regex("^" + std::regex_replace(path, std::regex("[.]"), "\\.") +
+                                                  ":[0-9]+:[0-9]+: ")))
+        << msg;
+    EXPECT_THAT(msg, ::testing::HasSubstr(expect));
+  }
+}
+
+TEST(RunSpecTest, SmokeExampleParsesWithDefaultsFilled) {
+  auto spec = LoadRunSpec(std::string(DD2_SOURCE_DIR) + "/examples/smoke.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name(), "smoke");
+  ASSERT_EQ(spec->jobs_size(), 4);
+  EXPECT_EQ(spec->jobs(3).after_size(), 2);
+  auto params = nlohmann::json::parse(spec->jobs(0).params_json());
+  EXPECT_EQ(params["steps"], 5);
+  EXPECT_EQ(params["fail_at_step"], 0);  // default filled in
+  EXPECT_EQ(spec->jobs(0).resources().workers(), 1u);
+  EXPECT_EQ(spec->jobs(0).resources().device(), "any");
+  EXPECT_TRUE(ValidateRunSpec(*spec).ok());
+}
+
+TEST(RunSpecTest, MissingFileNamesThePath) {
+  auto spec = LoadRunSpec("/nonexistent/run.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_THAT(std::string(spec.status().message()), ::testing::StartsWith("/nonexistent/run.yaml:1:1:"));
+}
+
+TEST(RunSpecTest, ValidateRejectsWireSpecsWithCycles) {
+  auto spec = ParseRunSpec("name: x\njobs:\n  - {name: a, type: sleep}\n  - {name: b, type: sleep}\n", "t");
+  ASSERT_TRUE(spec.ok());
+  spec->mutable_jobs(0)->add_after("b");
+  spec->mutable_jobs(1)->add_after("a");
+  EXPECT_FALSE(ValidateRunSpec(*spec).ok());
+  spec->mutable_jobs(1)->set_type("nope");
+  EXPECT_FALSE(ValidateRunSpec(*spec).ok());
+}
+
+}  // namespace
+}  // namespace dd2

@@ -1,0 +1,403 @@
+// CoordinatorService driven directly with a FakeClock and the in-memory store: every timeout is
+// reached with FakeClock::Advance, never by sleeping.
+#include "coordinator/coordinator_service.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/protocol.h"
+#include "common/run_spec.h"
+#include "tests/testing/test_util.h"
+
+namespace dd2 {
+namespace {
+
+using Json = nlohmann::json;
+
+class CoordinatorServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.home = dir_.path();
+    config_.heartbeat_interval_ms = 1000;
+    config_.heartbeat_liveness = 3;
+    config_.lost_after_ms = 10000;
+    config_.retry_backoff_ms = 1000;
+    store_ = NewInMemoryJobStore();
+    Restart();
+  }
+
+  // A new service on the same store and clock: a coordinator restart.
+  void Restart() {
+    sent_.clear();
+    svc_ = std::make_unique<CoordinatorService>(
+        config_, store_.get(), &clock_,
+        [this](const std::string& peer, const proto::Envelope& env) { sent_.push_back({peer, env}); });
+    ASSERT_TRUE(svc_->Recover().ok());
+  }
+
+  void Frame(const std::string& peer, proto::Envelope env) {
+    if (env.sender().empty()) env.set_sender(peer);
+    svc_->HandleFrame(peer, EncodeEnvelope(env));
+  }
+
+  // Messages sent to `peer` since the last call, oldest first.
+  std::vector<proto::Envelope> Take(const std::string& peer) {
+    std::vector<proto::Envelope> out;
+    std::vector<std::pair<std::string, proto::Envelope>> rest;
+    for (auto& [p, e] : sent_) (p == peer ? out.push_back(e) : rest.push_back({p, e}));
+    sent_ = rest;
+    return out;
+  }
+
+  std::vector<proto::Assign> Assigns(const std::string& peer) {
+    std::vector<proto::Assign> out;
+    for (auto& e : Take(peer)) if (e.has_assign()) out.push_back(e.assign());
+    return out;
+  }
+
+  void Hello(const std::string& worker, std::vector<std::string> held = {}) {
+    proto::Envelope env;
+    auto* h = env.mutable_hello();
+    h->set_worker_id(worker);
+    h->set_host("test");
+    h->set_device("cpu");
+    h->set_slots(1);
+    for (auto& a : held) h->add_attempts()->set_attempt_id(a);
+    Frame(worker, env);
+  }
+
+  std::string Submit(const std::string& yaml, const std::string& submission = "sub-1") {
+    auto spec = ParseRunSpec(yaml, "test.yaml");
+    EXPECT_TRUE(spec.ok()) << spec.status();
+    proto::Envelope env;
+    *env.mutable_submit()->mutable_spec() = *spec;
+    env.mutable_submit()->set_submission_id(submission);
+    Frame("client", env);
+    for (auto& e : Take("client")) {
+      if (e.has_submit_reply()) return e.submit_reply().run_id();
+    }
+    return "";
+  }
+
+  void Started(const std::string& worker, const std::string& attempt) {
+    proto::Envelope env;
+    env.mutable_attempt_started()->set_attempt_id(attempt);
+    Frame(worker, env);
+  }
+
+  void Finished(const std::string& worker, const std::string& attempt, int code, bool cancelled = false) {
+    proto::Envelope env;
+    env.mutable_attempt_finished()->set_attempt_id(attempt);
+    env.mutable_attempt_finished()->set_exit_code(code);
+    env.mutable_attempt_finished()->set_cancelled(cancelled);
+    Frame(worker, env);
+  }
+
+  void Heartbeat(const std::string& worker, std::vector<std::string> running = {}) {
+    proto::Envelope env;
+    env.mutable_heartbeat()->set_worker_id(worker);
+    for (auto& a : running) env.mutable_heartbeat()->add_running_attempts(a);
+    Frame(worker, env);
+  }
+
+  Json Status(const std::string& run) {
+    proto::Envelope env;
+    env.mutable_status()->set_run_id(run);
+    Frame("client", env);
+    auto replies = Take("client");
+    EXPECT_FALSE(replies.empty());
+    return Json::parse(replies.back().json_reply().json());
+  }
+
+  Json Jobs(const std::string& run) {
+    proto::Envelope env;
+    env.mutable_jobs()->set_run_id(run);
+    Frame("client", env);
+    return Json::parse(Take("client").back().json_reply().json());
+  }
+
+  size_t CountEvents(const std::string& kind) { return store_->Events({"", "", kind})->size(); }
+
+  testing::TempDir dir_;
+  CoordinatorConfig config_;
+  FakeClock clock_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<CoordinatorService> svc_;
+  std::vector<std::pair<std::string, proto::Envelope>> sent_;
+};
+
+constexpr char kChain[] = R"(
+name: chain
+jobs:
+  - {name: a, type: sleep}
+  - {name: b, type: sleep, after: [a]}
+)";
+
+TEST_F(CoordinatorServiceTest, RunsADagToSuccess) {
+  Hello("w1");
+  ASSERT_TRUE(Take("w1")[0].has_welcome());
+  const std::string run = Submit(kChain);
+  ASSERT_EQ(run, "chain-1");
+  auto assigns = Assigns("w1");
+  ASSERT_EQ(assigns.size(), 1u);
+  EXPECT_EQ(assigns[0].attempt_id(), "chain-1/a#1");
+  Started("w1", "chain-1/a#1");
+  proto::Envelope progress;
+  progress.mutable_progress()->set_attempt_id("chain-1/a#1");
+  progress.mutable_progress()->set_step(3);
+  progress.mutable_progress()->set_total(10);
+  auto* m = progress.mutable_progress()->add_metrics();
+  m->set_key("loss");
+  m->set_value(0.25);
+  Frame("w1", progress);
+  Json st = Status(run);
+  EXPECT_EQ(st["run"]["jobs"][0]["state"], "running");
+  EXPECT_EQ(st["run"]["jobs"][0]["step"], 3);
+  EXPECT_EQ(st["run"]["jobs"][0]["metrics"]["loss"], 0.25);
+  EXPECT_EQ(st["run"]["jobs"][1]["state"], "pending");
+  Finished("w1", "chain-1/a#1", 0);
+  auto msgs = Take("w1");
+  ASSERT_EQ(msgs.size(), 2u);  // ack, then b's assignment
+  EXPECT_TRUE(msgs[0].has_finished_ack());
+  EXPECT_EQ(msgs[1].assign().attempt_id(), "chain-1/b#1");
+  Finished("w1", "chain-1/b#1", 0);
+  EXPECT_EQ(Status(run)["run"]["state"], "succeeded");
+  EXPECT_EQ(CountEvents("job_succeeded"), 2u);
+  EXPECT_EQ(store_->Metrics("chain-1/a")->size(), 1u);
+}
+
+TEST_F(CoordinatorServiceTest, SubmitIsIdempotentBySubmissionId) {
+  EXPECT_EQ(Submit(kChain, "same"), "chain-1");
+  EXPECT_EQ(Submit(kChain, "same"), "chain-1");
+  EXPECT_EQ(Submit(kChain, "other"), "chain-2");
+  EXPECT_EQ(store_->Load()->runs.size(), 2u);
+}
+
+TEST_F(CoordinatorServiceTest, FinishedReportedTwiceChangesNothingTheSecondTime) {
+  Hello("w1");
+  Submit("name: one\njobs: [{name: a, type: sleep}]\n");
+  Take("w1");
+  Finished("w1", "one-1/a#1", 0);
+  auto before = *store_->Load();
+  auto events_before = store_->Events({})->size();
+  Finished("w1", "one-1/a#1", 0);
+  auto after = *store_->Load();
+  EXPECT_EQ(after.jobs, before.jobs);
+  EXPECT_EQ(after.attempts, before.attempts);
+  EXPECT_EQ(after.runs, before.runs);
+  EXPECT_EQ(store_->Events({})->size(), events_before);
+  auto msgs = Take("w1");
+  ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_TRUE(msgs[1].has_finished_ack());  // still acknowledged, so the worker forgets it
+}
+
+TEST_F(CoordinatorServiceTest, SilentWorkerIsSuspectThenLostAndItsJobMovesOn) {
+  Hello("w1");
+  Hello("w2");
+  Submit("name: one\njobs: [{name: a, type: sleep}]\n");
+  auto a1 = Assigns("w1");
+  auto a2 = Assigns("w2");
+  const std::string worker = a1.empty() ? "w2" : "w1";
+  const std::string other = a1.empty() ? "w1" : "w2";
+  Started(worker, "one-1/a#1");
+  // Both heartbeat for a while; then `worker` goes silent.
+  clock_.Advance(3001);
+  Heartbeat(other);
+  svc_->Tick();
+  Json workers;
+  {
+    proto::Envelope env;
+    env.mutable_workers();
+    Frame("client", env);
+    workers = Json::parse(Take("client").back().json_reply().json());
+  }
+  for (auto& w : workers["workers"]) {
+    EXPECT_EQ(w["state"], w["id"] == worker ? "suspect" : "alive");
+  }
+  EXPECT_EQ(Status("one-1")["run"]["jobs"][0]["state"], "running");  // suspect is not dead
+  for (int i = 0; i < 7; ++i) {
+    clock_.Advance(1000);
+    Heartbeat(other);
+    svc_->Tick();
+  }
+  Json jobs = Jobs("one-1");
+  EXPECT_EQ(jobs["jobs"][0]["attempts_detail"][0]["state"], "lost");
+  EXPECT_EQ(jobs["jobs"][0]["attempts_detail"][0]["cause"], "worker lost");
+  EXPECT_EQ(jobs["jobs"][0]["state"], "retrying");
+  clock_.Advance(1000);
+  Heartbeat(other);
+  svc_->Tick();
+  auto assigns = Assigns(other);
+  ASSERT_EQ(assigns.size(), 1u);
+  EXPECT_EQ(assigns[0].attempt_id(), "one-1/a#2");
+  Finished(other, "one-1/a#2", 0);
+  EXPECT_EQ(Status("one-1")["run"]["state"], "succeeded");
+  EXPECT_EQ(CountEvents("worker_lost"), 1u);
+}
+
+TEST_F(CoordinatorServiceTest, SuspectWorkerThatComesBackKeepsItsJob) {
+  Hello("w1");
+  Submit("name: one\njobs: [{name: a, type: sleep}]\n");
+  Started("w1", "one-1/a#1");
+  clock_.Advance(5000);
+  svc_->Tick();
+  Heartbeat("w1", {"one-1/a#1"});
+  svc_->Tick();
+  EXPECT_EQ(CountEvents("worker_suspect"), 1u);
+  EXPECT_EQ(CountEvents("worker_recovered"), 1u);
+  EXPECT_EQ(Jobs("one-1")["jobs"][0]["attempts"], 1);
+  Finished("w1", "one-1/a#1", 0);
+  EXPECT_EQ(Status("one-1")["run"]["state"], "succeeded");
+}
+
+TEST_F(CoordinatorServiceTest, FailuresRetryWithExponentialBackoffThenFailTheRun) {
+  Hello("w1");
+  Submit(R"(
+name: flaky
+jobs:
+  - {name: a, type: sleep, retries: 2}
+  - {name: b, type: sleep, after: [a]}
+)");
+  Take("w1");
+  Finished("w1", "flaky-1/a#1", 3);
+  EXPECT_EQ(Status("flaky-1")["run"]["jobs"][0]["state"], "retrying");
+  clock_.Advance(999);
+  svc_->Tick();
+  EXPECT_TRUE(Assigns("w1").empty());
+  clock_.Advance(1);
+  svc_->Tick();
+  ASSERT_EQ(Assigns("w1").size(), 1u);
+  Finished("w1", "flaky-1/a#2", 3);
+  clock_.Advance(1999);
+  svc_->Tick();
+  EXPECT_TRUE(Assigns("w1").empty());  // second backoff doubles
+  clock_.Advance(1);
+  svc_->Tick();
+  ASSERT_EQ(Assigns("w1").size(), 1u);
+  Finished("w1", "flaky-1/a#3", 3);
+  Json st = Status("flaky-1");
+  EXPECT_EQ(st["run"]["state"], "failed");
+  EXPECT_EQ(st["run"]["jobs"][0]["state"], "failed");
+  EXPECT_EQ(st["run"]["jobs"][0]["failure"], "exit code 3");
+  EXPECT_EQ(st["run"]["jobs"][1]["state"], "cancelled");
+}
+
+TEST_F(CoordinatorServiceTest, CancelStopsRunningAttemptsAndPendingJobs) {
+  Hello("w1");
+  Submit(kChain);
+  Take("w1");
+  Started("w1", "chain-1/a#1");
+  proto::Envelope cancel;
+  cancel.mutable_cancel()->set_target("chain-1");
+  Frame("client", cancel);
+  EXPECT_EQ(Take("client").back().cancel_reply().cancelled(), 2u);
+  auto msgs = Take("w1");
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].cancel_attempt().attempt_id(), "chain-1/a#1");
+  EXPECT_EQ(Status("chain-1")["run"]["state"], "running");  // until the attempt stops
+  Finished("w1", "chain-1/a#1", 143, /*cancelled=*/true);
+  EXPECT_EQ(Status("chain-1")["run"]["state"], "cancelled");
+  // Idempotent: nothing left to cancel.
+  Frame("client", cancel);
+  EXPECT_EQ(Take("client").back().cancel_reply().cancelled(), 0u);
+  proto::Envelope missing;
+  missing.mutable_cancel()->set_target("nope");
+  Frame("client", missing);
+  EXPECT_EQ(Take("client").back().error().code(), static_cast<int>(absl::StatusCode::kNotFound));
+}
+
+TEST_F(CoordinatorServiceTest, RestartReattachesRunningAttemptsInsteadOfKillingThem) {
+  Hello("w1");
+  Submit("name: one\njobs: [{name: a, type: sleep}]\n");
+  Started("w1", "one-1/a#1");
+  Restart();
+  Heartbeat("w1", {"one-1/a#1"});
+  EXPECT_TRUE(Take("w1").back().has_re_register());
+  Hello("w1", {"one-1/a#1"});
+  auto msgs = Take("w1");
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].welcome().stop_attempts_size(), 0);
+  EXPECT_EQ(CountEvents("attempt_reattached"), 1u);
+  Finished("w1", "one-1/a#1", 0);
+  EXPECT_EQ(Status("one-1")["run"]["state"], "succeeded");
+  EXPECT_EQ(Jobs("one-1")["jobs"][0]["attempts"], 1);
+  EXPECT_EQ(CountEvents("job_succeeded"), 1u);
+}
+
+TEST_F(CoordinatorServiceTest, AfterRestartAnUnreturnedWorkerIsLostAndItsJobRetried) {
+  Hello("w1");
+  Submit("name: one\njobs: [{name: a, type: sleep}]\n");
+  Started("w1", "one-1/a#1");
+  Restart();
+  Hello("w2");
+  clock_.Advance(10001);
+  Heartbeat("w2");
+  svc_->Tick();
+  clock_.Advance(1000);
+  svc_->Tick();
+  auto assigns = Assigns("w2");
+  ASSERT_EQ(assigns.size(), 1u);
+  EXPECT_EQ(assigns[0].attempt_id(), "one-1/a#2");
+}
+
+TEST_F(CoordinatorServiceTest, ReplacedAttemptIsFencedWhenItsWorkerReturns) {
+  Hello("w1");
+  Hello("w2");
+  Submit("name: one\njobs: [{name: a, type: sleep}]\n");
+  const std::string first = Assigns("w1").empty() ? "w2" : "w1";
+  const std::string second = first == "w1" ? "w2" : "w1";
+  Take(second);
+  for (int i = 0; i < 12; ++i) {
+    clock_.Advance(1000);
+    Heartbeat(second);
+    svc_->Tick();
+  }
+  ASSERT_EQ(Assigns(second).size(), 1u);  // a#2
+  Hello(first, {"one-1/a#1"});
+  auto welcome = Take(first)[0].welcome();
+  ASSERT_EQ(welcome.stop_attempts_size(), 1);
+  EXPECT_EQ(welcome.stop_attempts(0), "one-1/a#1");
+  Finished(first, "one-1/a#1", 0);  // too late: acknowledged and ignored
+  EXPECT_EQ(CountEvents("job_succeeded"), 0u);
+  Finished(second, "one-1/a#2", 0);
+  EXPECT_EQ(CountEvents("job_succeeded"), 1u);
+}
+
+TEST_F(CoordinatorServiceTest, WorkerThatRestartedWithoutItsAttemptLosesIt) {
+  Hello("w1");
+  Submit("name: one\njobs: [{name: a, type: sleep}]\n");
+  Take("w1");
+  Hello("w1");  // a new process with the same id holds nothing
+  EXPECT_EQ(Jobs("one-1")["jobs"][0]["attempts_detail"][0]["cause"], "worker lost");
+  clock_.Advance(1000);
+  svc_->Tick();
+  ASSERT_EQ(Assigns("w1").size(), 1u);
+}
+
+TEST_F(CoordinatorServiceTest, WrongProtocolVersionIsRefusedAtHello) {
+  proto::Envelope env;
+  env.set_version(99);
+  env.mutable_hello()->set_worker_id("old");
+  env.mutable_hello()->set_device("cpu");
+  env.mutable_hello()->set_slots(1);
+  Frame("old", env);
+  auto msgs = Take("old");
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(msgs[0].error().message(), ::testing::HasSubstr("version 99"));
+  EXPECT_TRUE(store_->Load()->workers.empty());
+}
+
+TEST_F(CoordinatorServiceTest, MalformedFramesAreCountedAndDropped) {
+  svc_->HandleFrame("x", "");
+  svc_->HandleFrame("x", "not a protobuf \xff\xff");
+  proto::Envelope wrong_direction;
+  wrong_direction.mutable_welcome();
+  Frame("x", wrong_direction);
+  EXPECT_EQ(svc_->malformed_frames(), 3);
+  EXPECT_EQ(svc_->frames(), 3);
+}
+
+}  // namespace
+}  // namespace dd2

@@ -1,0 +1,167 @@
+// One suite, every JobStore: the in-memory store and the SQLite store must behave the same.
+#include <sqlite3.h>
+
+#include <gtest/gtest.h>
+
+#include "coordinator/job_store.h"
+#include "tests/testing/test_util.h"
+
+namespace dd2 {
+namespace {
+
+struct InMemoryFactory {
+  std::unique_ptr<JobStore> Make() { return NewInMemoryJobStore(); }
+};
+
+struct SqliteFactory {
+  testing::TempDir dir;
+  std::unique_ptr<JobStore> Make() {
+    auto store = OpenSqliteJobStore(dir.path() + "/state.db");
+    EXPECT_TRUE(store.ok()) << store.status();
+    return std::move(store).value();
+  }
+};
+
+template <typename Factory>
+class JobStoreConformanceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { store_ = factory_.Make(); }
+
+  static StoreTx NewRun(const std::string& id, const std::string& submission) {
+    StoreTx tx;
+    tx.runs.push_back({id, submission, "demo", std::string("\x00\x01spec", 6), "running", 0,
+                       static_cast<int64_t>(std::hash<std::string>()(id) % 100000), 100, 0});
+    tx.jobs.push_back({id + "/a", id, "a", "sleep", "{}", "[]", 1, "any", 2, 0, "ready", 0, 0, 0, 0, "", 100});
+    tx.events.push_back({0, 100, id, "", "", "run_submitted", ""});
+    return tx;
+  }
+
+  Factory factory_;
+  std::unique_ptr<JobStore> store_;
+};
+
+using Factories = ::testing::Types<InMemoryFactory, SqliteFactory>;
+TYPED_TEST_SUITE(JobStoreConformanceTest, Factories);
+
+TYPED_TEST(JobStoreConformanceTest, AppliedRowsLoadBackUnchanged) {
+  StoreTx tx = this->NewRun("r-1", "sub-1");
+  tx.attempts.push_back({"r-1/a#1", "r-1/a", 1, "running", "w1,w2", 110, 0, 0, 0, ""});
+  tx.workers.push_back({"w1", "host", "cpu", 0, 2, 42, "alive", 90, 95});
+  ASSERT_TRUE(this->store_->Apply(tx).ok());
+  auto snap = this->store_->Load();
+  ASSERT_TRUE(snap.ok());
+  ASSERT_EQ(snap->runs.size(), 1u);
+  EXPECT_EQ(snap->runs[0], tx.runs[0]);
+  EXPECT_EQ(snap->jobs, tx.jobs);
+  EXPECT_EQ(snap->attempts, tx.attempts);
+  EXPECT_EQ(snap->workers, tx.workers);
+}
+
+TYPED_TEST(JobStoreConformanceTest, UpsertReplacesMutableFields) {
+  ASSERT_TRUE(this->store_->Apply(this->NewRun("r-1", "sub-1")).ok());
+  StoreTx tx;
+  JobRecord job{"r-1/a", "r-1", "a", "sleep", "{}", "[]", 1, "any", 2, 0, "succeeded", 1, 0, 10, 10, "", 200};
+  tx.jobs.push_back(job);
+  RunRecord run = this->NewRun("r-1", "sub-1").runs[0];
+  run.state = "succeeded";
+  run.finished_ms = 300;
+  tx.runs.push_back(run);
+  ASSERT_TRUE(this->store_->Apply(tx).ok());
+  auto snap = this->store_->Load();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->jobs[0], job);
+  EXPECT_EQ(snap->runs[0].state, "succeeded");
+  EXPECT_EQ(snap->runs[0].finished_ms, 300);
+}
+
+TYPED_TEST(JobStoreConformanceTest, DuplicateSubmissionIdIsRejectedAndNothingIsApplied) {
+  ASSERT_TRUE(this->store_->Apply(this->NewRun("r-1", "same")).ok());
+  absl::Status st = this->store_->Apply(this->NewRun("r-2", "same"));
+  EXPECT_EQ(st.code(), absl::StatusCode::kAlreadyExists);
+  auto snap = this->store_->Load();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->runs.size(), 1u);
+  EXPECT_EQ(snap->jobs.size(), 1u);
+  auto events = this->store_->Events({});
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(events->size(), 1u);
+}
+
+TYPED_TEST(JobStoreConformanceTest, EventsKeepOrderAndFilter) {
+  ASSERT_TRUE(this->store_->Apply(this->NewRun("r-1", "s1")).ok());
+  ASSERT_TRUE(this->store_->Apply(this->NewRun("r-2", "s2")).ok());
+  StoreTx tx;
+  tx.events.push_back({0, 5, "r-1", "r-1/a", "r-1/a#1", "job_succeeded", "x"});
+  tx.events.push_back({0, 6, "r-2", "r-2/a", "", "job_failed", "y"});
+  ASSERT_TRUE(this->store_->Apply(tx).ok());
+  auto all = this->store_->Events({});
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 4u);
+  for (size_t i = 1; i < all->size(); ++i) EXPECT_LT((*all)[i - 1].id, (*all)[i].id);
+  auto succeeded = this->store_->Events({"", "", "job_succeeded"});
+  ASSERT_TRUE(succeeded.ok());
+  ASSERT_EQ(succeeded->size(), 1u);
+  EXPECT_EQ((*succeeded)[0].attempt_id, "r-1/a#1");
+  auto run2 = this->store_->Events({"r-2", "", ""});
+  ASSERT_TRUE(run2.ok());
+  EXPECT_EQ(run2->size(), 2u);
+}
+
+TYPED_TEST(JobStoreConformanceTest, MetricsAtTheSameStepReplaceAndComeBackSorted) {
+  ASSERT_TRUE(this->store_->Apply(this->NewRun("r-1", "s1")).ok());
+  StoreTx tx;
+  tx.metrics.push_back({"r-1", "r-1/a", "loss", 2, 0.5, 1});
+  tx.metrics.push_back({"r-1", "r-1/a", "loss", 1, 0.9, 1});
+  tx.metrics.push_back({"r-1", "r-1/a", "acc", 1, 0.1, 1});
+  ASSERT_TRUE(this->store_->Apply(tx).ok());
+  StoreTx again;
+  again.metrics.push_back({"r-1", "r-1/a", "loss", 2, 0.4, 2});
+  ASSERT_TRUE(this->store_->Apply(again).ok());
+  auto m = this->store_->Metrics("r-1/a");
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->size(), 3u);
+  EXPECT_EQ((*m)[0].key, "acc");
+  EXPECT_EQ((*m)[1].step, 1);
+  EXPECT_DOUBLE_EQ((*m)[2].value, 0.4);
+}
+
+TYPED_TEST(JobStoreConformanceTest, EmptyTransactionIsFine) {
+  EXPECT_TRUE(this->store_->Apply(StoreTx{}).ok());
+  auto snap = this->store_->Load();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_TRUE(snap->runs.empty());
+}
+
+TEST(SqliteJobStoreTest, ReopeningTheFileKeepsEverything) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/state.db";
+  {
+    auto store = OpenSqliteJobStore(path);
+    ASSERT_TRUE(store.ok());
+    StoreTx tx;
+    tx.runs.push_back({"r-1", "s", "demo", "spec", "running", 0, 1, 1, 0});
+    tx.events.push_back({0, 1, "r-1", "", "", "run_submitted", ""});
+    ASSERT_TRUE((*store)->Apply(tx).ok());
+  }
+  auto store = OpenSqliteJobStore(path);
+  ASSERT_TRUE(store.ok());
+  auto snap = (*store)->Load();
+  ASSERT_TRUE(snap.ok());
+  ASSERT_EQ(snap->runs.size(), 1u);
+  EXPECT_EQ(snap->runs[0].id, "r-1");
+}
+
+TEST(SqliteJobStoreTest, RefusesASchemaNewerThanItKnows) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/state.db";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=999", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto store = OpenSqliteJobStore(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace dd2

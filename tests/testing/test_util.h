@@ -1,0 +1,33 @@
+// Helpers shared by dd2 tests: per-test temporary directories and running a command with its
+// stdout captured. Thread-compatible.
+#ifndef DD2_TESTS_TESTING_TEST_UTIL_H_
+#define DD2_TESTS_TESTING_TEST_UTIL_H_
+
+#include <string>
+#include <vector>
+
+namespace dd2::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs argv (no shell) with extra environment `env` ("K=V"), waiting for it to exit.
+CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
+
+}  // namespace dd2::testing
+
+#endif  // DD2_TESTS_TESTING_TEST_UTIL_H_
