@@ -1,1 +1,285 @@
-TEST(Placeholder, X) {}
+// End-to-end tests of the real binaries: dd2ctl up starts dd2-coordinator and dd2-worker
+// processes on 127.0.0.1 with a SQLite file in a temporary home; the tests submit runs, kill
+// processes with SIGKILL and read the results through dd2ctl --json and the SQLite file.
+// Waits poll for a condition with a generous deadline; none sleeps to make a timeout happen
+// (the coordinator's own liveness timeouts are set short through `dd2ctl up`).
+#include <signal.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <regex>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "common/home.h"
+#include "common/protocol.h"
+#include "tests/testing/test_util.h"
+
+namespace dd2 {
+namespace {
+
+using Json = nlohmann::json;
+using testing::CommandResult;
+using testing::RunCommand;
+
+const std::string kBin = DD2_BIN_DIR;
+const std::string kSrc = DD2_SOURCE_DIR;
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { home_ = dir_.path() + "/home"; }
+  void TearDown() override { Ctl({"down"}); }
+
+  CommandResult Ctl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {kBin + "/dd2ctl", "--home", home_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  }
+
+  void Up(int workers) {
+    auto r = Ctl({"up", "--workers", std::to_string(workers), "--heartbeat-ms", "200",
+                  "--lost-after-ms", "2000", "--retry-backoff-ms", "100"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  }
+
+  Json CtlJson(std::vector<std::string> args) {
+    args.push_back("--json");
+    auto r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return Json::parse(r.out, nullptr, false);
+  }
+
+  std::string WriteYaml(const std::string& name, const std::string& text) {
+    const std::string path = dir_.path() + "/" + name;
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  std::string SubmitJson(const std::string& path) {
+    Json j = CtlJson({"submit", path});
+    return j.value("run_id", "");
+  }
+
+  // Polls `pred` every 100 ms until it holds or `seconds` pass.
+  static bool WaitFor(const std::function<bool()>& pred, int seconds = 60) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return pred();
+  }
+
+  std::string RunState(const std::string& run) {
+    Json st = CtlJson({"status", run});
+    return st.is_discarded() ? "" : st["run"].value("state", "");
+  }
+
+  int Pid(const std::string& pid_file) {
+    auto text = ReadFile(pid_file);
+    return text.ok() ? std::stoi(*text) : -1;
+  }
+
+  // Rows of a one-column SQL query on the coordinator's database.
+  std::vector<std::string> Sql(const std::string& query) {
+    sqlite3* db = nullptr;
+    std::vector<std::string> rows;
+    if (sqlite3_open_v2((home_ + "/coordinator.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      sqlite3_close(db);
+      return rows;
+    }
+    sqlite3_stmt* stmt = nullptr;
+    sqlite3_prepare_v2(db, query.c_str(), -1, &stmt, nullptr);
+    while (stmt && sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* t = sqlite3_column_text(stmt, 0);
+      rows.push_back(t ? reinterpret_cast<const char*>(t) : "");
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return rows;
+  }
+
+  testing::TempDir dir_;
+  std::string home_;
+};
+
+TEST_F(ClusterTest, SmokePipelineSucceedsEndToEnd) {
+  Up(2);
+  auto r = Ctl({"submit", kSrc + "/examples/smoke.yaml", "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("submitted run (\\S+)")));
+  const std::string run = m[1];
+  Json st = CtlJson({"status", run});
+  EXPECT_EQ(st["run"]["state"], "succeeded");
+  ASSERT_EQ(st["run"]["jobs"].size(), 4u);
+  for (const auto& j : st["run"]["jobs"]) {
+    EXPECT_EQ(j["state"], "succeeded") << j.dump();
+    EXPECT_EQ(j["step"], j["total"]);
+    EXPECT_TRUE(j["metrics"].contains("loss"));
+  }
+  auto logs = Ctl({"logs", run + "/merge"});
+  EXPECT_EQ(logs.exit_code, 0);
+  EXPECT_THAT(logs.out, ::testing::HasSubstr("sleep: step 5/5"));
+  EXPECT_EQ(Ctl({"logs", run + "/nope"}).exit_code, 3);
+  EXPECT_EQ(Ctl({"status", "nope-1"}).exit_code, 3);
+}
+
+TEST_F(ClusterTest, KilledWorkerJobIsRetriedOnAnotherWorker) {
+  Up(2);
+  const std::string run = SubmitJson(WriteYaml("long.yaml", R"(
+name: long
+jobs:
+  - {name: work, type: sleep, params: {seconds: 3, steps: 30}}
+)"));
+  ASSERT_FALSE(run.empty());
+  std::string victim;
+  ASSERT_TRUE(WaitFor([&] {
+    Json jobs = CtlJson({"jobs", run});
+    const Json& att = jobs["jobs"][0]["attempts_detail"];
+    if (att.empty() || jobs["jobs"][0]["state"] != "running") return false;
+    victim = att[0]["workers"][0];
+    return true;
+  }));
+  const int pid = Pid(home_ + "/workers/" + victim + "/pid");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; })) << RunState(run);
+  Json jobs = CtlJson({"jobs", run});
+  const Json& att = jobs["jobs"][0]["attempts_detail"];
+  ASSERT_EQ(att.size(), 2u) << jobs.dump();
+  EXPECT_EQ(att[0]["state"], "lost");
+  EXPECT_EQ(att[0]["cause"], "worker lost");
+  EXPECT_NE(att[1]["workers"][0], victim);
+  EXPECT_EQ(att[1]["state"], "succeeded");
+}
+
+TEST_F(ClusterTest, KilledCoordinatorRestartsAndNoJobCompletesTwice) {
+  Up(2);
+  const std::string run = SubmitJson(WriteYaml("chain.yaml", R"(
+name: chain
+jobs:
+  - {name: a, type: sleep, params: {seconds: 1, steps: 10}}
+  - {name: b, type: sleep, params: {seconds: 1.5, steps: 15}, after: [a]}
+  - {name: c, type: sleep, params: {seconds: 1.5, steps: 15}, after: [a]}
+  - {name: d, type: sleep, params: {seconds: 1, steps: 10}, after: [b, c]}
+)"));
+  ASSERT_FALSE(run.empty());
+  ASSERT_TRUE(WaitFor([&] {
+    Json st = CtlJson({"status", run});
+    return st["run"]["jobs"][1]["state"] == "running";
+  }));
+  const int pid = Pid(home_ + "/coordinator.pid");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return ::kill(pid, 0) != 0; }, 10));
+  Up(2);  // restarts the coordinator on the same home; the workers are still running
+  ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; })) << RunState(run);
+  auto completions = Sql("SELECT job_id FROM events WHERE kind = 'job_succeeded' ORDER BY job_id");
+  EXPECT_EQ(completions, (std::vector<std::string>{run + "/a", run + "/b", run + "/c", run + "/d"}));
+  EXPECT_FALSE(Sql("SELECT id FROM events WHERE kind = 'coordinator_started'").size() < 2);
+}
+
+TEST_F(ClusterTest, MalformedRunYamlIsRejectedAndLeavesNothingInTheDatabase) {
+  Up(0);
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(kSrc + "/tests/data/bad_run_yaml")) {
+    const std::string path = e.path().string();
+    auto r = Ctl({"submit", path});
+    EXPECT_EQ(r.exit_code, 2) << path << ": " << r.err;
+    EXPECT_TRUE(std::regex_search(r.err, std::regex(":[0-9]+:[0-9]+: "))) << r.err;
+    ++files;
+  }
+  EXPECT_GE(files, 30);
+  EXPECT_TRUE(CtlJson({"status"})["runs"].empty());
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM runs"), std::vector<std::string>{"0"});
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM jobs"), std::vector<std::string>{"0"});
+}
+
+TEST_F(ClusterTest, SameSubmissionIdTwiceGivesOneRun) {
+  Up(1);
+  auto first = CtlJson({"submit", kSrc + "/examples/smoke.yaml", "--id", "fixed-id"});
+  auto second = CtlJson({"submit", kSrc + "/examples/smoke.yaml", "--id", "fixed-id"});
+  EXPECT_EQ(first["run_id"], second["run_id"]);
+  EXPECT_FALSE(first["existed"].get<bool>());
+  EXPECT_TRUE(second["existed"].get<bool>());
+  EXPECT_EQ(CtlJson({"status"})["runs"].size(), 1u);
+  EXPECT_EQ(Ctl({"cancel", first["run_id"]}).exit_code, 0);
+}
+
+TEST_F(ClusterTest, CoordinatorSurvivesTenThousandMalformedFrames) {
+  Up(1);
+  auto endpoint = ReadEndpoint(home_);
+  ASSERT_TRUE(endpoint.ok());
+  zmq::context_t ctx(1);
+  std::vector<zmq::socket_t> sockets;
+  for (int i = 0; i < 8; ++i) {
+    sockets.emplace_back(ctx, zmq::socket_type::dealer);
+    sockets.back().set(zmq::sockopt::linger, 2000);
+    sockets.back().connect(*endpoint);
+  }
+  std::mt19937 rng(42);
+  proto::Envelope valid;
+  valid.mutable_status();
+  const std::string valid_frame = EncodeEnvelope(valid);
+  constexpr int kFrames = 10000;
+  for (int i = 0; i < kFrames; ++i) {
+    zmq::socket_t& s = sockets[i % sockets.size()];
+    std::string frame;
+    switch (i % 5) {
+      case 0: {  // random bytes
+        frame.resize(rng() % 512);
+        for (char& c : frame) c = static_cast<char>(rng());
+        break;
+      }
+      case 1:  // a valid envelope, truncated
+        frame = valid_frame.substr(0, valid_frame.size() - 1 - rng() % (valid_frame.size() - 1));
+        break;
+      case 2: {  // a well-formed message the coordinator never accepts
+        proto::Envelope e;
+        e.mutable_assign()->set_attempt_id("x");
+        frame = EncodeEnvelope(e);
+        break;
+      }
+      case 3:  // empty frame
+        break;
+      case 4: {  // three frames where one is expected
+        s.send(zmq::buffer(valid_frame), zmq::send_flags::sndmore);
+        s.send(zmq::buffer(std::string("junk")), zmq::send_flags::sndmore);
+        s.send(zmq::buffer(valid_frame), zmq::send_flags::none);
+        continue;
+      }
+    }
+    s.send(zmq::buffer(frame), zmq::send_flags::none);
+  }
+  int64_t malformed = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    Json st = CtlJson({"status"});
+    if (st.is_discarded()) return false;
+    malformed = st["coordinator"]["malformed_frames"];
+    return malformed >= kFrames;
+  }, 60)) << malformed;
+  EXPECT_EQ(malformed, kFrames);
+  // Still fully working: a run goes through.
+  auto r = Ctl({"submit", WriteYaml("quick.yaml", "name: quick\njobs: [{name: a, type: sleep, params: {seconds: 0.1, steps: 1}}]\n"), "--wait"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+}
+
+TEST_F(ClusterTest, UnreachableCoordinatorGivesExitCodeFour) {
+  auto r = RunCommand({kBin + "/dd2ctl", "--endpoint", "tcp://127.0.0.1:1", "--timeout-ms", "200", "status"});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  auto none = Ctl({"status"});  // no endpoint recorded in a fresh home
+  EXPECT_EQ(none.exit_code, 4) << none.err;
+}
+
+}  // namespace
+}  // namespace dd2
