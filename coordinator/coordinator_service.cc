@@ -86,45 +86,37 @@ absl::Status CoordinatorService::Recover() {
   for (auto& j : snap.jobs) s.jobs[j.id] = std::move(j);
   for (auto& a : snap.attempts) s.attempts[a.id] = std::move(a);
   for (auto& w : snap.workers) s.workers[w.id] = std::move(w);
-  // Fold into memory without writing: this is what is already stored.
-  for (auto& [id, r] : s.runs) {
-    run_by_submission_[r.submission_id] = id;
-    runs_[id] = r;
-  }
-  std::map<std::string, std::vector<std::pair<int, std::string>>> order;
-  for (auto& [id, j] : s.jobs) {
-    RunRecord& run = runs_[j.run_id];
+  Fold(s);  // what is already stored: indexed, not written again
+  // Indexes that need an order the maps do not give: jobs in spec order, attempts by number.
+  for (auto& [run_id, run] : runs_) {
     proto::RunSpec spec;
     spec.ParseFromString(run.spec);
-    int index = 0;
-    for (int i = 0; i < spec.jobs_size(); ++i) if (spec.jobs(i).name() == j.name) index = i;
-    order[j.run_id].push_back({index, id});
-    jobs_[id] = j;
+    IndexRunJobs(run_id, spec);
   }
-  for (auto& [run_id, v] : order) {
-    std::sort(v.begin(), v.end());
-    for (auto& [i, id] : v) jobs_by_run_[run_id].push_back(id);
-  }
-  std::vector<AttemptRecord*> sorted;
-  for (auto& [id, a] : s.attempts) {
-    attempts_[id] = a;
-  }
-  for (auto& [id, a] : attempts_) sorted.push_back(&a);
-  std::sort(sorted.begin(), sorted.end(),
-            [](auto* x, auto* y) { return std::tie(x->job_id, x->number) < std::tie(y->job_id, y->number); });
-  for (auto* a : sorted) {
-    attempts_by_job_[a->job_id].push_back(a->id);
-    if (!IsTerminal(a->state)) active_attempts_.insert(a->id);
+  for (auto& [job_id, ids] : attempts_by_job_) {
+    std::sort(ids.begin(), ids.end(), [this](const std::string& x, const std::string& y) {
+      return attempts_[x].number < attempts_[y].number;
+    });
   }
   const int64_t now = clock_->NowMs();
-  for (auto& [id, w] : s.workers) {
-    workers_[id] = w;
+  for (auto& [id, w] : workers_) {
     if (w.state != state::kLost) live_[id] = WorkerLive{"", now};
   }
   Staged boot(this);
   Event(boot, "coordinator_started", "", "", "",
         absl::StrCat(runs_.size(), " runs, ", active_attempts_.size(), " active attempts recovered"));
   return Commit(boot);
+}
+
+void CoordinatorService::IndexRunJobs(const std::string& run_id, const proto::RunSpec& spec) {
+  auto& order = jobs_by_run_[run_id];
+  order.clear();
+  for (int i = 0; i < spec.jobs_size(); ++i) {
+    const std::string id = absl::StrCat(run_id, "/", spec.jobs(i).name());
+    order.push_back(id);
+    job_index_[id] = i;
+    for (const auto& dep : spec.jobs(i).after()) dependents_[absl::StrCat(run_id, "/", dep)].push_back(id);
+  }
 }
 
 void CoordinatorService::Event(Staged& s, const std::string& kind, const std::string& run_id,
@@ -143,11 +135,27 @@ absl::Status CoordinatorService::Commit(Staged& s) {
   tx.metrics = s.metrics;
   absl::Status st = store_->Apply(tx);
   if (!st.ok()) return st;
+  Fold(s);
+  for (auto& [peer, env] : s.outbox) send_(peer, env);
+  return absl::OkStatus();
+}
+
+void CoordinatorService::Fold(const Staged& s) {
   for (auto& [id, r] : s.runs) {
     run_by_submission_[r.submission_id] = id;
     runs_[id] = r;
   }
-  for (auto& [id, r] : s.jobs) jobs_[id] = r;  // new jobs are indexed by HandleSubmit
+  for (auto& [id, r] : s.jobs) {
+    auto old = jobs_.find(id);
+    const bool was_open = old != jobs_.end() && !IsTerminal(old->second.state);
+    open_jobs_[r.run_id] += static_cast<int64_t>(!IsTerminal(r.state)) - static_cast<int64_t>(was_open);
+    if (r.state == state::kReady) {
+      ready_.insert(id);
+    } else {
+      ready_.erase(id);
+    }
+    jobs_[id] = r;
+  }
   for (auto& [id, r] : s.attempts) {
     if (!attempts_.count(id)) attempts_by_job_[r.job_id].push_back(id);
     attempts_[id] = r;
@@ -161,8 +169,6 @@ absl::Status CoordinatorService::Commit(Staged& s) {
   for (auto& [id, r] : s.workers) workers_[id] = r;
   for (auto& m : s.metrics) latest_metrics_[m.job_id][m.key] = m.value;
   dirty_ = true;
-  for (auto& [peer, env] : s.outbox) send_(peer, env);
-  return absl::OkStatus();
 }
 
 void CoordinatorService::Reply(const std::string& peer, const proto::Envelope& request,
@@ -248,6 +254,9 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
     if (absl::IsInvalidArgument(st) && env.body_case() != proto::Envelope::kSubmit) ++malformed_frames_;
     if (is_request || !absl::IsInvalidArgument(st)) send_(peer, ErrorReply(env, st));
   }
+}
+
+void CoordinatorService::Schedule() {
   if (dirty_) ScheduleReady();
 }
 
@@ -425,7 +434,7 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
     job.failure.clear();
     job.updated_ms = now;
     Event(s, "job_succeeded", job.run_id, job.id, a.id, "");
-    PromoteDependents(s, job.run_id);
+    PromoteDependents(s, job.id);
   } else {
     a.state = state::kFailed;
     a.cause = f.signal() != 0 ? absl::StrCat("killed by signal ", f.signal())
@@ -478,37 +487,34 @@ void CoordinatorService::RetryOrFail(Staged& s, const std::string& job_id, const
   job.state = state::kFailed;
   Event(s, "job_failed", job.run_id, job.id, "", cause);
   // Everything downstream can no longer run.
-  bool changed = true;
-  while (changed) {
-    changed = false;
-    for (const auto& id : jobs_by_run_[job.run_id]) {
-      JobRecord& d = s.Job(id);
+  CancelDownstream(s, job_id, absl::StrCat("upstream job '", job.name, "' did not succeed"));
+}
+
+void CoordinatorService::CancelDownstream(Staged& s, const std::string& job_id, const std::string& why) {
+  std::vector<std::string> frontier = {job_id};
+  while (!frontier.empty()) {
+    const std::string id = frontier.back();
+    frontier.pop_back();
+    for (const auto& child : dependents_[id]) {
+      JobRecord& d = s.Job(child);
       if (d.state != state::kPending) continue;
-      Json after = Json::parse(d.after_json, nullptr, false);
-      for (const auto& dep : after) {
-        const std::string dep_id = absl::StrCat(d.run_id, "/", dep.get<std::string>());
-        const std::string& ds = s.Job(dep_id).state;
-        if (ds == state::kFailed || ds == state::kCancelled) {
-          d.state = state::kCancelled;
-          d.failure = absl::StrCat("upstream job '", dep.get<std::string>(), "' did not succeed");
-          d.updated_ms = now;
-          Event(s, "job_cancelled", d.run_id, d.id, "", d.failure);
-          changed = true;
-          break;
-        }
-      }
+      d.state = state::kCancelled;
+      d.failure = why;
+      d.updated_ms = clock_->NowMs();
+      Event(s, "job_cancelled", d.run_id, d.id, "", why);
+      frontier.push_back(child);
     }
   }
 }
 
-void CoordinatorService::PromoteDependents(Staged& s, const std::string& run_id) {
-  for (const auto& id : jobs_by_run_[run_id]) {
-    JobRecord& d = s.Job(id);
+void CoordinatorService::PromoteDependents(Staged& s, const std::string& job_id) {
+  for (const auto& child : dependents_[job_id]) {
+    JobRecord& d = s.Job(child);
     if (d.state != state::kPending) continue;
     Json after = Json::parse(d.after_json, nullptr, false);
     bool all = true;
     for (const auto& dep : after) {
-      if (s.Job(absl::StrCat(run_id, "/", dep.get<std::string>())).state != state::kSucceeded) all = false;
+      if (s.Job(absl::StrCat(d.run_id, "/", dep.get<std::string>())).state != state::kSucceeded) all = false;
     }
     if (all) {
       d.state = state::kReady;
@@ -520,10 +526,18 @@ void CoordinatorService::PromoteDependents(Staged& s, const std::string& run_id)
 void CoordinatorService::FinishRunIfDone(Staged& s, const std::string& run_id) {
   RunRecord& run = s.Run(run_id);
   if (IsTerminal(run.state)) return;
+  // Open jobs = committed count, corrected by this transition's staged jobs.
+  int64_t open = open_jobs_[run_id];
+  for (const auto& [id, j] : s.jobs) {
+    if (j.run_id != run_id) continue;
+    auto old = jobs_.find(id);
+    const bool was_open = old != jobs_.end() && !IsTerminal(old->second.state);
+    open += static_cast<int64_t>(!IsTerminal(j.state)) - static_cast<int64_t>(was_open);
+  }
+  if (open > 0) return;
   bool all_succeeded = true, any_failed = false;
   for (const auto& id : jobs_by_run_[run_id]) {
     const JobRecord& j = s.Job(id);
-    if (!IsTerminal(j.state)) return;
     // A cancelled job whose attempt still runs keeps the run open until it stops.
     for (const auto& aid : attempts_by_job_[id]) {
       const AttemptRecord& a = s.attempts.count(aid) ? s.attempts[aid] : attempts_[aid];
@@ -588,31 +602,32 @@ void CoordinatorService::Tick() {
       Commit(s).IgnoreError();
     }
   }
-  if (dirty_) ScheduleReady();
+  Schedule();
 }
 
 void CoordinatorService::ScheduleReady() {
   dirty_ = false;
-  std::vector<QueuedJob> queue;
-  for (const auto& [id, job] : jobs_) {
-    if (job.state != state::kReady) continue;
-    const RunRecord& run = runs_[job.run_id];
-    const auto& order = jobs_by_run_[job.run_id];
-    int64_t index = std::find(order.begin(), order.end(), id) - order.begin();
-    queue.push_back({id, run.priority, job.priority, run.seq, index, job.workers, job.device});
-  }
-  if (queue.empty()) return;
+  if (ready_.empty()) return;
   std::map<std::string, int64_t> used;
   for (const auto& id : active_attempts_) {
     for (absl::string_view w : absl::StrSplit(attempts_[id].worker_ids, ',')) ++used[std::string(w)];
   }
   std::vector<WorkerSlots> slots;
+  bool any_free = false;
   for (const auto& [id, live] : live_) {
     const WorkerRecord& w = workers_[id];
     if (live.peer.empty() || w.state != state::kAlive) continue;
     slots.push_back({id, w.device, w.slots, w.slots - used[id]});
+    any_free = any_free || slots.back().free > 0;
   }
-  for (const Placement& p : Schedule(slots, queue)) {
+  if (!any_free) return;
+  std::vector<QueuedJob> queue;
+  for (const auto& id : ready_) {
+    const JobRecord& job = jobs_[id];
+    const RunRecord& run = runs_[job.run_id];
+    queue.push_back({id, run.priority, job.priority, run.seq, job_index_[id], job.workers, job.device});
+  }
+  for (const Placement& p : dd2::Schedule(slots, queue)) {
     Staged s(this);
     JobRecord& job = s.Job(p.job_id);
     job.attempts += 1;
@@ -680,7 +695,7 @@ absl::Status CoordinatorService::HandleSubmit(const std::string& peer, const pro
   s.outbox.push_back({peer, reply});
   DD2_RETURN_IF_ERROR(Commit(s));
   next_seq_ = seq + 1;
-  for (const auto& js : req.spec().jobs()) jobs_by_run_[run_id].push_back(absl::StrCat(run_id, "/", js.name()));
+  IndexRunJobs(run_id, req.spec());
   return absl::OkStatus();
 }
 

@@ -36,6 +36,10 @@ class CoordinatorService {
   // One frame from `peer`. Malformed frames are counted (MalformedFrames) and dropped.
   void HandleFrame(const std::string& peer, std::string_view frame);
 
+  // Places ready jobs on free workers if anything changed since the last call. The loop calls
+  // it once per batch of frames, so a burst of N reports costs one scheduling pass.
+  void Schedule();
+
   // Liveness, retry backoff and scheduling; call at least every heartbeat interval.
   void Tick();
 
@@ -69,13 +73,20 @@ class CoordinatorService {
   absl::Status HandleCancel(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleWorkers(const std::string& peer, const proto::Envelope& env);
 
-  // Commits `staged` and, only when that succeeds, folds it into memory.
+  // Commits `staged` and, only when that succeeds, folds it into memory and sends its outbox.
   absl::Status Commit(Staged& staged);
+  // Folds staged records into the in-memory maps and indexes.
+  void Fold(const Staged& staged);
+  // Indexes a run's jobs: spec order, position, and who waits on whom.
+  void IndexRunJobs(const std::string& run_id, const proto::RunSpec& spec);
   void ScheduleReady();
   void MarkLost(const std::string& worker_id, const std::string& cause);
   // Stages a failed or lost attempt's consequence for its job: retry with backoff, or fail.
   void RetryOrFail(Staged& s, const std::string& job_id, const std::string& cause, bool infra);
-  void PromoteDependents(Staged& s, const std::string& run_id);
+  // Moves pending jobs waiting on `job_id` to ready when all their dependencies succeeded.
+  void PromoteDependents(Staged& s, const std::string& job_id);
+  // Cancels every pending job downstream of `job_id`.
+  void CancelDownstream(Staged& s, const std::string& job_id, const std::string& why);
   void FinishRunIfDone(Staged& s, const std::string& run_id);
   std::vector<std::string> ActiveAttemptsOf(const std::string& worker_id) const;
   std::string LogPath(const std::string& attempt_id) const;
@@ -104,6 +115,10 @@ class CoordinatorService {
   std::map<std::string, std::string> run_by_submission_;
   std::map<std::string, std::vector<std::string>> jobs_by_run_;       // in spec order
   std::map<std::string, std::vector<std::string>> attempts_by_job_;   // in number order
+  std::map<std::string, int64_t> job_index_;                          // position in its run
+  std::map<std::string, std::vector<std::string>> dependents_;        // job -> jobs waiting on it
+  std::map<std::string, int64_t> open_jobs_;                          // run -> non-terminal jobs
+  std::set<std::string> ready_;                                       // jobs in state ready
   std::set<std::string> active_attempts_;                             // non-terminal
   std::map<std::string, std::map<std::string, double>> latest_metrics_;  // job -> key -> value
   std::map<std::string, std::set<std::string>> finished_ranks_;      // attempt -> workers done

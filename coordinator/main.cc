@@ -1,4 +1,6 @@
 // dd2-coordinator: parses flags and runs the CoordinatorServer until SIGTERM/SIGINT.
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 
@@ -35,6 +37,12 @@ int main(int argc, char** argv) {
   if (!endpoint_given) {
     // Restart on the same home: keep the endpoint workers and clients already know.
     if (auto recorded = dd2::ReadEndpoint(config.home); recorded.ok()) config.endpoint = *recorded;
+  }
+  // One TCP connection per worker and client: lift the descriptor limit to the hard maximum.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
   }
   dd2::CoordinatorServer server(config);
   g_server = &server;

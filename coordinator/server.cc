@@ -27,6 +27,7 @@ absl::Status CoordinatorServer::Run() {
   DD2_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenSqliteJobStore(config_.home + "/coordinator.db"));
 
   zmq::context_t context(1);
+  context.set(zmq::ctxopt::max_sockets, 65536);
   zmq::socket_t router(context, zmq::socket_type::router);
   DD2_ASSIGN_OR_RETURN(std::string bound, BindRouter(router, config_.endpoint));
 
@@ -62,6 +63,7 @@ absl::Status CoordinatorServer::Run() {
       }
       service.HandleFrame(f[0], f[1]);
     }
+    service.Schedule();
     const int64_t now = clock.NowMs();
     if (now - last_tick >= poll_ms) {
       service.Tick();

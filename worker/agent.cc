@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -224,6 +225,7 @@ void WorkerAgent::StartAttempt(const proto::Assign& assign) {
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a job never outlives its supervising worker
     ::dup2(out[1], 1);
     ::dup2(out[1], 2);
     ::dup2(prog[1], 3);

@@ -39,6 +39,7 @@ class CoordinatorServiceTest : public ::testing::Test {
   void Frame(const std::string& peer, proto::Envelope env) {
     if (env.sender().empty()) env.set_sender(peer);
     svc_->HandleFrame(peer, EncodeEnvelope(env));
+    svc_->Schedule();
   }
 
   // Messages sent to `peer` since the last call, oldest first.

@@ -1,0 +1,210 @@
+// coordinator_bench: measures a real dd2-coordinator process against N simulated workers, all
+// DEALER sockets in this process on 127.0.0.1.
+//   Phase 1 (heartbeats): every worker keeps one heartbeat in flight for --seconds; reports
+//   acknowledged heartbeats per second and the send-to-ack latency.
+//   Phase 2 (job transitions): a run of --jobs sleep jobs; each simulated worker answers an
+//   Assign at once with AttemptStarted and AttemptFinished. Reports state transitions per second
+//   (assigned, running, succeeded: 3 per job, each committed to SQLite) and the
+//   AttemptFinished-to-FinishedAck latency.
+// Prints one Markdown table row per worker count (bench/coordinator.sh prints the header).
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <zmq.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/client.h"
+#include "common/home.h"
+#include "common/protocol.h"
+#include "common/run_spec.h"
+#include "common/transport.h"
+
+namespace dd2 {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+struct Sim {
+  std::string id;
+  zmq::socket_t socket;
+};
+
+int Main(int argc, char** argv) {
+  int workers = 100, jobs = 2000;
+  double seconds = 5;
+  std::string bin_dir;
+  CLI::App app{"coordinator_bench"};
+  app.add_option("--workers", workers)->capture_default_str();
+  app.add_option("--jobs", jobs)->capture_default_str();
+  app.add_option("--seconds", seconds)->capture_default_str();
+  app.add_option("--bin-dir", bin_dir)->required();
+  CLI11_PARSE(app, argc, argv);
+
+  rlimit files{};
+  getrlimit(RLIMIT_NOFILE, &files);
+  files.rlim_cur = files.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &files);
+
+  char tmpl[] = "/tmp/dd2bench.XXXXXX";
+  const std::string home = mkdtemp(tmpl);
+  pid_t coord = fork();
+  if (coord == 0) {
+    std::string exe = bin_dir + "/dd2-coordinator";
+    execl(exe.c_str(), exe.c_str(), "--home", home.c_str(), "--heartbeat-interval-ms", "1000",
+          "--lost-after-ms", "600000", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::string endpoint;
+  for (int i = 0; i < 200 && endpoint.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    if (auto ep = ReadEndpoint(home); ep.ok()) endpoint = *ep;
+  }
+  if (endpoint.empty()) {
+    std::fprintf(stderr, "coordinator did not start\n");
+    return 1;
+  }
+
+  zmq::context_t ctx(1);
+  ctx.set(zmq::ctxopt::max_sockets, 65536);
+  std::vector<Sim> sims;
+  for (int i = 0; i < workers; ++i) {
+    Sim s{absl::StrCat("sim-", i), zmq::socket_t(ctx, zmq::socket_type::dealer)};
+    ConnectDealer(s.socket, endpoint, s.id, /*immediate=*/false).IgnoreError();
+    sims.push_back(std::move(s));
+  }
+  auto send = [](Sim& s, proto::Envelope env) {
+    env.set_sender(s.id);
+    SendFrames(s.socket, {EncodeEnvelope(std::move(env))}).IgnoreError();
+  };
+  std::vector<zmq::pollitem_t> items;
+  for (auto& s : sims) items.push_back({s.socket.handle(), 0, ZMQ_POLLIN, 0});
+  // Calls on_message for everything that arrives within `ms`.
+  auto pump = [&](int ms, const std::function<void(Sim&, const proto::Envelope&)>& on_message) {
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(ms));
+    for (size_t i = 0; i < sims.size(); ++i) {
+      if (!(items[i].revents & ZMQ_POLLIN)) continue;
+      while (true) {
+        auto frames = RecvFrames(sims[i].socket);
+        if (!frames.ok() || !frames->has_value()) break;
+        auto env = DecodeEnvelope((*frames)->back());
+        if (env.ok()) on_message(sims[i], *env);
+      }
+    }
+  };
+
+  // Register everyone.
+  for (auto& s : sims) {
+    proto::Envelope env;
+    auto* h = env.mutable_hello();
+    h->set_worker_id(s.id);
+    h->set_host("bench");
+    h->set_device("cpu");
+    h->set_slots(1);
+    send(s, env);
+  }
+  int welcomed = 0;
+  const auto reg_deadline = Clock::now() + std::chrono::seconds(60);
+  while (welcomed < workers && Clock::now() < reg_deadline) {
+    pump(50, [&](Sim&, const proto::Envelope& e) { welcomed += e.has_welcome(); });
+  }
+
+  // Phase 1: heartbeats, one in flight per worker.
+  std::map<std::pair<size_t, uint64_t>, Clock::time_point> inflight;
+  std::vector<double> hb_latency;
+  uint64_t next_id = 1;
+  auto heartbeat = [&](size_t i) {
+    proto::Envelope env;
+    env.set_request_id(next_id);
+    env.mutable_heartbeat()->set_worker_id(sims[i].id);
+    inflight[{i, next_id}] = Clock::now();
+    ++next_id;
+    send(sims[i], env);
+  };
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < sims.size(); ++i) index[sims[i].id] = i;
+  for (size_t i = 0; i < sims.size(); ++i) heartbeat(i);
+  const auto hb_start = Clock::now();
+  const auto hb_end = hb_start + std::chrono::duration<double>(seconds);
+  while (Clock::now() < hb_end) {
+    pump(10, [&](Sim& s, const proto::Envelope& e) {
+      if (!e.has_heartbeat_ack()) return;
+      size_t i = index[s.id];
+      auto it = inflight.find({i, e.request_id()});
+      if (it == inflight.end()) return;
+      hb_latency.push_back(Ms(Clock::now() - it->second));
+      inflight.erase(it);
+      if (Clock::now() < hb_end) heartbeat(i);
+    });
+  }
+  const double hb_rate = static_cast<double>(hb_latency.size()) / Ms(Clock::now() - hb_start) * 1000.0;
+
+  // Phase 2: job transitions.
+  std::string yaml = "name: bench\njobs:\n";
+  for (int j = 0; j < jobs; ++j) absl::StrAppend(&yaml, "  - {name: j", j, ", type: sleep}\n");
+  auto spec = ParseRunSpec(yaml, "bench.yaml");
+  CoordinatorClient client(endpoint, 10000, 1);
+  proto::Envelope submit;
+  *submit.mutable_submit()->mutable_spec() = *spec;
+  submit.mutable_submit()->set_submission_id("bench");
+  const auto job_start = Clock::now();
+  if (!client.Call(submit).ok()) {
+    std::fprintf(stderr, "submit failed\n");
+    return 1;
+  }
+  std::map<std::string, Clock::time_point> finishing;
+  std::vector<double> finish_latency;
+  const auto job_deadline = Clock::now() + std::chrono::seconds(300);
+  while (static_cast<int>(finish_latency.size()) < jobs && Clock::now() < job_deadline) {
+    pump(10, [&](Sim& s, const proto::Envelope& e) {
+      if (e.has_assign()) {
+        proto::Envelope started;
+        started.mutable_attempt_started()->set_attempt_id(e.assign().attempt_id());
+        send(s, started);
+        proto::Envelope finished;
+        finished.mutable_attempt_finished()->set_attempt_id(e.assign().attempt_id());
+        finishing[e.assign().attempt_id()] = Clock::now();
+        send(s, finished);
+      } else if (e.has_finished_ack()) {
+        auto it = finishing.find(e.finished_ack().attempt_id());
+        if (it == finishing.end()) return;
+        finish_latency.push_back(Ms(Clock::now() - it->second));
+        finishing.erase(it);
+      }
+    });
+  }
+  const double job_secs = Ms(Clock::now() - job_start) / 1000.0;
+  const double transitions = 3.0 * static_cast<double>(finish_latency.size()) / job_secs;
+
+  std::printf("| %d | %d | %.0f | %.2f | %.2f | %zu | %.0f | %.2f | %.2f |\n", workers, welcomed, hb_rate,
+              Percentile(hb_latency, 0.5), Percentile(hb_latency, 0.99), finish_latency.size(),
+              transitions, Percentile(finish_latency, 0.5), Percentile(finish_latency, 0.99));
+  kill(coord, SIGTERM);
+  waitpid(coord, nullptr, 0);
+  std::error_code ec;
+  std::filesystem::remove_all(home, ec);
+  return finish_latency.size() == static_cast<size_t>(jobs) && welcomed == workers ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace dd2
+
+int main(int argc, char** argv) { return dd2::Main(argc, argv); }
