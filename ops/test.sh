@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets everything up on a fresh Debian 12 machine (packages, configure, build) and runs the whole
+# test suite. Exits non-zero on any failure. Extra arguments go to ctest (e.g. -L unit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ops/install-deps.sh
+ops/build.sh
+cd "${DD2_BUILD:-build}"
+ctest --output-on-failure -j "$(nproc)" "$@"
