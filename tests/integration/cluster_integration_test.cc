@@ -274,6 +274,47 @@ TEST_F(ClusterTest, CoordinatorSurvivesTenThousandMalformedFrames) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
+TEST_F(ClusterTest, FailedAttemptIsRetriedAndItsCauseRecorded) {
+  Up(1);
+  auto r = Ctl({"submit", WriteYaml("flaky.yaml", R"(
+name: flaky
+jobs:
+  - name: a
+    type: sleep
+    params: {seconds: 0.2, steps: 4, fail_at_step: 2, exit_code: 7, fail_attempts: 1}
+    retries: 1
+)"), "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Json jobs = CtlJson({"jobs", "flaky-1"});
+  const Json& att = jobs["jobs"][0]["attempts_detail"];
+  ASSERT_EQ(att.size(), 2u);
+  EXPECT_EQ(att[0]["state"], "failed");
+  EXPECT_EQ(att[0]["exit_code"], 7);
+  EXPECT_EQ(att[0]["cause"], "exit code 7");
+  EXPECT_EQ(att[1]["state"], "succeeded");
+}
+
+TEST_F(ClusterTest, CancelStopsARunningJobOnItsWorker) {
+  Up(1);
+  const std::string run = SubmitJson(WriteYaml("long.yaml", R"(
+name: long
+jobs:
+  - {name: a, type: sleep, params: {seconds: 60, steps: 600}}
+  - {name: b, type: sleep, after: [a]}
+)"));
+  ASSERT_TRUE(WaitFor([&] { return CtlJson({"status", run})["run"]["jobs"][0]["step"].get<int>() > 0; }));
+  auto r = Ctl({"cancel", run});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::HasSubstr("cancelled 2 job(s)"));
+  ASSERT_TRUE(WaitFor([&] { return RunState(run) == "cancelled"; }, 20)) << RunState(run);
+  Json jobs = CtlJson({"jobs", run});
+  EXPECT_EQ(jobs["jobs"][0]["attempts_detail"][0]["state"], "cancelled");
+  EXPECT_EQ(jobs["jobs"][1]["state"], "cancelled");
+  EXPECT_THAT(Ctl({"logs", run + "/a"}).out, ::testing::HasSubstr("stop requested"));
+  Json workers = CtlJson({"workers"});
+  EXPECT_TRUE(workers["workers"][0]["attempts"].empty());
+}
+
 TEST_F(ClusterTest, UnreachableCoordinatorGivesExitCodeFour) {
   auto r = RunCommand({kBin + "/dd2ctl", "--endpoint", "tcp://127.0.0.1:1", "--timeout-ms", "200", "status"});
   EXPECT_EQ(r.exit_code, 4) << r.err;
