@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "common/client.h"
 #include "common/home.h"
+#include "common/process.h"
 #include "common/status_macros.h"
 
 namespace dd2 {
@@ -88,12 +89,7 @@ absl::StatusOr<int> StartDaemon(const std::vector<std::string>& argv, const std:
       ::dup2(fd, 2);
     }
     if (null >= 0) ::dup2(null, 0);
-    std::vector<std::string> copy = argv;
-    std::vector<char*> args;
-    for (auto& a : copy) args.push_back(a.data());
-    args.push_back(nullptr);
-    ::execv(copy[0].c_str(), args.data());
-    _exit(127);
+    ExecOrExit(argv);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);

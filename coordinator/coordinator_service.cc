@@ -171,6 +171,14 @@ void CoordinatorService::Fold(const Staged& s) {
   dirty_ = true;
 }
 
+proto::Envelope CoordinatorService::CancelAttemptMessage(const std::string& attempt_id) const {
+  proto::Envelope env;
+  env.set_sender("coordinator");
+  env.mutable_cancel_attempt()->set_attempt_id(attempt_id);
+  env.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
+  return env;
+}
+
 void CoordinatorService::Reply(const std::string& peer, const proto::Envelope& request,
                                proto::Envelope reply) {
   reply.set_request_id(request.request_id());
@@ -293,10 +301,7 @@ absl::Status CoordinatorService::HandleHello(const std::string& peer, const prot
     const AttemptRecord& att = it->second;
     Event(s, "attempt_reattached", jobs_[att.job_id].run_id, att.job_id, att.id, h.worker_id());
     if (jobs_[att.job_id].state == state::kCancelled) {
-      proto::Envelope cancel;
-      cancel.mutable_cancel_attempt()->set_attempt_id(att.id);
-      cancel.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
-      cancel.set_sender("coordinator");
+      proto::Envelope cancel = CancelAttemptMessage(att.id);
       s.outbox.push_back({peer, cancel});
     }
   }
@@ -447,10 +452,7 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   for (const auto& w : ranks) {
     if (w == env.sender() || !live_.count(w) || live_[w].peer.empty()) continue;
     if (a.state == state::kSucceeded) continue;
-    proto::Envelope cancel;
-    cancel.set_sender("coordinator");
-    cancel.mutable_cancel_attempt()->set_attempt_id(a.id);
-    cancel.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
+    proto::Envelope cancel = CancelAttemptMessage(a.id);
     s.outbox.push_back({live_[w].peer, cancel});
   }
   Event(s, "attempt_finished", job.run_id, job.id, a.id, a.state);
@@ -567,10 +569,7 @@ void CoordinatorService::MarkLost(const std::string& worker_id, const std::strin
     for (absl::string_view w : absl::StrSplit(a.worker_ids, ',')) {
       std::string other(w);
       if (other == worker_id || !live_.count(other) || live_[other].peer.empty()) continue;
-      proto::Envelope cancel;
-      cancel.set_sender("coordinator");
-      cancel.mutable_cancel_attempt()->set_attempt_id(id);
-      cancel.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
+      proto::Envelope cancel = CancelAttemptMessage(id);
       s.outbox.push_back({live_[other].peer, cancel});
     }
     FinishRunIfDone(s, job.run_id);
@@ -849,10 +848,7 @@ absl::Status CoordinatorService::HandleCancel(const std::string& peer, const pro
       for (absl::string_view w : absl::StrSplit(attempts_[aid].worker_ids, ',')) {
         auto live = live_.find(std::string(w));
         if (live == live_.end() || live->second.peer.empty()) continue;
-        proto::Envelope cancel;
-        cancel.set_sender("coordinator");
-        cancel.mutable_cancel_attempt()->set_attempt_id(aid);
-        cancel.mutable_cancel_attempt()->set_grace_ms(static_cast<uint32_t>(config_.cancel_grace_ms));
+        proto::Envelope cancel = CancelAttemptMessage(aid);
         s.outbox.push_back({live->second.peer, cancel});
       }
     }

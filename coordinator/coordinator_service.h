@@ -91,6 +91,7 @@ class CoordinatorService {
   std::vector<std::string> ActiveAttemptsOf(const std::string& worker_id) const;
   std::string LogPath(const std::string& attempt_id) const;
   void Reply(const std::string& peer, const proto::Envelope& request, proto::Envelope reply);
+  proto::Envelope CancelAttemptMessage(const std::string& attempt_id) const;
   void Event(Staged& s, const std::string& kind, const std::string& run_id,
              const std::string& job_id, const std::string& attempt_id, const std::string& detail);
 

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/process.h"
 #include "common/protocol.h"
 #include "common/transport.h"
 
@@ -203,15 +204,19 @@ void WorkerAgent::HandleMessage(const proto::Envelope& env) {
   }
 }
 
+void WorkerAgent::FailToStart(const std::string& attempt_id, const std::string& cause) {
+  proto::AttemptFinished f;
+  f.set_attempt_id(attempt_id);
+  f.set_exit_code(-1);
+  f.set_cause(cause);
+  unacked_[attempt_id] = f;  // reported with the next heartbeat
+}
+
 void WorkerAgent::StartAttempt(const proto::Assign& assign) {
   if (children_.count(assign.attempt_id()) || unacked_.count(assign.attempt_id())) return;  // duplicate
   int out[2], prog[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(prog, O_CLOEXEC) != 0) {
-    proto::AttemptFinished f;
-    f.set_attempt_id(assign.attempt_id());
-    f.set_exit_code(-1);
-    f.set_cause("worker could not create pipes");
-    unacked_[assign.attempt_id()] = f;
+    FailToStart(assign.attempt_id(), "worker could not create pipes");
     return;
   }
   const std::string work = absl::StrCat(config_.work_dir, "/attempts/", SafeName(assign.attempt_id()));
@@ -230,22 +235,14 @@ void WorkerAgent::StartAttempt(const proto::Assign& assign) {
     ::dup2(out[1], 2);
     ::dup2(prog[1], 3);
     if (::chdir(work.c_str()) != 0) _exit(126);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(exe.c_str(), argv.data());
-    _exit(127);
+    ExecOrExit(args);
   }
   ::close(out[1]);
   ::close(prog[1]);
   if (pid < 0) {
     ::close(out[0]);
     ::close(prog[0]);
-    proto::AttemptFinished f;
-    f.set_attempt_id(assign.attempt_id());
-    f.set_exit_code(-1);
-    f.set_cause("fork failed");
-    unacked_[assign.attempt_id()] = f;
+    FailToStart(assign.attempt_id(), "fork failed");
     return;
   }
   ::setpgid(pid, pid);

@@ -56,6 +56,8 @@ class WorkerAgent {
   void SendHello();
   void HandleMessage(const proto::Envelope& env);
   void StartAttempt(const proto::Assign& assign);
+  // Records an attempt that could not start as failed with `cause`.
+  void FailToStart(const std::string& attempt_id, const std::string& cause);
   void CancelChild(const std::string& attempt_id, int64_t grace_ms, bool fenced);
   void DrainOutput(Child& c);
   void DrainProgress(Child& c);

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/process.h"
+
 namespace dd2::testing {
 
 TempDir::TempDir() {
@@ -33,12 +35,7 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector
     ::dup2(out, 1);
     ::dup2(err, 2);
     for (const auto& kv : env) ::putenv(const_cast<char*>(kv.c_str()));
-    std::vector<char*> args;
-    std::vector<std::string> copy = argv;
-    for (auto& a : copy) args.push_back(a.data());
-    args.push_back(nullptr);
-    ::execv(copy[0].c_str(), args.data());
-    _exit(127);
+    ExecOrExit(argv);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
