@@ -44,8 +44,9 @@ int ReadPid(const std::string& pid_file) {
 bool PidAlive(int pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;
   auto cmd = ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
-  // "dd2": between fork and exec the daemon still runs as dd2ctl.
-  if (!cmd.ok() || cmd->find("dd2") == std::string::npos) return false;
+  // Guards against a reused pid. "dd2": between fork and exec the daemon still runs as dd2ctl;
+  // empty: the kernel shows no arguments while execve is replacing the image.
+  if (!cmd.ok() || (!cmd->empty() && cmd->find("dd2") == std::string::npos)) return false;
   auto stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
   if (stat.ok()) {
     size_t close = stat->rfind(')');
