@@ -18,6 +18,7 @@ struct ParamSpec {
   double max;
   std::string default_json;  // JSON text of the default value
   std::string doc;
+  std::vector<std::string> choices = {};  // kString: the allowed values (empty: any)
 };
 
 struct JobTypeSpec {

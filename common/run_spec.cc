@@ -1,5 +1,6 @@
 #include "common/run_spec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -125,17 +126,20 @@ class Checker {
   std::string source_;
 };
 
-absl::StatusOr<std::string> ParseParams(const Checker& c, const YAML::Node& node,
-                                        const std::string& path, const JobTypeSpec& type) {
+// `fixed`: params the caller sets itself, which the YAML may not name.
+absl::StatusOr<Json> ParseParams(const Checker& c, const YAML::Node& node, const std::string& path,
+                                 const JobTypeSpec& type, const std::set<std::string>& fixed = {}) {
   Json params = Json::object();
   std::set<std::string> allowed;
-  for (const auto& p : type.params) allowed.insert(p.name);
+  for (const auto& p : type.params) {
+    if (!fixed.count(p.name)) allowed.insert(p.name);
+  }
   if (node && !node.IsNull()) {
     DD2_RETURN_IF_ERROR(c.Keys(node, path, allowed));
   }
   for (const auto& p : type.params) {
     const std::string key = path + "." + p.name;
-    const bool present = node && node.IsMap() && node[p.name];
+    const bool present = node && node.IsMap() && node[p.name] && !fixed.count(p.name);
     if (!present) {
       params[p.name] = Json::parse(p.default_json);
       continue;
@@ -154,6 +158,9 @@ absl::StatusOr<std::string> ParseParams(const Checker& c, const YAML::Node& node
       }
       case ParamKind::kString: {
         DD2_ASSIGN_OR_RETURN(std::string s, c.String(v, key));
+        if (!p.choices.empty() && std::find(p.choices.begin(), p.choices.end(), s) == p.choices.end()) {
+          return c.Error(v.Mark(), key, absl::StrCat("expected one of ", absl::StrJoin(p.choices, ", "), ", got '", s, "'"));
+        }
         params[p.name] = s;
         break;
       }
@@ -164,7 +171,65 @@ absl::StatusOr<std::string> ParseParams(const Checker& c, const YAML::Node& node
       }
     }
   }
-  return params.dump();
+  return params;
+}
+
+absl::StatusOr<proto::Resources> ParseResources(const Checker& c, const YAML::Node& res, const std::string& rpath) {
+  proto::Resources out;
+  out.set_workers(1);
+  out.set_device("any");
+  if (!res) return out;
+  DD2_RETURN_IF_ERROR(c.Keys(res, rpath, {"workers", "device"}));
+  if (res["workers"]) {
+    DD2_ASSIGN_OR_RETURN(int64_t w, c.Int(res["workers"], rpath + ".workers", 1, 1024));
+    out.set_workers(static_cast<uint32_t>(w));
+  }
+  if (res["device"]) {
+    DD2_ASSIGN_OR_RETURN(std::string d, c.String(res["device"], rpath + ".device"));
+    if (d != "cpu" && d != "cuda" && d != "any") {
+      return c.Error(res["device"].Mark(), rpath + ".device", absl::StrCat("expected cpu, cuda or any, got '", d, "'"));
+    }
+    out.set_device(d);
+  }
+  return out;
+}
+
+// `pipeline: dd2`: the DD2 stages as sections, expanded into a DAG of jobs:
+//   tokenizer -> teacher; featurenet; (teacher, featurenet) -> eval-teacher, eval-set-prediction
+absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::RunSpec& spec) {
+  DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "pipeline", "priority", "tokenizer", "teacher", "featurenet",
+                                        "eval", "resources", "retries"}));
+  DD2_ASSIGN_OR_RETURN(proto::Resources resources, ParseResources(c, root["resources"], "resources"));
+  uint32_t retries = 0;
+  if (root["retries"]) {
+    DD2_ASSIGN_OR_RETURN(int64_t r, c.Int(root["retries"], "retries", 0, 100));
+    retries = static_cast<uint32_t>(r);
+  }
+  auto add = [&](const std::string& name, const std::string& type, const std::string& section,
+                 const std::set<std::string>& fixed, Json fixed_values,
+                 const std::vector<std::string>& after) -> absl::Status {
+    DD2_ASSIGN_OR_RETURN(Json params, ParseParams(c, root[section], section, *FindJobType(type), fixed));
+    for (auto& [k, v] : fixed_values.items()) params[k] = v;
+    proto::JobSpec* job = spec.add_jobs();
+    job->set_name(name);
+    job->set_type(type);
+    job->set_params_json(params.dump());
+    for (const auto& a : after) job->add_after(a);
+    *job->mutable_resources() = resources;
+    job->set_retries(retries);
+    return absl::OkStatus();
+  };
+  DD2_RETURN_IF_ERROR(add("tokenizer", "tokenizer", "tokenizer", {}, Json::object(), {}));
+  DD2_RETURN_IF_ERROR(add("featurenet", "featurenet", "featurenet", {}, Json::object(), {}));
+  DD2_RETURN_IF_ERROR(add("teacher", "teacher", "teacher", {"tokenizer"}, {{"tokenizer", "tokenizer"}}, {"tokenizer"}));
+  const std::set<std::string> eval_fixed = {"sampler", "tokenizer", "teacher", "featurenet"};
+  const Json inputs = {{"tokenizer", "tokenizer"}, {"teacher", "teacher"}, {"featurenet", "featurenet"}};
+  Json teacher_eval = inputs, set_eval = inputs;
+  teacher_eval["sampler"] = "teacher";
+  set_eval["sampler"] = "set_prediction";
+  DD2_RETURN_IF_ERROR(add("eval-teacher", "eval", "eval", eval_fixed, teacher_eval, {"teacher", "featurenet"}));
+  DD2_RETURN_IF_ERROR(add("eval-set-prediction", "eval", "eval", eval_fixed, set_eval, {"teacher", "featurenet"}));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<proto::JobSpec> ParseJob(const Checker& c, const YAML::Node& node,
@@ -184,7 +249,8 @@ absl::StatusOr<proto::JobSpec> ParseJob(const Checker& c, const YAML::Node& node
                    absl::StrCat("unknown job type '", job.type(), "'; known types: ",
                                 absl::StrJoin(names, ", ")));
   }
-  DD2_ASSIGN_OR_RETURN(*job.mutable_params_json(), ParseParams(c, node["params"], path + ".params", *type));
+  DD2_ASSIGN_OR_RETURN(Json params, ParseParams(c, node["params"], path + ".params", *type));
+  job.set_params_json(params.dump());
   if (YAML::Node after = node["after"]) {
     if (!after.IsSequence()) {
       return c.Error(after.Mark(), path + ".after",
@@ -195,24 +261,7 @@ absl::StatusOr<proto::JobSpec> ParseJob(const Checker& c, const YAML::Node& node
       job.add_after(dep);
     }
   }
-  job.mutable_resources()->set_workers(1);
-  job.mutable_resources()->set_device("any");
-  if (YAML::Node res = node["resources"]) {
-    const std::string rpath = path + ".resources";
-    DD2_RETURN_IF_ERROR(c.Keys(res, rpath, {"workers", "device"}));
-    if (res["workers"]) {
-      DD2_ASSIGN_OR_RETURN(int64_t w, c.Int(res["workers"], rpath + ".workers", 1, 1024));
-      job.mutable_resources()->set_workers(static_cast<uint32_t>(w));
-    }
-    if (res["device"]) {
-      DD2_ASSIGN_OR_RETURN(std::string d, c.String(res["device"], rpath + ".device"));
-      if (d != "cpu" && d != "cuda" && d != "any") {
-        return c.Error(res["device"].Mark(), rpath + ".device",
-                       absl::StrCat("expected cpu, cuda or any, got '", d, "'"));
-      }
-      job.mutable_resources()->set_device(d);
-    }
-  }
+  DD2_ASSIGN_OR_RETURN(*job.mutable_resources(), ParseResources(c, node["resources"], path + ".resources"));
   if (node["retries"]) {
     DD2_ASSIGN_OR_RETURN(int64_t r, c.Int(node["retries"], path + ".retries", 0, 100));
     job.set_retries(static_cast<uint32_t>(r));
@@ -264,6 +313,22 @@ absl::StatusOr<proto::RunSpec> ParseRunSpec(const std::string& yaml, const std::
   }
   try {
     if (!root || root.IsNull()) return c.Error(YAML::Mark(), "", "the file is empty; expected `name:` and `jobs:`");
+    if (root.IsMap() && root["pipeline"]) {
+      proto::RunSpec spec;
+      spec.set_source(source);
+      DD2_ASSIGN_OR_RETURN(std::string pipeline, c.String(root["pipeline"], "pipeline"));
+      if (pipeline != "dd2") {
+        return c.Error(root["pipeline"].Mark(), "pipeline", absl::StrCat("unknown pipeline '", pipeline, "'; expected dd2"));
+      }
+      if (!root["name"]) return c.Error(root.Mark(), "name", "missing required key");
+      DD2_ASSIGN_OR_RETURN(*spec.mutable_name(), c.Name(root["name"], "name"));
+      if (root["priority"]) {
+        DD2_ASSIGN_OR_RETURN(int64_t p, c.Int(root["priority"], "priority", -1000, 1000));
+        spec.set_priority(static_cast<int32_t>(p));
+      }
+      DD2_RETURN_IF_ERROR(ExpandDd2Pipeline(c, root, spec));
+      return spec;
+    }
     DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "jobs", "priority"}));
     proto::RunSpec spec;
     spec.set_source(source);

@@ -1,5 +1,7 @@
 #include "worker/agent.h"
 
+#include "worker/job_registry.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -42,7 +44,9 @@ std::string SafeName(std::string s) {
 }  // namespace
 
 WorkerAgent::WorkerAgent(WorkerConfig config)
-    : config_(std::move(config)), context_(1), socket_(context_, zmq::socket_type::dealer) {}
+    : config_(std::move(config)), context_(1), socket_(context_, zmq::socket_type::dealer) {
+  RegisterBuiltinJobTypes();
+}
 
 void WorkerAgent::Send(proto::Envelope env) {
   env.set_sender(config_.worker_id);
@@ -222,11 +226,15 @@ void WorkerAgent::StartAttempt(const proto::Assign& assign) {
   const std::string work = absl::StrCat(config_.work_dir, "/attempts/", SafeName(assign.attempt_id()));
   std::error_code ec;
   std::filesystem::create_directories(work, ec);
-  const std::string exe = SelfExe();
+  // Job types built into this binary run in it; the LibTorch ones run in dd2-train beside it.
+  std::string exe = SelfExe();
+  if (FindJobImpl(assign.type()) == nullptr) exe = std::filesystem::path(exe).parent_path().string() + "/dd2-train";
+  const std::string job_name = assign.job_id().substr(assign.job_id().find('/') + 1);
   std::vector<std::string> args = {exe, "job-run", "--type", assign.type(), "--params", assign.params_json(),
                                    "--attempt-id", assign.attempt_id(), "--attempt",
                                    std::to_string(assign.attempt()), "--work-dir", work,
-                                   "--progress-fd", "3"};
+                                   "--run-dir", config_.artifacts_root + "/" + assign.run_id(),
+                                   "--job-name", job_name, "--progress-fd", "3"};
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);

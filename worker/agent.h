@@ -28,6 +28,7 @@ struct WorkerConfig {
   int device_index = 0;
   int slots = 1;
   std::string work_dir;             // attempt logs and scratch space
+  std::string artifacts_root;       // job outputs: <root>/<run id>/<job name>/
   int64_t heartbeat_interval_ms = 1000;  // until the coordinator's Welcome says otherwise
   int64_t heartbeat_liveness = 3;
   int64_t shutdown_grace_ms = 3000;

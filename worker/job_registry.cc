@@ -5,6 +5,8 @@
 #include <csignal>
 #include <cstdio>
 
+#include <CLI/CLI.hpp>
+
 namespace dd2 {
 namespace {
 
@@ -19,11 +21,13 @@ std::map<std::string, JobFn>& Registry() {
 }  // namespace
 
 JobContext::JobContext(nlohmann::json params, std::string attempt_id, int attempt,
-                       std::string work_dir, int progress_fd)
+                       std::string work_dir, std::string run_dir, std::string job_name, int progress_fd)
     : params_(std::move(params)),
       attempt_id_(std::move(attempt_id)),
       attempt_(attempt),
       work_dir_(std::move(work_dir)),
+      run_dir_(std::move(run_dir)),
+      job_name_(std::move(job_name)),
       progress_fd_(progress_fd) {}
 
 void JobContext::ReportProgress(uint64_t step, uint64_t total,
@@ -51,7 +55,8 @@ const JobFn* FindJobImpl(const std::string& type) {
 }
 
 int RunJobChild(const std::string& type, const std::string& params_json, const std::string& attempt_id,
-                int attempt, const std::string& work_dir, int progress_fd) {
+                int attempt, const std::string& work_dir, const std::string& run_dir,
+                const std::string& job_name, int progress_fd) {
   std::signal(SIGTERM, OnStop);
   RegisterBuiltinJobTypes();
   const JobFn* fn = FindJobImpl(type);
@@ -64,11 +69,36 @@ int RunJobChild(const std::string& type, const std::string& params_json, const s
     std::fprintf(stderr, "dd2 job: params are not JSON: %s\n", params_json.c_str());
     return 2;
   }
-  JobContext ctx(std::move(params), attempt_id, attempt, work_dir, progress_fd);
-  int code = (*fn)(ctx);
+  JobContext ctx(std::move(params), attempt_id, attempt, work_dir, run_dir, job_name, progress_fd);
+  int code = 1;
+  try {  // the boundary for exceptions from LibTorch and friends: a clear message, exit 1
+    code = (*fn)(ctx);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dd2 job %s (%s): %s\n", attempt_id.c_str(), type.c_str(), e.what());
+  }
   std::fflush(stdout);
   std::fflush(stderr);
   return code;
+}
+
+int JobRunMain(int argc, char** argv) {
+  CLI::App app{"job-run: one job attempt (started by the worker daemon)"};
+  std::string type, params, attempt_id, work_dir = ".", run_dir = ".", job_name = "job";
+  int attempt = 1, progress_fd = -1;
+  app.add_option("--type", type)->required();
+  app.add_option("--params", params)->required();
+  app.add_option("--attempt-id", attempt_id)->required();
+  app.add_option("--attempt", attempt);
+  app.add_option("--work-dir", work_dir);
+  app.add_option("--run-dir", run_dir);
+  app.add_option("--job-name", job_name);
+  app.add_option("--progress-fd", progress_fd);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return RunJobChild(type, params, attempt_id, attempt, work_dir, run_dir, job_name, progress_fd);
 }
 
 }  // namespace dd2

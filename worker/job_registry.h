@@ -18,11 +18,16 @@ namespace dd2 {
 class JobContext {
  public:
   JobContext(nlohmann::json params, std::string attempt_id, int attempt, std::string work_dir,
-             int progress_fd);
+             std::string run_dir, std::string job_name, int progress_fd);
   const nlohmann::json& params() const { return params_; }
   const std::string& attempt_id() const { return attempt_id_; }
   int attempt() const { return attempt_; }
   const std::string& work_dir() const { return work_dir_; }
+  // Artifacts: every job of a run writes under <run_dir>/<job name>/ (a shared file system on
+  // a cluster); upstream outputs are found there by job name.
+  const std::string& run_dir() const { return run_dir_; }
+  std::string out_dir() const { return run_dir_ + "/" + job_name_; }
+  std::string ArtifactDir(const std::string& job_name) const { return run_dir_ + "/" + job_name; }
   // Sends step/total and metrics to the worker daemon, which forwards them to the coordinator.
   void ReportProgress(uint64_t step, uint64_t total, const std::map<std::string, double>& metrics);
   // True once the worker asked the job to stop (SIGTERM: cancel or shutdown).
@@ -33,6 +38,8 @@ class JobContext {
   std::string attempt_id_;
   int attempt_;
   std::string work_dir_;
+  std::string run_dir_;
+  std::string job_name_;
   int progress_fd_;
 };
 
@@ -49,7 +56,12 @@ const JobFn* FindJobImpl(const std::string& type);
 
 // The job child's entry point: runs one attempt and returns its exit code.
 int RunJobChild(const std::string& type, const std::string& params_json, const std::string& attempt_id,
-                int attempt, const std::string& work_dir, int progress_fd);
+                int attempt, const std::string& work_dir, const std::string& run_dir,
+                const std::string& job_name, int progress_fd);
+
+// The job child's command line (`<binary> job-run ...`): parses it and calls RunJobChild.
+// Shared by dd2-worker and dd2-train.
+int JobRunMain(int argc, char** argv);
 
 }  // namespace dd2
 

@@ -18,23 +18,7 @@ void OnSignal(int) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::string(argv[1]) == "job-run") {
-    CLI::App app{"dd2-worker job-run: one job attempt (started by the worker daemon)"};
-    std::string type, params, attempt_id, work_dir;
-    int attempt = 1, progress_fd = -1;
-    app.add_option("--type", type)->required();
-    app.add_option("--params", params)->required();
-    app.add_option("--attempt-id", attempt_id)->required();
-    app.add_option("--attempt", attempt);
-    app.add_option("--work-dir", work_dir);
-    app.add_option("--progress-fd", progress_fd);
-    try {
-      app.parse(argc - 1, argv + 1);
-    } catch (const CLI::ParseError& e) {
-      return app.exit(e);
-    }
-    return dd2::RunJobChild(type, params, attempt_id, attempt, work_dir, progress_fd);
-  }
+  if (argc > 1 && std::string(argv[1]) == "job-run") return dd2::JobRunMain(argc - 1, argv + 1);
 
   dd2::WorkerConfig config;
   std::string home;
@@ -46,6 +30,8 @@ int main(int argc, char** argv) {
   app.add_option("--device-index", config.device_index, "GPU index")->capture_default_str();
   app.add_option("--slots", config.slots, "attempts run at once")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--work-dir", config.work_dir, "scratch and attempt logs (default <home>/workers/<id>)");
+  app.add_option("--artifacts", config.artifacts_root,
+                 "where jobs write their outputs, <root>/<run>/<job>; shared by all workers (default <home>/artifacts)");
   app.add_option("--heartbeat-interval-ms", config.heartbeat_interval_ms, "until the coordinator sets it")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   const std::string resolved_home = dd2::ResolveHome(home);
@@ -63,6 +49,7 @@ int main(int argc, char** argv) {
     config.worker_id = std::string(host) + "-" + std::to_string(::getpid());
   }
   if (config.work_dir.empty()) config.work_dir = resolved_home + "/workers/" + config.worker_id;
+  if (config.artifacts_root.empty()) config.artifacts_root = resolved_home + "/artifacts";
   dd2::WorkerAgent agent(config);
   g_agent = &agent;
   std::signal(SIGTERM, OnSignal);

@@ -1,0 +1,64 @@
+#include "training/checkpoint.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace dd2 {
+
+absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules,
+                            torch::optim::Optimizer* optimizer, int64_t step) {
+  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  try {
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    torch::serialize::OutputArchive archive;
+    for (const auto& [name, module] : modules) {
+      torch::serialize::OutputArchive sub;
+      module->save(sub);
+      archive.write("module/" + name, sub);
+    }
+    if (optimizer) {
+      torch::serialize::OutputArchive sub;
+      optimizer->save(sub);
+      archive.write("optimizer", sub);
+    }
+    archive.write("step", torch::tensor(step));
+    archive.save_to(tmp);
+  } catch (const std::exception& e) {
+    std::remove(tmp.c_str());
+    return absl::UnavailableError(absl::StrCat("cannot write checkpoint ", path, ": ", e.what()));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot rename checkpoint into ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> LoadCheckpoint(const std::string& path, const NamedModules& modules,
+                                       torch::optim::Optimizer* optimizer) {
+  if (!std::filesystem::exists(path)) return absl::NotFoundError(absl::StrCat("no checkpoint at ", path));
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    for (const auto& [name, module] : modules) {
+      torch::serialize::InputArchive sub;
+      archive.read("module/" + name, sub);
+      module->load(sub);
+    }
+    if (optimizer) {
+      torch::serialize::InputArchive sub;
+      archive.read("optimizer", sub);
+      optimizer->load(sub);
+    }
+    torch::Tensor step;
+    archive.read("step", step);
+    return step.item<int64_t>();
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("cannot read checkpoint ", path, ": ", e.what()));
+  }
+}
+
+}  // namespace dd2

@@ -1,0 +1,131 @@
+#include "training/eval.h"
+
+#include <chrono>
+
+#include "training/metrics.h"
+#include "training/png.h"
+
+namespace dd2 {
+namespace {
+
+class TeacherSampler : public TokenSampler {
+ public:
+  TeacherSampler(ArTransformer teacher, torch::Tensor codebook, SamplingConfig sampling)
+      : teacher_(std::move(teacher)), codebook_(std::move(codebook)), sampling_(sampling) {}
+  torch::Tensor Sample(const torch::Tensor& classes, at::Generator& generator) override {
+    auto idx = SampleAr(teacher_, codebook_, classes, sampling_, generator);
+    return codebook_.index_select(0, idx.view(-1)).view({idx.size(0), idx.size(1), codebook_.size(1)});
+  }
+
+ private:
+  ArTransformer teacher_;
+  torch::Tensor codebook_;
+  SamplingConfig sampling_;
+};
+
+class SetPredictionSampler : public TokenSampler {
+ public:
+  SetPredictionSampler(ArTransformer teacher, torch::Tensor codebook, SamplingConfig sampling,
+                       int64_t marginal_samples, uint64_t seed)
+      : codebook_(std::move(codebook)) {
+    const int64_t n = teacher->options().tokens, v = teacher->options().vocab, k = teacher->options().classes;
+    auto gen = MakeGenerator(seed);
+    auto counts = torch::zeros({k, n, v}, torch::kFloat64);
+    for (int64_t done = 0; done < marginal_samples; done += 250) {
+      auto classes = torch::arange(done, std::min(done + 250, marginal_samples), torch::kLong) % k;
+      auto idx = SampleAr(teacher, codebook_, classes, sampling, gen);          // [b, n]
+      auto flat = (classes.unsqueeze(1) * n + torch::arange(n, torch::kLong).unsqueeze(0)) * v + idx;
+      counts.view(-1).index_add_(0, flat.view(-1), torch::ones({flat.numel()}, torch::kFloat64));
+    }
+    marginals_ = (counts / counts.sum(-1, true).clamp_min(1)).to(torch::kFloat32);
+  }
+  torch::Tensor Sample(const torch::Tensor& classes, at::Generator& generator) override {
+    auto probs = marginals_.index_select(0, classes);                          // [B, n, V]
+    auto idx = torch::multinomial(probs.view({-1, probs.size(2)}), 1, false, generator).view({classes.size(0), -1});
+    return codebook_.index_select(0, idx.view(-1)).view({idx.size(0), idx.size(1), codebook_.size(1)});
+  }
+
+ private:
+  torch::Tensor codebook_;
+  torch::Tensor marginals_;  // [classes, tokens, V]
+};
+
+double MsPerImage(TokenSampler& sampler, VqVae& tok, int64_t batch, int repeats, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = MakeGenerator(seed);
+  auto classes = torch::arange(batch, torch::kLong) % 10;
+  tok->Decode(sampler.Sample(classes, gen));  // warm-up
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < repeats; ++r) tok->Decode(sampler.Sample(classes, gen));
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return ms / repeats / static_cast<double>(batch);
+}
+
+torch::Tensor Batched(int64_t n, int64_t batch, const std::function<torch::Tensor(int64_t, int64_t)>& fn) {
+  std::vector<torch::Tensor> parts;
+  for (int64_t i = 0; i < n; i += batch) parts.push_back(fn(i, std::min(i + batch, n)));
+  return torch::cat(parts);
+}
+
+}  // namespace
+
+std::unique_ptr<TokenSampler> MakeTeacherSampler(ArTransformer teacher, torch::Tensor codebook,
+                                                 SamplingConfig sampling) {
+  return std::make_unique<TeacherSampler>(std::move(teacher), std::move(codebook), sampling);
+}
+
+std::unique_ptr<TokenSampler> MakeSetPredictionSampler(ArTransformer teacher, torch::Tensor codebook,
+                                                       SamplingConfig sampling, int64_t marginal_samples,
+                                                       uint64_t seed) {
+  return std::make_unique<SetPredictionSampler>(std::move(teacher), std::move(codebook), sampling,
+                                                marginal_samples, seed);
+}
+
+absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, VqVae& tok,
+                                                       FeatureNet& features, const ImageSet& real,
+                                                       const EvalOptions& o) {
+  torch::NoGradGuard no_grad;
+  auto gen = MakeGenerator(o.seed);
+  auto classes = torch::arange(o.samples, torch::kLong) % 10;
+  auto codebook = tok->Codebook();
+  torch::Tensor nearest_sum = torch::zeros({}, torch::kFloat64);
+  auto images = Batched(o.samples, o.batch, [&](int64_t a, int64_t b) {
+    auto vectors = sampler.Sample(classes.slice(0, a, b), gen);
+    auto d = torch::cdist(vectors.reshape({-1, vectors.size(2)}), codebook).amin(-1);
+    nearest_sum += d.sum().to(torch::kFloat64);
+    return tok->Decode(vectors).clamp(0, 1);
+  });
+  auto fake_feats = Batched(o.samples, 500, [&](int64_t a, int64_t b) { return features->Features(images.slice(0, a, b)); });
+  auto fake_probs = Batched(o.samples, 500, [&](int64_t a, int64_t b) {
+    return features->forward(images.slice(0, a, b)).softmax(-1);
+  });
+  auto real_feats = Batched(real.images.size(0), 1000, [&](int64_t a, int64_t b) {
+    return features->Features(real.images.slice(0, a, b));
+  });
+  std::map<std::string, double> m;
+  m["fid"] = Fid(fake_feats, real_feats);
+  m["inception_score"] = InceptionScore(fake_probs);
+  const int64_t pr_n = std::min<int64_t>({o.samples, real_feats.size(0), 5000});
+  auto pr = KnnPrecisionRecall(real_feats.slice(0, 0, pr_n), fake_feats.slice(0, 0, pr_n), 3);
+  m["precision"] = pr.precision;
+  m["recall"] = pr.recall;
+  m["class_accuracy"] = fake_probs.argmax(1).eq(classes).to(torch::kFloat64).mean().item<double>();
+  m["codebook_distance"] = nearest_sum.item<double>() / static_cast<double>(o.samples * 49);
+  m["latency_ms_b1"] = MsPerImage(sampler, tok, 1, 5, o.seed + 7);
+  m["latency_ms_b256"] = MsPerImage(sampler, tok, 256, 1, o.seed + 8);
+  if (teacher != nullptr) {
+    m["speedup_vs_teacher_b1"] = MsPerImage(*teacher, tok, 1, 5, o.seed + 7) / m["latency_ms_b1"];
+  }
+  if (!o.grid_path.empty()) {
+    auto grid_gen = MakeGenerator(o.seed + 9);
+    auto grid_classes = torch::div(torch::arange(100, torch::kLong), 10, "floor");  // row = class
+    auto grid = tok->Decode(sampler.Sample(grid_classes, grid_gen)).clamp(0, 1);  // [100, 1, 28, 28]
+    auto tiled = grid.view({10, 10, 28, 28}).permute({0, 2, 1, 3}).reshape({280, 280});
+    auto bytes = (tiled * 255).round().to(torch::kUInt8).contiguous();
+    std::vector<uint8_t> pixels(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel());
+    if (auto st = WriteGrayPng(o.grid_path, 280, 280, pixels); !st.ok()) return st;
+  }
+  return m;
+}
+
+}  // namespace dd2

@@ -1,0 +1,26 @@
+// The LibTorch job types: `tokenizer`, `teacher`, `featurenet` (training, with periodic
+// checkpoints and exact resume) and `eval` (samples from a sampler, then FID, IS,
+// precision/recall, class accuracy, latency and a PNG grid). Their parameters are declared in
+// common/job_types.cc. Each writes under JobContext::out_dir():
+//   checkpoint.pt   resume state (modules, optimizer, step), replaced atomically
+//   final.pt        the trained modules, written once training ends
+//   config.json     the model options, for jobs that load this one
+//   metrics.json    final metrics (eval: also samples.png)
+#ifndef DD2_TRAINING_JOBS_H_
+#define DD2_TRAINING_JOBS_H_
+
+#include "worker/job_registry.h"
+
+namespace dd2 {
+
+int RunTokenizerJob(JobContext& ctx);
+int RunTeacherJob(JobContext& ctx);
+int RunFeatureNetJob(JobContext& ctx);
+int RunEvalJob(JobContext& ctx);
+
+// Registers the four types above in this process's job registry.
+void RegisterTrainingJobTypes();
+
+}  // namespace dd2
+
+#endif  // DD2_TRAINING_JOBS_H_

@@ -1,0 +1,128 @@
+// The networks of the DD2 pipeline on Fashion-MNIST, in LibTorch:
+//  - VqVae: conv encoder to a 7x7 grid of C-dim vectors, L2-normalised codebook of V entries
+//    (LlamaGen-style), straight-through quantiser, conv decoder that accepts continuous,
+//    off-codebook vectors.
+//  - ArTransformer: class-conditional causal transformer over tokens in raster order. Its input
+//    is a Linear layer on codebook vectors (so continuous prefixes work); class id
+//    `num_classes` is the null class for classifier-free guidance. Sampling with and without a
+//    KV cache, batched.
+//  - FeatureNet: a small CNN classifier whose penultimate features are the FID space.
+// Modules are not thread-safe; use one per thread.
+#ifndef DD2_TRAINING_MODELS_H_
+#define DD2_TRAINING_MODELS_H_
+
+#include <torch/torch.h>
+
+#include "training/closed_form.h"
+
+namespace dd2 {
+
+struct VqVaeOptions {
+  int64_t codebook_size = 256;
+  int64_t code_dim = 8;
+  int64_t channels = 64;
+  double commitment = 0.25;
+};
+
+struct VqOutput {
+  torch::Tensor reconstruction;  // [B, 1, 28, 28]
+  torch::Tensor indices;         // [B, 49]
+  torch::Tensor vq_loss;         // scalar
+};
+
+class VqVaeImpl : public torch::nn::Module {
+ public:
+  explicit VqVaeImpl(const VqVaeOptions& options);
+  VqOutput forward(const torch::Tensor& images);
+  // L2-normalised encoder outputs: [B, 49, C].
+  torch::Tensor Encode(const torch::Tensor& images);
+  // Nearest codebook entry by cosine similarity: [B, 49].
+  torch::Tensor Quantize(const torch::Tensor& latents);
+  // Any vectors, on or off the codebook: [B, 49, C] -> [B, 1, 28, 28].
+  torch::Tensor Decode(const torch::Tensor& vectors);
+  // The L2-normalised codebook [V, C].
+  torch::Tensor Codebook();
+  // Dead-code restart: counts code use over a window (a buffer, so checkpoints keep it); at
+  // the window's end every unused code is moved onto a random encoder output of `latents`.
+  // Returns how many codes were restarted.
+  int64_t TrackAndRestart(const torch::Tensor& indices, const torch::Tensor& latents, bool window_end,
+                          at::Generator& generator);
+  const VqVaeOptions& options() const { return options_; }
+
+ private:
+  VqVaeOptions options_;
+  torch::nn::Sequential encoder_{nullptr}, decoder_{nullptr};
+  torch::nn::Embedding codebook_{nullptr};
+  torch::Tensor usage_;
+};
+TORCH_MODULE(VqVae);
+
+struct TransformerOptions {
+  int64_t vocab = 256;
+  int64_t code_dim = 8;
+  int64_t tokens = 49;
+  int64_t classes = 10;
+  int64_t width = 128;
+  int64_t layers = 2;
+  int64_t heads = 4;
+};
+
+// Per-layer keys and values of the positions seen so far.
+struct KvCache {
+  std::vector<torch::Tensor> keys, values;  // [B, H, T, Dh] per layer
+};
+
+class ArTransformerImpl : public torch::nn::Module {
+ public:
+  explicit ArTransformerImpl(const TransformerOptions& options);
+  // classes [B] (null class = options.classes), prefix [B, T, C] with T <= tokens - 1.
+  // Returns logits [B, T + 1, V]: position i predicts token i given the class and tokens < i.
+  torch::Tensor forward(const torch::Tensor& classes, const torch::Tensor& prefix);
+  // The same positions' final hidden states [B, T + 1, width] (before the output head).
+  torch::Tensor Hidden(const torch::Tensor& classes, const torch::Tensor& prefix);
+  // One step with a cache: `input` is the class (step 0) or the previous token's vector.
+  torch::Tensor Step(const torch::Tensor& classes, const torch::Tensor& token_vector, int64_t position,
+                     KvCache& cache);
+  const TransformerOptions& options() const { return options_; }
+
+ private:
+  torch::Tensor Embed(const torch::Tensor& classes, const torch::Tensor& prefix, int64_t offset);
+  torch::Tensor Blocks(torch::Tensor x, KvCache* cache);
+
+  TransformerOptions options_;
+  torch::nn::Embedding class_embed_{nullptr}, pos_embed_{nullptr};
+  torch::nn::Linear token_in_{nullptr}, head_{nullptr};
+  torch::nn::LayerNorm final_norm_{nullptr};
+  std::vector<torch::nn::LayerNorm> norm1_, norm2_;
+  std::vector<torch::nn::Linear> qkv_, proj_, fc1_, fc2_;
+};
+TORCH_MODULE(ArTransformer);
+
+// AR sampling of `classes.size(0)` token sequences; returns indices [B, tokens]. With
+// use_cache false every step recomputes the whole prefix (the reference the cache is tested
+// against); both consume `generator` identically.
+torch::Tensor SampleAr(ArTransformer& model, const torch::Tensor& codebook, const torch::Tensor& classes,
+                       const SamplingConfig& sampling, at::Generator& generator, bool use_cache = true);
+
+// The teacher's per-position log-probabilities [B, T + 1, V] for given prefixes, with CFG etc.
+torch::Tensor TeacherLogProbsFor(ArTransformer& model, const torch::Tensor& classes,
+                                 const torch::Tensor& prefix, const SamplingConfig& sampling);
+
+class FeatureNetImpl : public torch::nn::Module {
+ public:
+  FeatureNetImpl();
+  torch::Tensor forward(const torch::Tensor& images);   // logits [B, 10]
+  torch::Tensor Features(const torch::Tensor& images);  // [B, 128]
+
+ private:
+  torch::nn::Sequential body_{nullptr};
+  torch::nn::Linear out_{nullptr};
+};
+TORCH_MODULE(FeatureNet);
+
+// A CPU generator seeded with `seed`.
+at::Generator MakeGenerator(uint64_t seed);
+
+}  // namespace dd2
+
+#endif  // DD2_TRAINING_MODELS_H_
