@@ -195,6 +195,10 @@ int RunCtl(int argc, char** argv) {
   jobs_cmd->add_option("run", target, "run id")->required();
   jobs_cmd->add_flag("--json", json, "JSON output");
 
+  auto* results_cmd = app.add_subcommand("results", "a run's eval jobs side by side, with sample grids");
+  results_cmd->add_option("run", target, "run id")->required();
+  results_cmd->add_flag("--json", json, "JSON output");
+
   auto* logs_cmd = app.add_subcommand("logs", "the log of a job's latest attempt");
   logs_cmd->add_option("job", target, "job id (<run>/<job>)")->required();
   logs_cmd->add_flag("-f,--follow", follow, "keep printing until the job ends");
@@ -324,6 +328,39 @@ int RunCtl(int argc, char** argv) {
       }
     }
     PrintTable(rows);
+    return kExitOk;
+  }
+  if (results_cmd->parsed()) {
+    proto::Envelope req;
+    req.mutable_status()->set_run_id(target);
+    auto st = CallJson(client, req);
+    if (!st.ok()) return Fail(st.status());
+    static const std::vector<std::pair<std::string, std::string>> kColumns = {
+        {"fid", "FID"}, {"inception_score", "IS"}, {"precision", "PREC"}, {"recall", "RECALL"},
+        {"class_accuracy", "CLASS-ACC"}, {"latency_ms_b1", "MS/IMG@1"}, {"latency_ms_b256", "MS/IMG@256"},
+        {"speedup_vs_teacher_b1", "SPEEDUP@1"}};
+    Json out = Json::array();
+    std::vector<std::vector<std::string>> rows = {{"EVAL", "STATE"}};
+    for (const auto& c : kColumns) rows[0].push_back(c.second);
+    rows[0].push_back("GRID");
+    for (const auto& j : (*st)["run"]["jobs"]) {
+      if (j["type"] != "eval") continue;
+      const std::string grid = absl::StrCat(home, "/artifacts/", target, "/", j["name"].get<std::string>(), "/samples.png");
+      std::vector<std::string> row = {j["name"], j["state"]};
+      for (const auto& c : kColumns) {
+        row.push_back(j["metrics"].contains(c.first) ? absl::StrFormat("%.4g", j["metrics"][c.first].get<double>()) : "-");
+      }
+      row.push_back(j["state"] == "succeeded" ? grid : "-");
+      rows.push_back(row);
+      out.push_back({{"job", j["name"]}, {"state", j["state"]}, {"metrics", j["metrics"]}, {"grid", grid}});
+    }
+    if (json) {
+      std::printf("%s\n", Json{{"run_id", target}, {"evals", out}}.dump().c_str());
+    } else if (rows.size() == 1) {
+      std::printf("run %s has no eval jobs\n", target.c_str());
+    } else {
+      PrintTable(rows);
+    }
     return kExitOk;
   }
   if (logs_cmd->parsed()) {

@@ -52,7 +52,7 @@ const std::vector<JobTypeSpec>& JobTypes() {
        {
            {"steps", ParamKind::kInt, 1, 1e7, "1500", "training steps"},
            {"batch", ParamKind::kInt, 1, 4096, "128", "images per step"},
-           {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate"},
+           {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate, decayed linearly to 10%"},
            {"seed", ParamKind::kInt, 0, 2147483647, "0", "data order and initialisation"},
            {"checkpoint_every", ParamKind::kInt, 0, 1e7, "500", "steps between checkpoints (0: only at the end)"},
            {"train_limit", ParamKind::kInt, 0, 60000, "0", "use the first N training images (0: all)"},

@@ -112,8 +112,9 @@ absl::StatusOr<Json> ReadJson(const std::string& path) {
   return j;
 }
 
-void ReportFinal(JobContext& ctx, const Metrics& m) {
-  ctx.ReportProgress(1, 1, m);
+// Final metrics, reported at `step` (the job's last step) and written to metrics.json.
+void ReportFinal(JobContext& ctx, const Metrics& m, int64_t step) {
+  ctx.ReportProgress(static_cast<uint64_t>(step), static_cast<uint64_t>(step), m);
   Json j = m;
   WriteJson(ctx.out_dir() + "/metrics.json", j).IgnoreError();
   for (const auto& [k, v] : m) std::printf("final %s = %g\n", k.c_str(), v);
@@ -237,7 +238,8 @@ int RunTokenizerJob(JobContext& ctx) {
   auto entropy = -(freq * (freq + 1e-12).log()).sum();
   ReportFinal(ctx, {{"test_recon_mse", torch::mse_loss(recon, test->images).item<double>()},
                     {"perplexity", entropy.exp().item<double>()},
-                    {"codes_used", (counts > 0).sum().item<double>()}});
+                    {"codes_used", (counts > 0).sum().item<double>()}},
+              loop.steps);
   return 0;
 }
 
@@ -293,7 +295,7 @@ int RunTeacherJob(JobContext& ctx) {
   auto prefix = codebook.index_select(0, test_tokens.slice(1, 0, 48).reshape(-1)).view({test_tokens.size(0), 48, opts.code_dim});
   auto logits = model->forward(test->labels, prefix);
   auto nll = torch::cross_entropy_loss(logits.reshape({-1, opts.vocab}), test_tokens.reshape(-1));
-  ReportFinal(ctx, {{"test_nll", nll.item<double>()}});
+  ReportFinal(ctx, {{"test_nll", nll.item<double>()}}, loop.steps);
   return 0;
 }
 
@@ -312,7 +314,12 @@ int RunFeatureNetJob(JobContext& ctx) {
   loop.checkpoint_every = p.value("checkpoint_every", 500);
   loop.modules = {{"featurenet", model.ptr()}};
   loop.optimizer = &adam;
+  const double lr = p.value("lr", 1e-3);
   loop.step = [&](int64_t step) {
+    // Linear decay to 10% of the initial rate; a function of the step, so resume stays exact.
+    for (auto& group : adam.param_groups()) {
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr * (1.0 - 0.9 * step / loop.steps));
+    }
     auto idx = batcher.Indices(step);
     auto logits = model->forward(data->images.index_select(0, idx));
     auto loss = torch::cross_entropy_loss(logits, data->labels.index_select(0, idx));
@@ -327,7 +334,7 @@ int RunFeatureNetJob(JobContext& ctx) {
   torch::NoGradGuard no_grad;
   model->eval();
   auto correct = model->forward(test->images).argmax(1).eq(test->labels).to(torch::kFloat64).mean();
-  ReportFinal(ctx, {{"test_accuracy", correct.item<double>()}});
+  ReportFinal(ctx, {{"test_accuracy", correct.item<double>()}}, loop.steps);
   return 0;
 }
 
@@ -365,8 +372,7 @@ int RunEvalJob(JobContext& ctx) {
   auto teacher_sampler = MakeTeacherSampler(*teacher, (*tok)->Codebook().detach(), sampling);
   auto result = Evaluate(*sampler, teacher_sampler.get(), *tok, *features, *test, options);
   if (!result.ok()) return Fail(result.status());
-  Metrics m = *result;
-  ReportFinal(ctx, m);
+  ReportFinal(ctx, *result, 1);
   std::printf("sample grid: %s\n", options.grid_path.c_str());
   return 0;
 }

@@ -57,6 +57,24 @@ TEST(RunSpecTest, SmokeExampleParsesWithDefaultsFilled) {
   EXPECT_TRUE(ValidateRunSpec(*spec).ok());
 }
 
+TEST(RunSpecTest, Dd2PipelineExpandsIntoTheJobDag) {
+  auto spec = LoadRunSpec(std::string(DD2_SOURCE_DIR) + "/examples/fmnist-quick.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  std::map<std::string, proto::JobSpec> jobs;
+  for (const auto& j : spec->jobs()) jobs[j.name()] = j;
+  ASSERT_EQ(jobs.size(), 5u);
+  EXPECT_EQ(jobs["teacher"].after(0), "tokenizer");
+  EXPECT_EQ(jobs["eval-teacher"].after_size(), 2);
+  auto teacher = nlohmann::json::parse(jobs["teacher"].params_json());
+  EXPECT_EQ(teacher["tokenizer"], "tokenizer");
+  EXPECT_EQ(teacher["width"], 64);
+  EXPECT_EQ(teacher["label_dropout"], 0.1);  // default filled in
+  EXPECT_EQ(nlohmann::json::parse(jobs["eval-teacher"].params_json())["sampler"], "teacher");
+  EXPECT_EQ(nlohmann::json::parse(jobs["eval-set-prediction"].params_json())["sampler"], "set_prediction");
+  EXPECT_EQ(jobs["featurenet"].resources().device(), "cpu");
+  EXPECT_TRUE(ValidateRunSpec(*spec).ok());
+}
+
 TEST(RunSpecTest, MissingFileNamesThePath) {
   auto spec = LoadRunSpec("/nonexistent/run.yaml");
   ASSERT_FALSE(spec.ok());

@@ -315,6 +315,31 @@ jobs:
   EXPECT_TRUE(workers["workers"][0]["attempts"].empty());
 }
 
+TEST_F(ClusterTest, TinyDd2PipelineRunsThroughWorkersAndReportsEvalMetrics) {
+  Up(2);
+  auto r = Ctl({"submit", WriteYaml("tiny.yaml", R"(
+name: tiny
+pipeline: dd2
+tokenizer: {steps: 20, batch: 16, channels: 16, codebook_size: 32, train_limit: 512}
+featurenet: {steps: 20, batch: 32, train_limit: 512}
+teacher: {steps: 20, batch: 16, width: 16, heads: 2, train_limit: 512}
+eval: {samples: 50, batch: 50, marginal_samples: 50}
+)"), "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Json results = CtlJson({"results", "tiny-1"});
+  ASSERT_EQ(results["evals"].size(), 2u);
+  for (const auto& e : results["evals"]) {
+    EXPECT_EQ(e["state"], "succeeded");
+    for (const char* key : {"fid", "inception_score", "precision", "recall", "class_accuracy", "latency_ms_b1",
+                            "latency_ms_b256", "speedup_vs_teacher_b1"}) {
+      EXPECT_TRUE(e["metrics"].contains(key)) << key;
+    }
+    EXPECT_TRUE(std::filesystem::exists(e["grid"].get<std::string>())) << e["grid"];
+  }
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM metrics WHERE job_id = 'tiny-1/eval-teacher' AND key = 'fid'"),
+            std::vector<std::string>{"1"});
+}
+
 TEST_F(ClusterTest, UnreachableCoordinatorGivesExitCodeFour) {
   auto r = RunCommand({kBin + "/dd2ctl", "--endpoint", "tcp://127.0.0.1:1", "--timeout-ms", "200", "status"});
   EXPECT_EQ(r.exit_code, 4) << r.err;
