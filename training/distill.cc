@@ -11,8 +11,8 @@ namespace {
 // Sinusoidal embedding of t in [0, 1] (scaled by 1000, as diffusion codebases do): [..., dim].
 torch::Tensor TimeEmbedding(const torch::Tensor& t, int64_t dim) {
   const int64_t half = dim / 2;
-  auto freqs = torch::exp(-std::log(10000.0) * torch::arange(half, torch::kFloat32) / half);
-  auto args = (t.to(torch::kFloat32) * 1000).unsqueeze(-1) * freqs;
+  auto freqs = torch::exp(-std::log(10000.0) * torch::arange(half, t.options()) / half);
+  auto args = (t * 1000).unsqueeze(-1) * freqs;
   return torch::cat({args.cos(), args.sin()}, -1);
 }
 
@@ -74,7 +74,7 @@ torch::Tensor ArDiffusionImpl::Velocity(const torch::Tensor& x, const torch::Ten
 }
 
 torch::Tensor ArDiffusionImpl::Generate(const torch::Tensor& classes, const torch::Tensor& eps) {
-  auto ones = torch::ones({eps.size(0), eps.size(1)});
+  auto ones = torch::ones_like(eps.select(-1, 0));
   return eps - head_->forward(eps, ones, Features(classes, eps));
 }
 
@@ -103,7 +103,7 @@ torch::Tensor CsdLoss(const torch::Tensor& q, const torch::Tensor& t, const torc
   auto x = (1 - tt) * q + tt * eps;
   auto f_phi = Denoiser(x, t, log_p, codebook);
   auto f_psi = x - tt * guidance_velocity(x, t);
-  torch::Tensor omega = torch::ones({q.size(0), 1, 1});
+  torch::Tensor omega = torch::ones({q.size(0), 1, 1}, q.options());
   if (o.normalise) {
     torch::NoGradGuard no_grad;
     omega = 1.0 / (q - f_phi).abs().mean({1, 2}, /*keepdim=*/true).clamp_min(1e-4);
