@@ -195,19 +195,21 @@ absl::StatusOr<proto::Resources> ParseResources(const Checker& c, const YAML::No
 }
 
 // `pipeline: dd2`: the DD2 stages as sections, expanded into a DAG of jobs:
-//   tokenizer -> teacher; featurenet; (teacher, featurenet) -> eval-teacher, eval-set-prediction
+//   tokenizer -> teacher -> tune -> distill [-> align -> distill-2]; featurenet;
+//   evals: teacher, set prediction, stage 1 (Euler), DD2 one-step, DD2 multi-step k = 2 and 4.
 absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::RunSpec& spec) {
-  DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "pipeline", "priority", "tokenizer", "teacher", "featurenet",
-                                        "eval", "resources", "retries"}));
+  DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "pipeline", "priority", "tokenizer", "teacher", "featurenet", "tune",
+                                        "distill", "align", "distill_after_align", "eval", "resources", "retries"}));
   DD2_ASSIGN_OR_RETURN(proto::Resources resources, ParseResources(c, root["resources"], "resources"));
   uint32_t retries = 0;
   if (root["retries"]) {
     DD2_ASSIGN_OR_RETURN(int64_t r, c.Int(root["retries"], "retries", 0, 100));
     retries = static_cast<uint32_t>(r);
   }
-  auto add = [&](const std::string& name, const std::string& type, const std::string& section,
-                 const std::set<std::string>& fixed, Json fixed_values,
+  auto add = [&](const std::string& name, const std::string& type, const std::string& section, Json fixed_values,
                  const std::vector<std::string>& after) -> absl::Status {
+    std::set<std::string> fixed;
+    for (auto& [k, v] : fixed_values.items()) fixed.insert(k);
     DD2_ASSIGN_OR_RETURN(Json params, ParseParams(c, root[section], section, *FindJobType(type), fixed));
     for (auto& [k, v] : fixed_values.items()) params[k] = v;
     proto::JobSpec* job = spec.add_jobs();
@@ -219,16 +221,40 @@ absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::
     job->set_retries(retries);
     return absl::OkStatus();
   };
-  DD2_RETURN_IF_ERROR(add("tokenizer", "tokenizer", "tokenizer", {}, Json::object(), {}));
-  DD2_RETURN_IF_ERROR(add("featurenet", "featurenet", "featurenet", {}, Json::object(), {}));
-  DD2_RETURN_IF_ERROR(add("teacher", "teacher", "teacher", {"tokenizer"}, {{"tokenizer", "tokenizer"}}, {"tokenizer"}));
-  const std::set<std::string> eval_fixed = {"sampler", "tokenizer", "teacher", "featurenet"};
-  const Json inputs = {{"tokenizer", "tokenizer"}, {"teacher", "teacher"}, {"featurenet", "featurenet"}};
-  Json teacher_eval = inputs, set_eval = inputs;
-  teacher_eval["sampler"] = "teacher";
-  set_eval["sampler"] = "set_prediction";
-  DD2_RETURN_IF_ERROR(add("eval-teacher", "eval", "eval", eval_fixed, teacher_eval, {"teacher", "featurenet"}));
-  DD2_RETURN_IF_ERROR(add("eval-set-prediction", "eval", "eval", eval_fixed, set_eval, {"teacher", "featurenet"}));
+  const Json models = {{"tokenizer", "tokenizer"}, {"teacher", "teacher"}};
+  auto with = [](Json base, const Json& extra) {
+    for (auto& [k, v] : extra.items()) base[k] = v;
+    return base;
+  };
+  DD2_RETURN_IF_ERROR(add("tokenizer", "tokenizer", "tokenizer", Json::object(), {}));
+  DD2_RETURN_IF_ERROR(add("featurenet", "featurenet", "featurenet", Json::object(), {}));
+  DD2_RETURN_IF_ERROR(add("teacher", "teacher", "teacher", {{"tokenizer", "tokenizer"}}, {"tokenizer"}));
+  DD2_RETURN_IF_ERROR(add("tune", "tune", "tune", models, {"teacher"}));
+  DD2_RETURN_IF_ERROR(add("distill", "distill", "distill", with(models, {{"init", "tune"}}), {"tune"}));
+  std::string generator = "distill";
+  if (root["align"]) {
+    DD2_RETURN_IF_ERROR(add("align", "align", "align", with(models, {{"init", "distill"}}), {"distill"}));
+    DD2_RETURN_IF_ERROR(add("distill-2", "distill", "distill_after_align", with(models, {{"init", "align"}}), {"align"}));
+    generator = "distill-2";
+  } else if (root["distill_after_align"]) {
+    return c.Error(root["distill_after_align"].Mark(), "distill_after_align", "needs an `align` section");
+  }
+  const Json inputs = with(models, {{"featurenet", "featurenet"}, {"generator", generator}, {"stage1", "tune"}});
+  struct Eval {
+    const char* name;
+    const char* sampler;
+    int64_t k;
+    std::string after;
+  };
+  for (const Eval& e : std::vector<Eval>{{"eval-teacher", "teacher", 2, "teacher"},
+                                         {"eval-set-prediction", "set_prediction", 2, "teacher"},
+                                         {"eval-stage1", "stage1", 2, "tune"},
+                                         {"eval-dd2", "dd2", 2, generator},
+                                         {"eval-dd2-k2", "dd2_multistep", 2, generator},
+                                         {"eval-dd2-k4", "dd2_multistep", 4, generator}}) {
+    DD2_RETURN_IF_ERROR(add(e.name, "eval", "eval", with(inputs, {{"sampler", e.sampler}, {"multistep_k", e.k}}),
+                            {e.after, "featurenet"}));
+  }
   return absl::OkStatus();
 }
 

@@ -10,7 +10,7 @@
 namespace dd2 {
 
 absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules,
-                            torch::optim::Optimizer* optimizer, int64_t step) {
+                            const NamedOptimizers& optimizers, int64_t step) {
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   try {
     std::filesystem::create_directories(std::filesystem::path(path).parent_path());
@@ -20,10 +20,10 @@ absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules
       module->save(sub);
       archive.write("module/" + name, sub);
     }
-    if (optimizer) {
+    for (const auto& [name, optimizer] : optimizers) {
       torch::serialize::OutputArchive sub;
       optimizer->save(sub);
-      archive.write("optimizer", sub);
+      archive.write("optimizer/" + name, sub);
     }
     archive.write("step", torch::tensor(step));
     archive.save_to(tmp);
@@ -38,7 +38,7 @@ absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules
 }
 
 absl::StatusOr<int64_t> LoadCheckpoint(const std::string& path, const NamedModules& modules,
-                                       torch::optim::Optimizer* optimizer) {
+                                       const NamedOptimizers& optimizers) {
   if (!std::filesystem::exists(path)) return absl::NotFoundError(absl::StrCat("no checkpoint at ", path));
   try {
     torch::serialize::InputArchive archive;
@@ -48,9 +48,9 @@ absl::StatusOr<int64_t> LoadCheckpoint(const std::string& path, const NamedModul
       archive.read("module/" + name, sub);
       module->load(sub);
     }
-    if (optimizer) {
+    for (const auto& [name, optimizer] : optimizers) {
       torch::serialize::InputArchive sub;
-      archive.read("optimizer", sub);
+      archive.read("optimizer/" + name, sub);
       optimizer->load(sub);
     }
     torch::Tensor step;

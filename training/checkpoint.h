@@ -16,15 +16,16 @@
 namespace dd2 {
 
 using NamedModules = std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>;
+using NamedOptimizers = std::vector<std::pair<std::string, torch::optim::Optimizer*>>;
 
-// optimizer may be null (an inference-only artifact).
+// optimizers may be empty (an inference-only artifact).
 absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules,
-                            torch::optim::Optimizer* optimizer, int64_t step);
+                            const NamedOptimizers& optimizers, int64_t step);
 
 // Restores what SaveCheckpoint wrote and returns its step. NotFound when `path` does not
 // exist; DataLoss when it cannot be read.
 absl::StatusOr<int64_t> LoadCheckpoint(const std::string& path, const NamedModules& modules,
-                                       torch::optim::Optimizer* optimizer);
+                                       const NamedOptimizers& optimizers);
 
 }  // namespace dd2
 

@@ -67,7 +67,94 @@ torch::Tensor Batched(int64_t n, int64_t batch, const std::function<torch::Tenso
   return torch::cat(parts);
 }
 
+torch::Tensor Snap(const torch::Tensor& x, const torch::Tensor& codebook) {
+  auto idx = torch::cdist(x.reshape({-1, x.size(-1)}), codebook).argmin(-1);
+  return codebook.index_select(0, idx).view(x.sizes());
+}
+
+class OneStepSampler : public TokenSampler {
+ public:
+  OneStepSampler(ArDiffusion generator, int64_t code_dim) : generator_(std::move(generator)), code_dim_(code_dim) {}
+  torch::Tensor Sample(const torch::Tensor& classes, at::Generator& gen) override {
+    const int64_t n = generator_->backbone()->options().tokens;
+    return generator_->Generate(classes, torch::randn({classes.size(0), n, code_dim_}, gen));
+  }
+
+ private:
+  ArDiffusion generator_;
+  int64_t code_dim_;
+};
+
+class MultiStepSampler : public TokenSampler {
+ public:
+  MultiStepSampler(ArDiffusion generator, ArTransformer teacher, torch::Tensor codebook, SamplingConfig sampling,
+                   int64_t k, bool snap)
+      : one_step_(generator, codebook.size(1)), teacher_(std::move(teacher)), codebook_(std::move(codebook)),
+        sampling_(sampling), k_(k), snap_(snap) {}
+  torch::Tensor Sample(const torch::Tensor& classes, at::Generator& gen) override {
+    auto x = one_step_.Sample(classes, gen);
+    const int64_t n = x.size(1);
+    if (snap_) x = Snap(x, codebook_);
+    for (int64_t i = std::max<int64_t>(1, n - k_ + 1); i < n; ++i) {
+      auto log_p = TeacherLogProbsFor(teacher_, classes, x.slice(1, 0, i), sampling_).select(1, i);
+      auto idx = torch::multinomial(log_p.exp(), 1, false, gen).squeeze(1);
+      x = x.clone();
+      x.select(1, i).copy_(codebook_.index_select(0, idx));
+    }
+    return x;
+  }
+
+ private:
+  OneStepSampler one_step_;
+  ArTransformer teacher_;
+  torch::Tensor codebook_;
+  SamplingConfig sampling_;
+  int64_t k_;
+  bool snap_;
+};
+
+class EulerSampler : public TokenSampler {
+ public:
+  EulerSampler(ArDiffusion model, int64_t steps, torch::Tensor codebook, bool snap)
+      : model_(std::move(model)), steps_(steps), codebook_(std::move(codebook)), snap_(snap) {}
+  torch::Tensor Sample(const torch::Tensor& classes, at::Generator& gen) override {
+    const int64_t n = model_->backbone()->options().tokens, c = codebook_.size(1), b = classes.size(0);
+    auto x = torch::zeros({b, n, c});
+    for (int64_t i = 0; i < n; ++i) {
+      auto f = model_->Features(classes, x).select(1, i);  // causal: reads tokens < i only
+      auto xi = torch::randn({b, c}, gen);
+      for (int64_t s = 0; s < steps_; ++s) {
+        auto t = torch::full({b}, 1.0 - static_cast<double>(s) / steps_);
+        xi = xi - model_->Velocity(xi, t, f) / static_cast<double>(steps_);
+      }
+      if (snap_) xi = Snap(xi, codebook_);
+      x.select(1, i).copy_(xi);
+    }
+    return x;
+  }
+
+ private:
+  ArDiffusion model_;
+  int64_t steps_;
+  torch::Tensor codebook_;
+  bool snap_;
+};
+
 }  // namespace
+
+std::unique_ptr<TokenSampler> MakeOneStepSampler(ArDiffusion generator, int64_t code_dim) {
+  return std::make_unique<OneStepSampler>(std::move(generator), code_dim);
+}
+
+std::unique_ptr<TokenSampler> MakeMultiStepSampler(ArDiffusion generator, ArTransformer teacher, torch::Tensor codebook,
+                                                   SamplingConfig sampling, int64_t k, bool snap) {
+  return std::make_unique<MultiStepSampler>(std::move(generator), std::move(teacher), std::move(codebook), sampling, k,
+                                            snap);
+}
+
+std::unique_ptr<TokenSampler> MakeEulerSampler(ArDiffusion model, int64_t steps, torch::Tensor codebook, bool snap) {
+  return std::make_unique<EulerSampler>(std::move(model), steps, std::move(codebook), snap);
+}
 
 std::unique_ptr<TokenSampler> MakeTeacherSampler(ArTransformer teacher, torch::Tensor codebook,
                                                  SamplingConfig sampling) {

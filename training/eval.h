@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "training/data.h"
+#include "training/distill.h"
 #include "training/models.h"
 
 namespace dd2 {
@@ -33,6 +34,18 @@ std::unique_ptr<TokenSampler> MakeTeacherSampler(ArTransformer teacher, torch::T
 std::unique_ptr<TokenSampler> MakeSetPredictionSampler(ArTransformer teacher, torch::Tensor codebook,
                                                        SamplingConfig sampling, int64_t marginal_samples,
                                                        uint64_t seed);
+
+// DD2 one-step: x = eps - v(eps, 1, f(eps_<i)), one network evaluation.
+std::unique_ptr<TokenSampler> MakeOneStepSampler(ArDiffusion generator, int64_t code_dim);
+
+// DD2 multi-step (Alg. 4): the one-step sample, then the teacher regenerates the last k - 1
+// tokens by ordinary AR sampling given the prefix (snapped to the codebook when `snap`).
+std::unique_ptr<TokenSampler> MakeMultiStepSampler(ArDiffusion generator, ArTransformer teacher, torch::Tensor codebook,
+                                                   SamplingConfig sampling, int64_t k, bool snap);
+
+// The stage-1 AR-diffusion model as a sampler: token by token, `steps` Euler steps of its
+// velocity from t = 1 to 0 (optionally snapping each finished token to the codebook).
+std::unique_ptr<TokenSampler> MakeEulerSampler(ArDiffusion model, int64_t steps, torch::Tensor codebook, bool snap);
 
 struct EvalOptions {
   int64_t samples = 1000;

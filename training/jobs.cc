@@ -10,182 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/home.h"
 #include "training/checkpoint.h"
+#include "training/job_support.h"
 #include "training/data.h"
 #include "training/eval.h"
 #include "training/metrics.h"
 #include "training/models.h"
 
 namespace dd2 {
-namespace {
-
-using Json = nlohmann::json;
-using Metrics = std::map<std::string, double>;
-
-int Fail(const std::string& what) {
-  std::fprintf(stderr, "dd2 job: %s\n", what.c_str());
-  return 1;
-}
-
-int Fail(const absl::Status& st) { return Fail(std::string(st.message())); }
-
-// Deterministic minibatches: epoch e is a permutation seeded by (seed, e); step s takes the
-// s-th slice. Nothing to save for exact resume.
-class Batcher {
- public:
-  Batcher(int64_t n, int64_t batch, uint64_t seed) : n_(n), batch_(batch), seed_(seed) {}
-  torch::Tensor Indices(int64_t step) {
-    const int64_t per_epoch = std::max<int64_t>(1, n_ / batch_);
-    const int64_t epoch = step / per_epoch, offset = (step % per_epoch) * batch_;
-    if (epoch != epoch_) {
-      auto gen = MakeGenerator(seed_ * 1000003 + static_cast<uint64_t>(epoch));
-      perm_ = torch::randperm(n_, gen, torch::kLong);
-      epoch_ = epoch;
-    }
-    return perm_.slice(0, offset, std::min(offset + batch_, n_));
-  }
-
- private:
-  int64_t n_, batch_;
-  uint64_t seed_;
-  int64_t epoch_ = -1;
-  torch::Tensor perm_;
-};
-
-struct Loop {
-  int64_t steps = 1000;
-  int64_t checkpoint_every = 200;
-  int64_t report_every = 10;
-  NamedModules modules;
-  torch::optim::Optimizer* optimizer = nullptr;
-  // One optimisation step; returns metrics to report.
-  std::function<Metrics(int64_t step)> step;
-};
-
-// Resumes from <out>/checkpoint.pt when present, runs to `steps`, checkpointing every
-// checkpoint_every steps and on SIGTERM (then exits 143), and writes <out>/final.pt.
-int RunLoop(JobContext& ctx, Loop& loop) {
-  const std::string ckpt = ctx.out_dir() + "/checkpoint.pt";
-  int64_t start = 0;
-  auto resumed = LoadCheckpoint(ckpt, loop.modules, loop.optimizer);
-  if (resumed.ok()) {
-    start = *resumed;
-    std::printf("resumed from %s at step %lld\n", ckpt.c_str(), static_cast<long long>(start));
-  } else if (!absl::IsNotFound(resumed.status())) {
-    return Fail(resumed.status());
-  }
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t step = start; step < loop.steps; ++step) {
-    if (ctx.StopRequested()) {
-      auto st = SaveCheckpoint(ckpt, loop.modules, loop.optimizer, step);
-      std::printf("stop requested: checkpointed at step %lld (%s)\n", static_cast<long long>(step),
-                  st.ok() ? "ok" : std::string(st.message()).c_str());
-      return 143;
-    }
-    Metrics m = loop.step(step);
-    const int64_t done = step + 1;
-    if (done % loop.report_every == 0 || done == loop.steps) {
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      m["steps_per_s"] = static_cast<double>(done - start) / std::max(secs, 1e-9);
-      ctx.ReportProgress(static_cast<uint64_t>(done), static_cast<uint64_t>(loop.steps), m);
-      std::string line;
-      for (const auto& [k, v] : m) absl::StrAppend(&line, " ", k, "=", v);
-      std::printf("step %lld/%lld%s\n", static_cast<long long>(done), static_cast<long long>(loop.steps), line.c_str());
-      std::fflush(stdout);
-    }
-    if (loop.checkpoint_every > 0 && done % loop.checkpoint_every == 0 && done < loop.steps) {
-      if (auto st = SaveCheckpoint(ckpt, loop.modules, loop.optimizer, done); !st.ok()) return Fail(st);
-    }
-  }
-  if (auto st = SaveCheckpoint(ctx.out_dir() + "/final.pt", loop.modules, nullptr, loop.steps); !st.ok()) {
-    return Fail(st);
-  }
-  return 0;
-}
-
-absl::Status WriteJson(const std::string& path, const Json& j) { return WriteFileAtomic(path, j.dump(2) + "\n"); }
-
-absl::StatusOr<Json> ReadJson(const std::string& path) {
-  auto text = ReadFile(path);
-  if (!text.ok()) return absl::NotFoundError(absl::StrCat(path, ": missing (did the upstream job succeed?)"));
-  Json j = Json::parse(*text, nullptr, false);
-  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(path, ": not JSON"));
-  return j;
-}
-
-// Final metrics, reported at `step` (the job's last step) and written to metrics.json.
-void ReportFinal(JobContext& ctx, const Metrics& m, int64_t step) {
-  ctx.ReportProgress(static_cast<uint64_t>(step), static_cast<uint64_t>(step), m);
-  Json j = m;
-  WriteJson(ctx.out_dir() + "/metrics.json", j).IgnoreError();
-  for (const auto& [k, v] : m) std::printf("final %s = %g\n", k.c_str(), v);
-  std::fflush(stdout);
-}
-
-VqVaeOptions TokenizerOptions(const Json& p) {
-  VqVaeOptions o;
-  o.codebook_size = p.value("codebook_size", o.codebook_size);
-  o.code_dim = p.value("code_dim", o.code_dim);
-  o.channels = p.value("channels", o.channels);
-  return o;
-}
-
-TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok) {
-  TransformerOptions o;
-  o.vocab = tok.codebook_size;
-  o.code_dim = tok.code_dim;
-  o.width = p.value("width", o.width);
-  o.layers = p.value("layers", o.layers);
-  o.heads = p.value("heads", o.heads);
-  return o;
-}
-
-// Loads a trained tokenizer from the artifacts of job `name`.
-absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name) {
-  auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
-  if (!config.ok()) return config.status();
-  VqVae model(TokenizerOptions(*config));
-  auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"vqvae", model.ptr()}}, nullptr);
-  if (!st.ok()) return st.status();
-  model->eval();
-  return model;
-}
-
-absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name) {
-  auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
-  if (!config.ok()) return config.status();
-  TransformerOptions o;
-  o.vocab = (*config)["vocab"];
-  o.code_dim = (*config)["code_dim"];
-  o.width = (*config)["width"];
-  o.layers = (*config)["layers"];
-  o.heads = (*config)["heads"];
-  ArTransformer model(o);
-  auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"teacher", model.ptr()}}, nullptr);
-  if (!st.ok()) return st.status();
-  model->eval();
-  return model;
-}
-
-absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name) {
-  FeatureNet model;
-  auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"featurenet", model.ptr()}}, nullptr);
-  if (!st.ok()) return st.status();
-  model->eval();
-  return model;
-}
-
-// Token indices of images, in chunks, without gradients: [N, 49].
-torch::Tensor Tokenize(VqVae& tok, const torch::Tensor& images) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> out;
-  for (int64_t i = 0; i < images.size(0); i += 1000) {
-    out.push_back(tok->Quantize(tok->Encode(images.slice(0, i, i + 1000))));
-  }
-  return torch::cat(out);
-}
-
-}  // namespace
-
 int RunTokenizerJob(JobContext& ctx) {
   const Json& p = ctx.params();
   torch::manual_seed(p.value("seed", 0));
@@ -210,7 +41,7 @@ int RunTokenizerJob(JobContext& ctx) {
   loop.steps = p.value("steps", 1000);
   loop.checkpoint_every = p.value("checkpoint_every", 200);
   loop.modules = {{"vqvae", model.ptr()}};
-  loop.optimizer = &adam;
+  loop.optimizers = {{"adam", &adam}};
   loop.step = [&](int64_t step) {
     auto x = data->images.index_select(0, batcher.Indices(step));
     auto out = model->forward(x);
@@ -255,10 +86,8 @@ int RunTeacherJob(JobContext& ctx) {
   auto codebook = (*tok)->Codebook().detach();
   TransformerOptions opts = TeacherOptions(p, (*tok)->options());
   std::filesystem::create_directories(ctx.out_dir());
-  if (auto st = WriteJson(ctx.out_dir() + "/config.json",
-                          Json{{"vocab", opts.vocab}, {"code_dim", opts.code_dim}, {"width", opts.width},
-                               {"layers", opts.layers}, {"heads", opts.heads}});
-      !st.ok()) {
+  if (opts.width % opts.heads != 0) return Fail("teacher.width must be a multiple of teacher.heads");
+  if (auto st = WriteJson(ctx.out_dir() + "/config.json", TransformerOptionsToJson(opts)); !st.ok()) {
     return Fail(st);
   }
   ArTransformer model(opts);
@@ -270,7 +99,7 @@ int RunTeacherJob(JobContext& ctx) {
   loop.steps = p.value("steps", 1000);
   loop.checkpoint_every = p.value("checkpoint_every", 200);
   loop.modules = {{"teacher", model.ptr()}};
-  loop.optimizer = &adam;
+  loop.optimizers = {{"adam", &adam}};
   loop.step = [&](int64_t step) {
     auto idx = batcher.Indices(step);
     auto target = tokens.index_select(0, idx);                               // [B, 49]
@@ -313,7 +142,7 @@ int RunFeatureNetJob(JobContext& ctx) {
   loop.steps = p.value("steps", 1500);
   loop.checkpoint_every = p.value("checkpoint_every", 500);
   loop.modules = {{"featurenet", model.ptr()}};
-  loop.optimizer = &adam;
+  loop.optimizers = {{"adam", &adam}};
   const double lr = p.value("lr", 1e-3);
   loop.step = [&](int64_t step) {
     // Linear decay to 10% of the initial rate; a function of the step, so resume stays exact.
@@ -348,11 +177,7 @@ int RunEvalJob(JobContext& ctx) {
   if (!features.ok()) return Fail(features.status());
   auto test = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "test");
   if (!test.ok()) return Fail(test.status());
-  SamplingConfig sampling;
-  sampling.cfg = p.value("cfg", 2.0);
-  sampling.top_k = p.value("top_k", 0);
-  sampling.top_p = p.value("top_p", 1.0);
-  sampling.temperature = p.value("temperature", 1.0);
+  const SamplingConfig sampling = SamplingFromParams(p);
   EvalOptions options;
   options.samples = p.value("samples", 1000);
   options.batch = p.value("batch", 250);
@@ -366,6 +191,19 @@ int RunEvalJob(JobContext& ctx) {
   } else if (kind == "set_prediction") {
     sampler = MakeSetPredictionSampler(*teacher, (*tok)->Codebook().detach(), sampling,
                                        p.value("marginal_samples", 2000), options.seed + 1);
+  } else if (kind == "dd2" || kind == "dd2_multistep") {
+    auto generator = LoadDd2Generator(ctx, p.value("generator", std::string("distill")));
+    if (!generator.ok()) return Fail(generator.status());
+    if (kind == "dd2") {
+      sampler = MakeOneStepSampler(*generator, (*tok)->options().code_dim);
+    } else {
+      sampler = MakeMultiStepSampler(*generator, *teacher, (*tok)->Codebook().detach(), sampling,
+                                     p.value("multistep_k", 2), p.value("snap", false));
+    }
+  } else if (kind == "stage1") {
+    auto stage1 = LoadStage1(ctx, p.value("stage1", std::string("tune")));
+    if (!stage1.ok()) return Fail(stage1.status());
+    sampler = MakeEulerSampler(*stage1, p.value("euler_steps", 10), (*tok)->Codebook().detach(), p.value("snap", false));
   } else {
     return Fail(absl::StrCat("unknown sampler '", kind, "'"));
   }
@@ -382,6 +220,9 @@ void RegisterTrainingJobTypes() {
   RegisterJobType("teacher", RunTeacherJob);
   RegisterJobType("featurenet", RunFeatureNetJob);
   RegisterJobType("eval", RunEvalJob);
+  RegisterJobType("tune", RunTuneJob);
+  RegisterJobType("distill", RunDistillJob);
+  RegisterJobType("align", RunAlignJob);
 }
 
 }  // namespace dd2

@@ -9,6 +9,8 @@
 #ifndef DD2_TRAINING_JOBS_H_
 #define DD2_TRAINING_JOBS_H_
 
+#include "absl/status/statusor.h"
+#include "training/distill.h"
 #include "worker/job_registry.h"
 
 namespace dd2 {
@@ -17,8 +19,15 @@ int RunTokenizerJob(JobContext& ctx);
 int RunTeacherJob(JobContext& ctx);
 int RunFeatureNetJob(JobContext& ctx);
 int RunEvalJob(JobContext& ctx);
+int RunTuneJob(JobContext& ctx);
+int RunDistillJob(JobContext& ctx);
+int RunAlignJob(JobContext& ctx);
 
-// Registers the four types above in this process's job registry.
+// The stage-1 model of a tune job, and the EMA generator of a distill/align job, for eval.
+absl::StatusOr<ArDiffusion> LoadStage1(JobContext& ctx, const std::string& name);
+absl::StatusOr<ArDiffusion> LoadDd2Generator(JobContext& ctx, const std::string& name);
+
+// Registers the job types above in this process's job registry.
 void RegisterTrainingJobTypes();
 
 }  // namespace dd2

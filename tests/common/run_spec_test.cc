@@ -62,7 +62,11 @@ TEST(RunSpecTest, Dd2PipelineExpandsIntoTheJobDag) {
   ASSERT_TRUE(spec.ok()) << spec.status();
   std::map<std::string, proto::JobSpec> jobs;
   for (const auto& j : spec->jobs()) jobs[j.name()] = j;
-  ASSERT_EQ(jobs.size(), 5u);
+  ASSERT_EQ(jobs.size(), 11u);
+  EXPECT_EQ(jobs["distill"].after(0), "tune");
+  auto distill = nlohmann::json::parse(jobs["distill"].params_json());
+  EXPECT_EQ(distill["init"], "tune");
+  EXPECT_EQ(nlohmann::json::parse(jobs["eval-dd2-k4"].params_json())["multistep_k"], 4);
   EXPECT_EQ(jobs["teacher"].after(0), "tokenizer");
   EXPECT_EQ(jobs["eval-teacher"].after_size(), 2);
   auto teacher = nlohmann::json::parse(jobs["teacher"].params_json());

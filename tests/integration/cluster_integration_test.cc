@@ -323,11 +323,15 @@ pipeline: dd2
 tokenizer: {steps: 20, batch: 16, channels: 16, codebook_size: 32, train_limit: 512}
 featurenet: {steps: 20, batch: 32, train_limit: 512}
 teacher: {steps: 20, batch: 16, width: 16, heads: 2, train_limit: 512}
-eval: {samples: 50, batch: 50, marginal_samples: 50}
+tune: {steps: 6, head_steps: 3, pool: 20, batch: 8, m: 2, head_width: 16}
+distill: {steps: 4, k: 2, batch: 8, m: 2}
+align: {steps: 3, batch: 8, m: 2}
+distill_after_align: {steps: 3, k: 1, batch: 8, m: 2}
+eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
 )"), "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   Json results = CtlJson({"results", "tiny-1"});
-  ASSERT_EQ(results["evals"].size(), 2u);
+  ASSERT_EQ(results["evals"].size(), 6u);
   for (const auto& e : results["evals"]) {
     EXPECT_EQ(e["state"], "succeeded");
     for (const char* key : {"fid", "inception_score", "precision", "recall", "class_accuracy", "latency_ms_b1",

@@ -1,0 +1,236 @@
+// The DD2 job types: `tune` (stage 1, GTS), `distill` (stage 2, CSD with K guidance updates per
+// generator update) and `align` (performance alignment: generator <- EMA, guidance-only
+// updates). Declared in jobs.h; parameters in common/job_types.cc.
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "training/distill.h"
+#include "training/job_support.h"
+#include "training/jobs.h"
+
+namespace dd2 {
+namespace {
+
+Json HeadOptionsToJson(const HeadOptions& h) {
+  return {{"code_dim", h.code_dim}, {"cond_dim", h.cond_dim}, {"width", h.width}, {"depth", h.depth}};
+}
+
+HeadOptions HeadOptionsFromJson(const Json& j) {
+  HeadOptions h;
+  h.code_dim = j.at("code_dim");
+  h.cond_dim = j.at("cond_dim");
+  h.width = j.at("width");
+  h.depth = j.at("depth");
+  return h;
+}
+
+void CopyParameters(torch::nn::Module& to, torch::nn::Module& from) {
+  torch::NoGradGuard no_grad;
+  auto target = to.named_parameters();
+  for (const auto& p : from.named_parameters()) target[p.key()].copy_(p.value());
+}
+
+struct Dd2Models {
+  ArDiffusion generator{nullptr}, guidance{nullptr}, ema{nullptr};
+  Json config;
+};
+
+// Loads the networks of a tune job (kind "ardiffusion": both networks start from it) or of a
+// distill/align job (kind "dd2").
+absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name) {
+  auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
+  if (!config.ok()) return config.status();
+  const TransformerOptions bo = TransformerOptionsFromJson(config->at("backbone"));
+  const HeadOptions ho = HeadOptionsFromJson(config->at("head"));
+  Dd2Models m{ArDiffusion(bo, ho), ArDiffusion(bo, ho), ArDiffusion(bo, ho), *config};
+  const std::string path = ctx.ArtifactDir(name) + "/final.pt";
+  if (config->value("kind", "") == "ardiffusion") {
+    auto st = LoadCheckpoint(path, {{"ardiffusion", m.generator.ptr()}}, {});
+    if (!st.ok()) return st.status();
+    CopyParameters(*m.guidance, *m.generator);
+    CopyParameters(*m.ema, *m.generator);
+  } else {
+    auto st = LoadCheckpoint(path, {{"generator", m.generator.ptr()}, {"guidance", m.guidance.ptr()}, {"ema", m.ema.ptr()}}, {});
+    if (!st.ok()) return st.status();
+  }
+  return m;
+}
+
+absl::Status WriteDd2Config(JobContext& ctx, const Json& init_config) {
+  Json c = {{"kind", "dd2"}, {"backbone", init_config.at("backbone")}, {"head", init_config.at("head")}};
+  return WriteJson(ctx.out_dir() + "/config.json", c);
+}
+
+void SetLr(torch::optim::Adam& adam, double lr) {
+  for (auto& group : adam.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+}
+
+}  // namespace
+
+int RunTuneJob(JobContext& ctx) {
+  const Json& p = ctx.params();
+  const uint64_t seed = p.value("seed", 0);
+  torch::manual_seed(seed);
+  auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
+  if (!tok.ok()) return Fail(tok.status());
+  auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")));
+  if (!teacher.ok()) return Fail(teacher.status());
+  const auto codebook = (*tok)->Codebook().detach();
+  const SamplingConfig sampling = SamplingFromParams(p);
+  const TransformerOptions bo = (*teacher)->options();
+  HeadOptions ho;
+  ho.code_dim = bo.code_dim;
+  ho.cond_dim = bo.width;
+  ho.width = p.value("head_width", 128);
+  ho.depth = p.value("head_depth", 2);
+  ArDiffusion model(bo, ho);
+  CopyParameters(*model->backbone(), **teacher);
+  std::filesystem::create_directories(ctx.out_dir());
+  if (auto st = WriteJson(ctx.out_dir() + "/config.json", {{"kind", "ardiffusion"},
+                                                           {"backbone", TransformerOptionsToJson(bo)},
+                                                           {"head", HeadOptionsToJson(ho)}});
+      !st.ok()) {
+    return Fail(st);
+  }
+  // Teacher samples, the stage-1 data (same settings as evaluation).
+  const int64_t pool = p.value("pool", 2000), n = bo.tokens;
+  auto pool_classes = torch::arange(pool, torch::kLong) % bo.classes;
+  std::vector<torch::Tensor> parts;
+  auto pool_gen = MakeGenerator(seed * 31 + 5);
+  for (int64_t i = 0; i < pool; i += 250) {
+    parts.push_back(SampleAr(*teacher, codebook, pool_classes.slice(0, i, i + 250), sampling, pool_gen));
+  }
+  auto pool_tokens = codebook.index_select(0, torch::cat(parts).view(-1)).view({pool, n, bo.code_dim});
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(p.value("lr", 3e-4)).betas({0.9, 0.95}));
+  const int64_t head_steps = p.value("head_steps", 200), m = p.value("m", 4);
+  const double t_min = p.value("t_min", 0.01), t_max = p.value("t_max", 0.99);
+  const bool gts = p.value("target", std::string("gts")) == "gts";
+  Batcher batcher(pool, p.value("batch", 32), seed);
+  Loop loop;
+  loop.steps = p.value("steps", 600);
+  loop.checkpoint_every = p.value("checkpoint_every", 200);
+  loop.modules = {{"ardiffusion", model.ptr()}};
+  loop.optimizers = {{"adam", &adam}};
+  loop.step = [&](int64_t step) {
+    auto idx = batcher.Indices(step);
+    auto z = pool_tokens.index_select(0, idx);
+    auto classes = pool_classes.index_select(0, idx);
+    torch::Tensor log_p, features;
+    {
+      torch::NoGradGuard no_grad;
+      log_p = TeacherLogProbsFor(*teacher, classes, z.slice(1, 0, n - 1), sampling);
+    }
+    if (step < head_steps) {  // phase 1: head only, backbone frozen
+      torch::NoGradGuard no_grad;
+      features = model->Features(classes, z);
+    } else {
+      features = model->Features(classes, z);
+    }
+    auto rep = [m](const torch::Tensor& x) { return torch::cat(std::vector<torch::Tensor>(m, x)); };
+    auto zm = rep(z), fm = rep(features), lpm = rep(log_p);
+    auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));
+    auto t = SampleTimes(zm, t_min, t_max, gen);
+    auto eps = torch::randn(zm.sizes(), gen);
+    auto x = (1 - t.unsqueeze(-1)) * zm + t.unsqueeze(-1) * eps;
+    auto loss = TuneLoss(model->Velocity(x, t, fm), x, t, zm, eps, lpm, codebook, gts);
+    adam.zero_grad();
+    loss.backward();
+    adam.step();
+    return Metrics{{"loss", loss.item<double>()}, {"phase", step < head_steps ? 1.0 : 2.0}};
+  };
+  return RunLoop(ctx, loop);
+}
+
+// distill (guidance_only = false) and align (guidance_only = true) share the loop.
+static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
+  const Json& p = ctx.params();
+  const uint64_t seed = p.value("seed", 0);
+  torch::manual_seed(seed);
+  auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
+  if (!tok.ok()) return Fail(tok.status());
+  auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")));
+  if (!teacher.ok()) return Fail(teacher.status());
+  auto models = LoadDd2Init(ctx, p.value("init", std::string(guidance_only ? "distill" : "tune")));
+  if (!models.ok()) return Fail(models.status());
+  if (guidance_only) CopyParameters(*models->generator, *models->ema);  // generator <- EMA
+  std::filesystem::create_directories(ctx.out_dir());
+  if (auto st = WriteDd2Config(ctx, models->config); !st.ok()) return Fail(st);
+  const auto codebook = (*tok)->Codebook().detach();
+  const SamplingConfig sampling = SamplingFromParams(p);
+  ArDiffusion& g = models->generator;
+  ArDiffusion& psi = models->guidance;
+  const double lr_g = p.value("lr", 1e-4), lr_psi = p.value("guidance_lr", 1e-4);
+  torch::optim::Adam opt_g(g->parameters(), torch::optim::AdamOptions(lr_g).betas({0.9, 0.95}));
+  torch::optim::Adam opt_psi(psi->parameters(), torch::optim::AdamOptions(lr_psi).betas({0.9, 0.95}));
+  const int64_t k = guidance_only ? 1 : p.value("k", 5), m = p.value("m", 4), batch = p.value("batch", 32);
+  const int64_t warmup = p.value("warmup", 0);
+  const double t_min = p.value("t_min", 0.01), t_max = p.value("t_max", 0.99), ema_max = p.value("ema_max", 0.9999);
+  CsdOptions csd;
+  csd.alpha = p.value("alpha", 1.0);
+  csd.normalise = p.value("omega", std::string("sid")) == "sid";
+  const TransformerOptions bo = g->backbone()->options();
+  Loop loop;
+  loop.steps = p.value("steps", 300);
+  loop.checkpoint_every = p.value("checkpoint_every", 100);
+  loop.modules = {{"generator", g.ptr()}, {"guidance", psi.ptr()}, {"ema", models->ema.ptr()}};
+  loop.optimizers = {{"generator", &opt_g}, {"guidance", &opt_psi}};
+  loop.step = [&](int64_t step) {
+    auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));
+    // Linear warm-up from 1e-6, counted in guidance updates (dd2-method §5.3).
+    const double frac = warmup > 0 ? std::min(1.0, static_cast<double>(step * k + 1) / warmup) : 1.0;
+    SetLr(opt_g, 1e-6 + (lr_g - 1e-6) * frac);
+    SetLr(opt_psi, 1e-6 + (lr_psi - 1e-6) * frac);
+    double psi_loss = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      auto classes = torch::randint(bo.classes, {batch}, gen, torch::kLong);
+      auto eps = torch::randn({batch, bo.tokens, bo.code_dim}, gen);
+      torch::Tensor z;
+      {
+        torch::NoGradGuard no_grad;
+        z = g->Generate(classes, eps);
+      }
+      auto loss = GuidanceFmLoss(psi, classes, z, m, t_min, t_max, gen);
+      opt_psi.zero_grad();
+      loss.backward();
+      opt_psi.step();
+      psi_loss += loss.item<double>() / static_cast<double>(k);
+    }
+    Metrics out = {{"guidance_loss", psi_loss}};
+    if (!guidance_only) {
+      auto classes = torch::randint(bo.classes, {batch}, gen, torch::kLong);
+      auto eps = torch::randn({batch, bo.tokens, bo.code_dim}, gen);
+      auto z = g->Generate(classes, eps);
+      auto t = SampleTimes(z, t_min, t_max, gen);
+      auto noise = torch::randn(z.sizes(), gen);
+      auto loss = TokensCsdLoss(z, psi, *teacher, codebook, classes, t, noise, sampling, csd);
+      opt_g.zero_grad();
+      loss.backward();
+      opt_g.step();
+      const double rate = EmaRate(step, ema_max);
+      EmaUpdate(*models->ema, *g, rate);
+      out["csd_loss"] = loss.item<double>();
+      out["ema_rate"] = rate;
+    }
+    return out;
+  };
+  return RunLoop(ctx, loop);
+}
+
+int RunDistillJob(JobContext& ctx) { return RunDistillOrAlign(ctx, false); }
+int RunAlignJob(JobContext& ctx) { return RunDistillOrAlign(ctx, true); }
+
+absl::StatusOr<ArDiffusion> LoadStage1(JobContext& ctx, const std::string& name) {
+  auto m = LoadDd2Init(ctx, name);
+  if (!m.ok()) return m.status();
+  m->generator->eval();
+  return m->generator;
+}
+
+absl::StatusOr<ArDiffusion> LoadDd2Generator(JobContext& ctx, const std::string& name) {
+  auto m = LoadDd2Init(ctx, name);
+  if (!m.ok()) return m.status();
+  m->ema->eval();
+  return m->ema;  // sampling uses the EMA weights
+}
+
+}  // namespace dd2

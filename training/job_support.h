@@ -1,0 +1,90 @@
+// Shared machinery of the LibTorch job types: deterministic minibatches, the resumable
+// training loop, artifact I/O (config.json, final.pt, metrics.json) and loading upstream models
+// by job name. Used only inside job children; not thread-safe.
+#ifndef DD2_TRAINING_JOB_SUPPORT_H_
+#define DD2_TRAINING_JOB_SUPPORT_H_
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "training/checkpoint.h"
+#include "training/models.h"
+#include "worker/job_registry.h"
+
+namespace dd2 {
+
+using Json = nlohmann::json;
+using Metrics = std::map<std::string, double>;
+
+// Prints "dd2 job: <what>" to stderr and returns exit code 1.
+int Fail(const std::string& what);
+int Fail(const absl::Status& st);
+
+// Deterministic minibatches: epoch e is a permutation seeded by (seed, e); step s takes the
+// s-th slice. Nothing to save for exact resume.
+class Batcher {
+ public:
+  Batcher(int64_t n, int64_t batch, uint64_t seed) : n_(n), batch_(batch), seed_(seed) {}
+  torch::Tensor Indices(int64_t step) {
+    const int64_t per_epoch = std::max<int64_t>(1, n_ / batch_);
+    const int64_t epoch = step / per_epoch, offset = (step % per_epoch) * batch_;
+    if (epoch != epoch_) {
+      auto gen = MakeGenerator(seed_ * 1000003 + static_cast<uint64_t>(epoch));
+      perm_ = torch::randperm(n_, gen, torch::kLong);
+      epoch_ = epoch;
+    }
+    return perm_.slice(0, offset, std::min(offset + batch_, n_));
+  }
+
+ private:
+  int64_t n_, batch_;
+  uint64_t seed_;
+  int64_t epoch_ = -1;
+  torch::Tensor perm_;
+};
+
+struct Loop {
+  int64_t steps = 1000;
+  int64_t checkpoint_every = 200;
+  int64_t report_every = 10;
+  NamedModules modules;
+  NamedOptimizers optimizers;
+  // One optimisation step; returns metrics to report.
+  std::function<Metrics(int64_t step)> step;
+};
+
+// Resumes from <out>/checkpoint.pt when present, runs to `steps`, checkpointing every
+// checkpoint_every steps and on SIGTERM (then exits 143), and writes <out>/final.pt.
+int RunLoop(JobContext& ctx, Loop& loop);
+
+absl::Status WriteJson(const std::string& path, const Json& j);
+absl::StatusOr<Json> ReadJson(const std::string& path);
+
+// Final metrics, reported at `step` (the job's last step) and written to metrics.json.
+void ReportFinal(JobContext& ctx, const Metrics& m, int64_t step);
+
+VqVaeOptions TokenizerOptions(const Json& p);
+TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok);
+TransformerOptions TransformerOptionsFromJson(const Json& config);
+Json TransformerOptionsToJson(const TransformerOptions& o);
+
+// Trained models from the artifacts of job `name`, in eval mode.
+absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name);
+absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name);
+absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name);
+
+// Token indices of images, in chunks, without gradients: [N, 49].
+torch::Tensor Tokenize(VqVae& tok, const torch::Tensor& images);
+
+// cfg, top_k, top_p, temperature from a job's params.
+SamplingConfig SamplingFromParams(const Json& p);
+
+}  // namespace dd2
+
+#endif  // DD2_TRAINING_JOB_SUPPORT_H_
