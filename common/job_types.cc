@@ -1,6 +1,54 @@
 #include "common/job_types.h"
 
+#include <initializer_list>
+
 namespace dd2 {
+namespace {
+
+// Builders for the parameter groups several job types share.
+std::vector<ParamSpec> Join(std::initializer_list<std::vector<ParamSpec>> parts) {
+  std::vector<ParamSpec> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+ParamSpec JobName(const char* key, const char* default_job, const char* doc) {
+  return {key, ParamKind::kString, 0, 0, std::string("\"") + default_job + "\"", doc};
+}
+
+ParamSpec Seed() { return {"seed", ParamKind::kInt, 0, 2147483647, "0", "data order, sampling and initialisation"}; }
+
+ParamSpec CheckpointEvery(const char* default_steps) {
+  return {"checkpoint_every", ParamKind::kInt, 0, 1e7, default_steps, "steps between checkpoints (0: only at the end)"};
+}
+
+// Fashion-MNIST training data.
+std::vector<ParamSpec> Data() {
+  return {{"train_limit", ParamKind::kInt, 0, 60000, "0", "use the first N training images (0: all)"},
+          {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"}};
+}
+
+// The teacher's probability post-processing (dd2-method §1.4).
+std::vector<ParamSpec> TeacherSampling() {
+  return {{"cfg", ParamKind::kNumber, 0, 20, "2.0", "classifier-free guidance scale (1: none)"},
+          {"top_k", ParamKind::kInt, 0, 1e6, "0", "keep the k most likely tokens (0: off)"},
+          {"top_p", ParamKind::kNumber, 0.01, 1, "1.0", "nucleus mass (1: off)"},
+          {"temperature", ParamKind::kNumber, 0.01, 100, "1.0", "softmax temperature"}};
+}
+
+// What tune, distill and align share: inputs, teacher probabilities, t law, m, batch.
+std::vector<ParamSpec> Dd2Common() {
+  return Join({{JobName("tokenizer", "tokenizer", "job whose tokenizer to use"),
+                JobName("teacher", "teacher", "job whose teacher to distil")},
+               TeacherSampling(),
+               {{"t_min", ParamKind::kNumber, 1e-4, 0.5, "0.01", "t ~ U[t_min, t_max], per token"},
+                {"t_max", ParamKind::kNumber, 0.5, 0.9999, "0.99", "t ~ U[t_min, t_max], per token"},
+                {"m", ParamKind::kInt, 1, 64, "4", "noise draws per sequence for the head"},
+                {"batch", ParamKind::kInt, 1, 4096, "32", "sequences per update"},
+                Seed()}});
+}
+
+}  // namespace
 
 const std::vector<JobTypeSpec>& JobTypes() {
   static const auto* types = new std::vector<JobTypeSpec>{
@@ -17,137 +65,84 @@ const std::vector<JobTypeSpec>& JobTypes() {
        }},
       {"tokenizer",
        "VQ-VAE tokenizer on Fashion-MNIST: 7x7 grid, L2-normalised codebook",
-       {
-           {"steps", ParamKind::kInt, 1, 1e7, "1000", "training steps"},
-           {"batch", ParamKind::kInt, 1, 4096, "64", "images per step"},
-           {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate"},
-           {"codebook_size", ParamKind::kInt, 2, 65536, "256", "codebook entries V"},
-           {"code_dim", ParamKind::kInt, 1, 256, "8", "code dimension C"},
-           {"channels", ParamKind::kInt, 8, 1024, "64", "conv channels (even)"},
-           {"restart_every", ParamKind::kInt, 0, 1e6, "50",
-            "steps per dead-code window: unused codes move onto encoder outputs (0: never; stops at 80% of steps)"},
-           {"seed", ParamKind::kInt, 0, 2147483647, "0", "data order and initialisation"},
-           {"checkpoint_every", ParamKind::kInt, 0, 1e7, "200", "steps between checkpoints (0: only at the end)"},
-           {"train_limit", ParamKind::kInt, 0, 60000, "0", "use the first N training images (0: all)"},
-           {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"},
-       }},
+       Join({{{"steps", ParamKind::kInt, 1, 1e7, "1000", "training steps"},
+              {"batch", ParamKind::kInt, 1, 4096, "64", "images per step"},
+              {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate"},
+              {"codebook_size", ParamKind::kInt, 2, 65536, "256", "codebook entries V"},
+              {"code_dim", ParamKind::kInt, 1, 256, "8", "code dimension C"},
+              {"channels", ParamKind::kInt, 8, 1024, "64", "conv channels (even)"},
+              {"restart_every", ParamKind::kInt, 0, 1e6, "50",
+               "steps per dead-code window: unused codes move onto encoder outputs (0: never; stops at 80% of steps)"},
+              Seed(), CheckpointEvery("200")},
+             Data()})},
       {"teacher",
        "class-conditional causal transformer over tokens (the AR teacher), CFG by label dropout",
-       {
-           {"tokenizer", ParamKind::kString, 0, 0, "\"tokenizer\"", "job whose tokenizer to use"},
-           {"steps", ParamKind::kInt, 1, 1e7, "1000", "training steps"},
-           {"batch", ParamKind::kInt, 1, 4096, "64", "sequences per step"},
-           {"lr", ParamKind::kNumber, 1e-7, 1, "3e-4", "Adam(0.9, 0.95) learning rate"},
-           {"width", ParamKind::kInt, 8, 4096, "128", "model width (a multiple of heads)"},
-           {"layers", ParamKind::kInt, 1, 64, "2", "transformer blocks"},
-           {"heads", ParamKind::kInt, 1, 64, "4", "attention heads"},
-           {"label_dropout", ParamKind::kNumber, 0, 1, "0.1", "share of steps' labels replaced by the null class"},
-           {"seed", ParamKind::kInt, 0, 2147483647, "0", "data order, dropout and initialisation"},
-           {"checkpoint_every", ParamKind::kInt, 0, 1e7, "200", "steps between checkpoints (0: only at the end)"},
-           {"train_limit", ParamKind::kInt, 0, 60000, "0", "use the first N training images (0: all)"},
-           {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"},
-       }},
+       Join({{JobName("tokenizer", "tokenizer", "job whose tokenizer to use"),
+              {"steps", ParamKind::kInt, 1, 1e7, "1000", "training steps"},
+              {"batch", ParamKind::kInt, 1, 4096, "64", "sequences per step"},
+              {"lr", ParamKind::kNumber, 1e-7, 1, "3e-4", "Adam(0.9, 0.95) learning rate"},
+              {"width", ParamKind::kInt, 8, 4096, "128", "model width (a multiple of heads)"},
+              {"layers", ParamKind::kInt, 1, 64, "2", "transformer blocks"},
+              {"heads", ParamKind::kInt, 1, 64, "4", "attention heads"},
+              {"label_dropout", ParamKind::kNumber, 0, 1, "0.1", "share of steps' labels replaced by the null class"},
+              Seed(), CheckpointEvery("200")},
+             Data()})},
       {"featurenet",
        "small CNN classifier; its penultimate features are the FID space",
-       {
-           {"steps", ParamKind::kInt, 1, 1e7, "1500", "training steps"},
-           {"batch", ParamKind::kInt, 1, 4096, "128", "images per step"},
-           {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate, decayed linearly to 10%"},
-           {"seed", ParamKind::kInt, 0, 2147483647, "0", "data order and initialisation"},
-           {"checkpoint_every", ParamKind::kInt, 0, 1e7, "500", "steps between checkpoints (0: only at the end)"},
-           {"train_limit", ParamKind::kInt, 0, 60000, "0", "use the first N training images (0: all)"},
-           {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"},
-       }},
+       Join({{{"steps", ParamKind::kInt, 1, 1e7, "1500", "training steps"},
+              {"batch", ParamKind::kInt, 1, 4096, "128", "images per step"},
+              {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate, decayed linearly to 10%"},
+              Seed(), CheckpointEvery("500")},
+             Data()})},
       {"eval",
        "samples from a sampler; FID, IS, precision/recall, class accuracy, latency, PNG grid",
-       {
-           {"sampler", ParamKind::kString, 0, 0, "\"teacher\"", "which sampler",
-            {"teacher", "set_prediction", "stage1", "dd2", "dd2_multistep"}},
-           {"generator", ParamKind::kString, 0, 0, "\"distill\"", "distill/align job whose EMA generator samples (dd2*)"},
-           {"stage1", ParamKind::kString, 0, 0, "\"tune\"", "tune job whose model samples (stage1)"},
-           {"multistep_k", ParamKind::kInt, 2, 1000, "2", "dd2_multistep: total steps k (the teacher redoes k - 1 tokens)"},
-           {"euler_steps", ParamKind::kInt, 1, 1000, "10", "stage1: Euler steps per token"},
-           {"snap", ParamKind::kBool, 0, 0, "false", "snap generated vectors to the nearest code (stage1, dd2_multistep prefix)"},
-           {"tokenizer", ParamKind::kString, 0, 0, "\"tokenizer\"", "job whose tokenizer decodes"},
-           {"teacher", ParamKind::kString, 0, 0, "\"teacher\"", "job whose teacher samples"},
-           {"featurenet", ParamKind::kString, 0, 0, "\"featurenet\"", "job whose features score"},
-           {"samples", ParamKind::kInt, 10, 100000, "1000", "generated images"},
-           {"batch", ParamKind::kInt, 1, 10000, "250", "sampling batch"},
-           {"cfg", ParamKind::kNumber, 0, 20, "2.0", "classifier-free guidance scale (1: none)"},
-           {"top_k", ParamKind::kInt, 0, 1e6, "0", "keep the k most likely tokens (0: off)"},
-           {"top_p", ParamKind::kNumber, 0.01, 1, "1.0", "nucleus mass (1: off)"},
-           {"temperature", ParamKind::kNumber, 0.01, 100, "1.0", "softmax temperature"},
-           {"marginal_samples", ParamKind::kInt, 10, 1e6, "2000", "teacher samples behind the set-prediction marginals"},
-           {"seed", ParamKind::kInt, 0, 2147483647, "0", "sampling seed"},
-           {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"},
-       }},
+       Join({{{"sampler", ParamKind::kString, 0, 0, "\"teacher\"", "which sampler",
+               {"teacher", "set_prediction", "stage1", "dd2", "dd2_multistep"}},
+              JobName("tokenizer", "tokenizer", "job whose tokenizer decodes"),
+              JobName("teacher", "teacher", "job whose teacher samples"),
+              JobName("featurenet", "featurenet", "job whose features score"),
+              JobName("generator", "distill", "distill/align job whose EMA generator samples (dd2*)"),
+              JobName("stage1", "tune", "tune job whose model samples (stage1)"),
+              {"multistep_k", ParamKind::kInt, 2, 1000, "2", "dd2_multistep: total steps k (the teacher redoes k - 1 tokens)"},
+              {"euler_steps", ParamKind::kInt, 1, 1000, "10", "stage1: Euler steps per token"},
+              {"snap", ParamKind::kBool, 0, 0, "false", "snap generated vectors to the nearest code (stage1, dd2_multistep prefix)"},
+              {"samples", ParamKind::kInt, 10, 100000, "1000", "generated images"},
+              {"batch", ParamKind::kInt, 1, 10000, "250", "sampling batch"},
+              {"marginal_samples", ParamKind::kInt, 10, 1e6, "2000", "teacher samples behind the set-prediction marginals"},
+              Seed(),
+              {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"}},
+             TeacherSampling()})},
       {"tune",
        "stage 1: AR-diffusion tuning (teacher backbone + adaLN MLP head, velocity) on teacher samples",
-       {
-           {"tokenizer", ParamKind::kString, 0, 0, "\"tokenizer\"", "job whose tokenizer to use"},
-           {"teacher", ParamKind::kString, 0, 0, "\"teacher\"", "job whose teacher to distil"},
-           {"cfg", ParamKind::kNumber, 0, 20, "2.0", "teacher CFG scale defining the target distribution"},
-           {"top_k", ParamKind::kInt, 0, 1e6, "0", "teacher top-k (0: off)"},
-           {"top_p", ParamKind::kNumber, 0.01, 1, "1.0", "teacher top-p (1: off)"},
-           {"temperature", ParamKind::kNumber, 0.01, 100, "1.0", "teacher temperature"},
-           {"t_min", ParamKind::kNumber, 1e-4, 0.5, "0.01", "t ~ U[t_min, t_max], per token"},
-           {"t_max", ParamKind::kNumber, 0.5, 0.9999, "0.99", "t ~ U[t_min, t_max], per token"},
-           {"m", ParamKind::kInt, 1, 64, "4", "noise draws per sequence for the head"},
-           {"batch", ParamKind::kInt, 1, 4096, "32", "sequences per update"},
-           {"seed", ParamKind::kInt, 0, 2147483647, "0", "sampling and initialisation"},
-           {"steps", ParamKind::kInt, 1, 1e7, "600", "updates in all"},
-           {"head_steps", ParamKind::kInt, 0, 1e7, "200", "first updates train the head only"},
-           {"lr", ParamKind::kNumber, 1e-7, 1, "3e-4", "Adam(0.9, 0.95) learning rate"},
-           {"target", ParamKind::kString, 0, 0, "\"gts\"", "gts: closed-form velocity; mc: eps - q", {"gts", "mc"}},
-           {"head_width", ParamKind::kInt, 8, 4096, "128", "head width"},
-           {"head_depth", ParamKind::kInt, 1, 64, "2", "adaLN residual blocks"},
-           {"pool", ParamKind::kInt, 10, 1e7, "2000", "teacher samples to train on"},
-           {"checkpoint_every", ParamKind::kInt, 0, 1e7, "200", "steps between checkpoints (0: only at the end)"},
-       }},
+       Join({Dd2Common(),
+             {{"steps", ParamKind::kInt, 1, 1e7, "600", "updates in all"},
+              {"head_steps", ParamKind::kInt, 0, 1e7, "200", "first updates train the head only"},
+              {"lr", ParamKind::kNumber, 1e-7, 1, "3e-4", "Adam(0.9, 0.95) learning rate"},
+              {"target", ParamKind::kString, 0, 0, "\"gts\"", "gts: closed-form velocity; mc: eps - q", {"gts", "mc"}},
+              {"head_width", ParamKind::kInt, 8, 4096, "128", "head width"},
+              {"head_depth", ParamKind::kInt, 1, 64, "2", "adaLN residual blocks"},
+              {"pool", ParamKind::kInt, 10, 1e7, "2000", "teacher samples to train on"},
+              CheckpointEvery("200")}})},
       {"distill",
        "stage 2: conditional score distillation, K guidance updates per generator update, EMA",
-       {
-           {"tokenizer", ParamKind::kString, 0, 0, "\"tokenizer\"", "job whose tokenizer to use"},
-           {"teacher", ParamKind::kString, 0, 0, "\"teacher\"", "job whose teacher to distil"},
-           {"cfg", ParamKind::kNumber, 0, 20, "2.0", "teacher CFG scale defining the target distribution"},
-           {"top_k", ParamKind::kInt, 0, 1e6, "0", "teacher top-k (0: off)"},
-           {"top_p", ParamKind::kNumber, 0.01, 1, "1.0", "teacher top-p (1: off)"},
-           {"temperature", ParamKind::kNumber, 0.01, 100, "1.0", "teacher temperature"},
-           {"t_min", ParamKind::kNumber, 1e-4, 0.5, "0.01", "t ~ U[t_min, t_max], per token"},
-           {"t_max", ParamKind::kNumber, 0.5, 0.9999, "0.99", "t ~ U[t_min, t_max], per token"},
-           {"m", ParamKind::kInt, 1, 64, "4", "noise draws per sequence for the head"},
-           {"batch", ParamKind::kInt, 1, 4096, "32", "sequences per update"},
-           {"seed", ParamKind::kInt, 0, 2147483647, "0", "sampling and initialisation"},
-           {"init", ParamKind::kString, 0, 0, "\"tune\"", "tune job (both networks) or distill/align job to start from"},
-           {"steps", ParamKind::kInt, 1, 1e7, "300", "generator updates"},
-           {"k", ParamKind::kInt, 1, 100, "5", "guidance updates per generator update"},
-           {"lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "generator Adam(0.9, 0.95) learning rate"},
-           {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
-           {"warmup", ParamKind::kInt, 0, 1e7, "0", "linear warm-up from 1e-6 over this many guidance updates"},
-           {"alpha", ParamKind::kNumber, 0, 10, "1.0", "SiD alpha"},
-           {"omega", ParamKind::kString, 0, 0, "\"sid\"", "sid: 1 / mean|q - x0_Phi| per sequence; one: 1", {"sid", "one"}},
-           {"ema_max", ParamKind::kNumber, 0, 1, "0.9999", "EMA rate min(ema_max, (s + 1) / (s + 10))"},
-           {"checkpoint_every", ParamKind::kInt, 0, 1e7, "100", "steps between checkpoints (0: only at the end)"},
-       }},
+       Join({Dd2Common(),
+             {JobName("init", "tune", "tune job (both networks) or distill/align job to start from"),
+              {"steps", ParamKind::kInt, 1, 1e7, "300", "generator updates"},
+              {"k", ParamKind::kInt, 1, 100, "5", "guidance updates per generator update"},
+              {"lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "generator Adam(0.9, 0.95) learning rate"},
+              {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
+              {"warmup", ParamKind::kInt, 0, 1e7, "0", "linear warm-up from 1e-6 over this many guidance updates"},
+              {"alpha", ParamKind::kNumber, 0, 10, "1.0", "SiD alpha"},
+              {"omega", ParamKind::kString, 0, 0, "\"sid\"", "sid: 1 / mean|q - x0_Phi| per sequence; one: 1", {"sid", "one"}},
+              {"ema_max", ParamKind::kNumber, 0, 1, "0.9999", "EMA rate min(ema_max, (s + 1) / (s + 10))"},
+              CheckpointEvery("100")}})},
       {"align",
        "performance alignment: generator <- its EMA, then guidance-only updates",
-       {
-           {"tokenizer", ParamKind::kString, 0, 0, "\"tokenizer\"", "job whose tokenizer to use"},
-           {"teacher", ParamKind::kString, 0, 0, "\"teacher\"", "job whose teacher to distil"},
-           {"cfg", ParamKind::kNumber, 0, 20, "2.0", "teacher CFG scale defining the target distribution"},
-           {"top_k", ParamKind::kInt, 0, 1e6, "0", "teacher top-k (0: off)"},
-           {"top_p", ParamKind::kNumber, 0.01, 1, "1.0", "teacher top-p (1: off)"},
-           {"temperature", ParamKind::kNumber, 0.01, 100, "1.0", "teacher temperature"},
-           {"t_min", ParamKind::kNumber, 1e-4, 0.5, "0.01", "t ~ U[t_min, t_max], per token"},
-           {"t_max", ParamKind::kNumber, 0.5, 0.9999, "0.99", "t ~ U[t_min, t_max], per token"},
-           {"m", ParamKind::kInt, 1, 64, "4", "noise draws per sequence for the head"},
-           {"batch", ParamKind::kInt, 1, 4096, "32", "sequences per update"},
-           {"seed", ParamKind::kInt, 0, 2147483647, "0", "sampling and initialisation"},
-           {"init", ParamKind::kString, 0, 0, "\"distill\"", "distill job to align"},
-           {"steps", ParamKind::kInt, 1, 1e7, "100", "guidance updates"},
-           {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
-           {"checkpoint_every", ParamKind::kInt, 0, 1e7, "100", "steps between checkpoints (0: only at the end)"},
-       }},
+       Join({Dd2Common(),
+             {JobName("init", "distill", "distill job to align"),
+              {"steps", ParamKind::kInt, 1, 1e7, "100", "guidance updates"},
+              {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
+              CheckpointEvery("100")}})},
   };
   return *types;
 }

@@ -56,6 +56,15 @@ absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name) 
   return m;
 }
 
+// The tokenizer and teacher named by a DD2 job's `tokenizer` and `teacher` params.
+absl::StatusOr<std::pair<VqVae, ArTransformer>> LoadInputs(JobContext& ctx) {
+  auto tok = LoadTokenizer(ctx, ctx.params().value("tokenizer", std::string("tokenizer")));
+  if (!tok.ok()) return tok.status();
+  auto teacher = LoadTeacher(ctx, ctx.params().value("teacher", std::string("teacher")));
+  if (!teacher.ok()) return teacher.status();
+  return std::make_pair(*tok, *teacher);
+}
+
 absl::Status WriteDd2Config(JobContext& ctx, const Json& init_config) {
   Json c = {{"kind", "dd2"}, {"backbone", init_config.at("backbone")}, {"head", init_config.at("head")}};
   return WriteJson(ctx.out_dir() + "/config.json", c);
@@ -71,20 +80,19 @@ int RunTuneJob(JobContext& ctx) {
   const Json& p = ctx.params();
   const uint64_t seed = p.value("seed", 0);
   torch::manual_seed(seed);
-  auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
-  if (!tok.ok()) return Fail(tok.status());
-  auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")));
-  if (!teacher.ok()) return Fail(teacher.status());
-  const auto codebook = (*tok)->Codebook().detach();
+  auto inputs = LoadInputs(ctx);
+  if (!inputs.ok()) return Fail(inputs.status());
+  auto& [tok, teacher] = *inputs;
+  const auto codebook = tok->Codebook().detach();
   const SamplingConfig sampling = SamplingFromParams(p);
-  const TransformerOptions bo = (*teacher)->options();
+  const TransformerOptions bo = teacher->options();
   HeadOptions ho;
   ho.code_dim = bo.code_dim;
   ho.cond_dim = bo.width;
   ho.width = p.value("head_width", 128);
   ho.depth = p.value("head_depth", 2);
   ArDiffusion model(bo, ho);
-  CopyParameters(*model->backbone(), **teacher);
+  CopyParameters(*model->backbone(), *teacher);
   std::filesystem::create_directories(ctx.out_dir());
   if (auto st = WriteJson(ctx.out_dir() + "/config.json", {{"kind", "ardiffusion"},
                                                            {"backbone", TransformerOptionsToJson(bo)},
@@ -98,7 +106,7 @@ int RunTuneJob(JobContext& ctx) {
   std::vector<torch::Tensor> parts;
   auto pool_gen = MakeGenerator(seed * 31 + 5);
   for (int64_t i = 0; i < pool; i += 250) {
-    parts.push_back(SampleAr(*teacher, codebook, pool_classes.slice(0, i, i + 250), sampling, pool_gen));
+    parts.push_back(SampleAr(teacher, codebook, pool_classes.slice(0, i, i + 250), sampling, pool_gen));
   }
   auto pool_tokens = codebook.index_select(0, torch::cat(parts).view(-1)).view({pool, n, bo.code_dim});
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(p.value("lr", 3e-4)).betas({0.9, 0.95}));
@@ -118,7 +126,7 @@ int RunTuneJob(JobContext& ctx) {
     torch::Tensor log_p, features;
     {
       torch::NoGradGuard no_grad;
-      log_p = TeacherLogProbsFor(*teacher, classes, z.slice(1, 0, n - 1), sampling);
+      log_p = TeacherLogProbsFor(teacher, classes, z.slice(1, 0, n - 1), sampling);
     }
     if (step < head_steps) {  // phase 1: head only, backbone frozen
       torch::NoGradGuard no_grad;
@@ -146,16 +154,15 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   const Json& p = ctx.params();
   const uint64_t seed = p.value("seed", 0);
   torch::manual_seed(seed);
-  auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
-  if (!tok.ok()) return Fail(tok.status());
-  auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")));
-  if (!teacher.ok()) return Fail(teacher.status());
+  auto inputs = LoadInputs(ctx);
+  if (!inputs.ok()) return Fail(inputs.status());
+  auto& [tok, teacher] = *inputs;
   auto models = LoadDd2Init(ctx, p.value("init", std::string(guidance_only ? "distill" : "tune")));
   if (!models.ok()) return Fail(models.status());
   if (guidance_only) CopyParameters(*models->generator, *models->ema);  // generator <- EMA
   std::filesystem::create_directories(ctx.out_dir());
   if (auto st = WriteDd2Config(ctx, models->config); !st.ok()) return Fail(st);
-  const auto codebook = (*tok)->Codebook().detach();
+  const auto codebook = tok->Codebook().detach();
   const SamplingConfig sampling = SamplingFromParams(p);
   ArDiffusion& g = models->generator;
   ArDiffusion& psi = models->guidance;
@@ -202,7 +209,7 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
       auto z = g->Generate(classes, eps);
       auto t = SampleTimes(z, t_min, t_max, gen);
       auto noise = torch::randn(z.sizes(), gen);
-      auto loss = TokensCsdLoss(z, psi, *teacher, codebook, classes, t, noise, sampling, csd);
+      auto loss = TokensCsdLoss(z, psi, teacher, codebook, classes, t, noise, sampling, csd);
       opt_g.zero_grad();
       loss.backward();
       opt_g.step();
