@@ -55,7 +55,8 @@ struct EvalOptions {
 };
 
 // fid, inception_score, precision, recall, class_accuracy, latency_ms_b1, latency_ms_b256
-// (per image), speedup_vs_teacher_b1 (when `teacher` is given), codebook_distance (mean
+// (per image), speedup_vs_teacher_b1 and token_speedup_vs_teacher_b1 (decoding excluded) when
+// `teacher` is given, codebook_distance (mean
 // distance of sampled vectors to their nearest codebook entry).
 absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, VqVae& tokenizer,
                                                        FeatureNet& features, const ImageSet& real,
