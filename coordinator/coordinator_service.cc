@@ -837,7 +837,6 @@ absl::Status CoordinatorService::HandleCancel(const std::string& peer, const pro
   for (const auto& id : jobs) {
     JobRecord& j = s.Job(id);
     if (IsTerminal(j.state)) continue;
-    const std::string previous = j.state;
     j.state = state::kCancelled;
     j.failure = "cancelled by user";
     j.updated_ms = now;
@@ -852,7 +851,6 @@ absl::Status CoordinatorService::HandleCancel(const std::string& peer, const pro
         s.outbox.push_back({live->second.peer, cancel});
       }
     }
-    (void)previous;
   }
   // Jobs waiting on a cancelled job can no longer run.
   for (const auto& id : jobs_by_run_[run_id]) {

@@ -24,7 +24,6 @@ class Statement {
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
-  bool ok() const { return stmt_ != nullptr; }
   Statement& Bind(int i, const std::string& v) {
     sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
     return *this;
@@ -55,10 +54,6 @@ class Statement {
       return absl::UnavailableError(absl::StrCat("database busy: ", sqlite3_errmsg(db_)));
     }
     return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
-  }
-  void Reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
   }
   std::string Text(int col) {
     const void* p = sqlite3_column_blob(stmt_, col);

@@ -200,6 +200,8 @@ FeatureNetImpl::FeatureNetImpl() {
 
 torch::Tensor FeatureNetImpl::Features(const torch::Tensor& images) { return body_->forward(images); }
 
-torch::Tensor FeatureNetImpl::forward(const torch::Tensor& images) { return out_->forward(Features(images)); }
+torch::Tensor FeatureNetImpl::Classify(const torch::Tensor& features) { return out_->forward(features); }
+
+torch::Tensor FeatureNetImpl::forward(const torch::Tensor& images) { return Classify(Features(images)); }
 
 }  // namespace dd2

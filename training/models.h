@@ -113,6 +113,7 @@ class FeatureNetImpl : public torch::nn::Module {
   FeatureNetImpl();
   torch::Tensor forward(const torch::Tensor& images);   // logits [B, 10]
   torch::Tensor Features(const torch::Tensor& images);  // [B, 128]
+  torch::Tensor Classify(const torch::Tensor& features);  // features -> logits [B, 10]
 
  private:
   torch::nn::Sequential body_{nullptr};

@@ -287,9 +287,11 @@ void WorkerAgent::DrainOutput(Child& c) {
   while (true) {
     ssize_t n = ::read(c.out_fd, buf, sizeof(buf));
     if (n > 0) {
-      std::ofstream log(absl::StrCat(config_.work_dir, "/attempts/", SafeName(c.attempt_id), ".log"),
-                        std::ios::app | std::ios::binary);
-      log.write(buf, n);
+      if (!c.log) {
+        c.log = std::make_shared<std::ofstream>(
+            absl::StrCat(config_.work_dir, "/attempts/", SafeName(c.attempt_id), ".log"), std::ios::app | std::ios::binary);
+      }
+      c.log->write(buf, n);
       proto::Envelope env;
       auto* chunk = env.mutable_log_chunk();
       chunk->set_attempt_id(c.attempt_id);

@@ -11,7 +11,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 
 #include <zmq.hpp>
@@ -47,6 +49,7 @@ class WorkerAgent {
     int out_fd = -1;        // child's stdout+stderr
     int progress_fd = -1;   // JSON lines
     uint64_t log_offset = 0;
+    std::shared_ptr<std::ofstream> log;  // the attempt's local log copy, open while it runs
     std::string progress_buf;
     int64_t kill_at_ms = 0; // SIGKILL deadline after a cancel; 0: none
     bool cancelled = false;
