@@ -22,6 +22,11 @@ ParamSpec CheckpointEvery(const char* default_steps) {
   return {"checkpoint_every", ParamKind::kInt, 0, 1e7, default_steps, "steps between checkpoints (0: only at the end)"};
 }
 
+ParamSpec CollectiveTimeout() {
+  return {"collective_timeout_s", ParamKind::kNumber, 1, 86400, "300",
+          "a gang collective blocked this long fails the attempt (cause: collective timeout)"};
+}
+
 // Fashion-MNIST training data.
 std::vector<ParamSpec> Data() {
   return {{"train_limit", ParamKind::kInt, 0, 60000, "0", "use the first N training images (0: all)"},
@@ -73,7 +78,7 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"channels", ParamKind::kInt, 8, 1024, "64", "conv channels (even)"},
               {"restart_every", ParamKind::kInt, 0, 1e6, "50",
                "steps per dead-code window: unused codes move onto encoder outputs (0: never; stops at 80% of steps)"},
-              Seed(), CheckpointEvery("200")},
+              Seed(), CheckpointEvery("200"), CollectiveTimeout()},
              Data()})},
       {"teacher",
        "class-conditional causal transformer over tokens (the AR teacher), CFG by label dropout",
@@ -85,14 +90,14 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"layers", ParamKind::kInt, 1, 64, "2", "transformer blocks"},
               {"heads", ParamKind::kInt, 1, 64, "4", "attention heads"},
               {"label_dropout", ParamKind::kNumber, 0, 1, "0.1", "share of steps' labels replaced by the null class"},
-              Seed(), CheckpointEvery("200")},
+              Seed(), CheckpointEvery("200"), CollectiveTimeout()},
              Data()})},
       {"featurenet",
        "small CNN classifier; its penultimate features are the FID space",
        Join({{{"steps", ParamKind::kInt, 1, 1e7, "1500", "training steps"},
               {"batch", ParamKind::kInt, 1, 4096, "128", "images per step"},
               {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate, decayed linearly to 10%"},
-              Seed(), CheckpointEvery("500")},
+              Seed(), CheckpointEvery("500"), CollectiveTimeout()},
              Data()})},
       {"eval",
        "samples from a sampler; FID, IS, precision/recall, class accuracy, latency, PNG grid",
@@ -103,6 +108,8 @@ const std::vector<JobTypeSpec>& JobTypes() {
               JobName("featurenet", "featurenet", "job whose features score"),
               JobName("generator", "distill", "distill/align job whose EMA generator samples (dd2*)"),
               JobName("stage1", "tune", "tune job whose model samples (stage1)"),
+              {"checkpoint_step", ParamKind::kInt, 0, 1e9, "0",
+               "dd2*: sample from the generator job's committed checkpoint at this step (0: its final weights)"},
               {"multistep_k", ParamKind::kInt, 2, 1000, "2", "dd2_multistep: total steps k (the teacher redoes k - 1 tokens)"},
               {"euler_steps", ParamKind::kInt, 1, 1000, "10", "stage1: Euler steps per token"},
               {"snap", ParamKind::kBool, 0, 0, "false", "snap generated vectors to the nearest code (stage1, dd2_multistep prefix)"},
@@ -122,7 +129,7 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"head_width", ParamKind::kInt, 8, 4096, "128", "head width"},
               {"head_depth", ParamKind::kInt, 1, 64, "2", "adaLN residual blocks"},
               {"pool", ParamKind::kInt, 10, 1e7, "2000", "teacher samples to train on"},
-              CheckpointEvery("200")}})},
+              CheckpointEvery("200"), CollectiveTimeout()}})},
       {"distill",
        "stage 2: conditional score distillation, K guidance updates per generator update, EMA",
        Join({Dd2Common(),
@@ -135,14 +142,14 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"alpha", ParamKind::kNumber, 0, 10, "1.0", "SiD alpha"},
               {"omega", ParamKind::kString, 0, 0, "\"sid\"", "sid: 1 / mean|q - x0_Phi| per sequence; one: 1", {"sid", "one"}},
               {"ema_max", ParamKind::kNumber, 0, 1, "0.9999", "EMA rate min(ema_max, (s + 1) / (s + 10))"},
-              CheckpointEvery("100")}})},
+              CheckpointEvery("100"), CollectiveTimeout()}})},
       {"align",
        "performance alignment: generator <- its EMA, then guidance-only updates",
        Join({Dd2Common(),
              {JobName("init", "distill", "distill job to align"),
               {"steps", ParamKind::kInt, 1, 1e7, "100", "guidance updates"},
               {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
-              CheckpointEvery("100")}})},
+              CheckpointEvery("100"), CollectiveTimeout()}})},
   };
   return *types;
 }

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint_manifest.h"
 #include "training/distill.h"
 #include "training/job_support.h"
 #include "training/jobs.h"
@@ -37,13 +38,20 @@ struct Dd2Models {
 
 // Loads the networks of a tune job (kind "ardiffusion": both networks start from it) or of a
 // distill/align job (kind "dd2").
-absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name) {
+absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name, int64_t checkpoint_step = 0) {
   auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
   if (!config.ok()) return config.status();
   const TransformerOptions bo = TransformerOptionsFromJson(config->at("backbone"));
   const HeadOptions ho = HeadOptionsFromJson(config->at("head"));
   Dd2Models m{ArDiffusion(bo, ho), ArDiffusion(bo, ho), ArDiffusion(bo, ho), *config};
-  const std::string path = ctx.ArtifactDir(name) + "/final.pt";
+  std::string path = ctx.ArtifactDir(name) + "/final.pt";
+  if (checkpoint_step > 0) {  // a committed checkpoint, verified against its manifest
+    path = CheckpointPath(ctx.ArtifactDir(name) + "/checkpoints", checkpoint_step);
+    auto manifest = ReadJson(ManifestPathFor(path));
+    if (!manifest.ok()) return absl::NotFoundError(absl::StrCat("no committed checkpoint of ", name, " at step ", checkpoint_step));
+    CheckpointManifest m{checkpoint_step, path, manifest->value("sha256", ""), manifest->value("bytes", int64_t{0}), ""};
+    if (auto st = VerifyCheckpoint(m); !st.ok()) return st;
+  }
   if (config->value("kind", "") == "ardiffusion") {
     auto st = LoadCheckpoint(path, {{"ardiffusion", m.generator.ptr()}}, {});
     if (!st.ok()) return st.status();
@@ -68,6 +76,16 @@ absl::StatusOr<std::pair<VqVae, ArTransformer>> LoadInputs(JobContext& ctx) {
 absl::Status WriteDd2Config(JobContext& ctx, const Json& init_config) {
   Json c = {{"kind", "dd2"}, {"backbone", init_config.at("backbone")}, {"head", init_config.at("head")}};
   return WriteJson(ctx.out_dir() + "/config.json", c);
+}
+
+// Flow-matching noise for m draws per sequence of the gang's batch (global_batch sequences of
+// n tokens in C dims), drawn whole from `gen` so every gang size sees the same numbers; this
+// rank's share, laid out as m blocks of its batch: t [m*B, n], eps [m*B, n, C].
+std::pair<torch::Tensor, torch::Tensor> DrawNoise(Distributed& dist, int64_t m, int64_t global_batch, int64_t n,
+                                                  int64_t c, double t_min, double t_max, at::Generator& gen) {
+  auto t = torch::rand({m, global_batch, n}, gen) * (t_max - t_min) + t_min;
+  auto eps = torch::randn({m, global_batch, n, c}, gen);
+  return {dist.Shard(t, 1).reshape({-1, n}), dist.Shard(eps, 1).reshape({-1, n, c})};
 }
 
 void SetLr(torch::optim::Adam& adam, double lr) {
@@ -113,14 +131,20 @@ int RunTuneJob(JobContext& ctx) {
   const int64_t head_steps = p.value("head_steps", 200), m = p.value("m", 4);
   const double t_min = p.value("t_min", 0.01), t_max = p.value("t_max", 0.99);
   const bool gts = p.value("target", std::string("gts")) == "gts";
-  Batcher batcher(pool, p.value("batch", 32), seed);
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
+  const int64_t global_batch = p.value("batch", 32) * dist.world_size();
+  Batcher batcher(pool, global_batch, seed);
   Loop loop;
+  loop.dist = &dist;
   loop.steps = p.value("steps", 600);
   loop.checkpoint_every = p.value("checkpoint_every", 200);
   loop.modules = {{"ardiffusion", model.ptr()}};
   loop.optimizers = {{"adam", &adam}};
   loop.step = [&](int64_t step) {
-    auto idx = batcher.Indices(step);
+    auto global = batcher.Indices(step);
+    auto idx = dist.Shard(global);
     auto z = pool_tokens.index_select(0, idx);
     auto classes = pool_classes.index_select(0, idx);
     torch::Tensor log_p, features;
@@ -137,13 +161,10 @@ int RunTuneJob(JobContext& ctx) {
     auto rep = [m](const torch::Tensor& x) { return torch::cat(std::vector<torch::Tensor>(m, x)); };
     auto zm = rep(z), fm = rep(features), lpm = rep(log_p);
     auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));
-    auto t = SampleTimes(zm, t_min, t_max, gen);
-    auto eps = torch::randn(zm.sizes(), gen);
+    auto [t, eps] = DrawNoise(dist, m, global.size(0), n, bo.code_dim, t_min, t_max, gen);
     auto x = (1 - t.unsqueeze(-1)) * zm + t.unsqueeze(-1) * eps;
     auto loss = TuneLoss(model->Velocity(x, t, fm), x, t, zm, eps, lpm, codebook, gts);
-    adam.zero_grad();
-    loss.backward();
-    adam.step();
+    dist.Step(adam, loss);
     return Metrics{{"loss", loss.item<double>()}, {"phase", step < head_steps ? 1.0 : 2.0}};
   };
   return RunLoop(ctx, loop);
@@ -176,7 +197,12 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   csd.alpha = p.value("alpha", 1.0);
   csd.normalise = p.value("omega", std::string("sid")) == "sid";
   const TransformerOptions bo = g->backbone()->options();
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
+  const int64_t global_batch = batch * dist.world_size();
   Loop loop;
+  loop.dist = &dist;
   loop.steps = p.value("steps", 300);
   loop.checkpoint_every = p.value("checkpoint_every", 100);
   loop.modules = {{"generator", g.ptr()}, {"guidance", psi.ptr()}, {"ema", models->ema.ptr()}};
@@ -189,30 +215,27 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
     SetLr(opt_psi, 1e-6 + (lr_psi - 1e-6) * frac);
     double psi_loss = 0;
     for (int64_t i = 0; i < k; ++i) {
-      auto classes = torch::randint(bo.classes, {batch}, gen, torch::kLong);
-      auto eps = torch::randn({batch, bo.tokens, bo.code_dim}, gen);
+      auto classes = dist.Shard(torch::randint(bo.classes, {global_batch}, gen, torch::kLong));
+      auto eps = dist.Shard(torch::randn({global_batch, bo.tokens, bo.code_dim}, gen));
       torch::Tensor z;
       {
         torch::NoGradGuard no_grad;
         z = g->Generate(classes, eps);
       }
-      auto loss = GuidanceFmLoss(psi, classes, z, m, t_min, t_max, gen);
-      opt_psi.zero_grad();
-      loss.backward();
-      opt_psi.step();
+      auto [t, noise] = DrawNoise(dist, m, global_batch, bo.tokens, bo.code_dim, t_min, t_max, gen);
+      auto loss = GuidanceFmLoss(psi, classes, z, t, noise);
+      dist.Step(opt_psi, loss);
       psi_loss += loss.item<double>() / static_cast<double>(k);
     }
     Metrics out = {{"guidance_loss", psi_loss}};
     if (!guidance_only) {
-      auto classes = torch::randint(bo.classes, {batch}, gen, torch::kLong);
-      auto eps = torch::randn({batch, bo.tokens, bo.code_dim}, gen);
+      auto classes = dist.Shard(torch::randint(bo.classes, {global_batch}, gen, torch::kLong));
+      auto eps = dist.Shard(torch::randn({global_batch, bo.tokens, bo.code_dim}, gen));
       auto z = g->Generate(classes, eps);
-      auto t = SampleTimes(z, t_min, t_max, gen);
-      auto noise = torch::randn(z.sizes(), gen);
+      auto t = dist.Shard(torch::rand({global_batch, bo.tokens}, gen) * (t_max - t_min) + t_min);
+      auto noise = dist.Shard(torch::randn({global_batch, bo.tokens, bo.code_dim}, gen));
       auto loss = TokensCsdLoss(z, psi, teacher, codebook, classes, t, noise, sampling, csd);
-      opt_g.zero_grad();
-      loss.backward();
-      opt_g.step();
+      dist.Step(opt_g, loss);
       const double rate = EmaRate(step, ema_max);
       EmaUpdate(*models->ema, *g, rate);
       out["csd_loss"] = loss.item<double>();
@@ -233,8 +256,8 @@ absl::StatusOr<ArDiffusion> LoadStage1(JobContext& ctx, const std::string& name)
   return m->generator;
 }
 
-absl::StatusOr<ArDiffusion> LoadDd2Generator(JobContext& ctx, const std::string& name) {
-  auto m = LoadDd2Init(ctx, name);
+absl::StatusOr<ArDiffusion> LoadDd2Generator(JobContext& ctx, const std::string& name, int64_t checkpoint_step) {
+  auto m = LoadDd2Init(ctx, name, checkpoint_step);
   if (!m.ok()) return m.status();
   m->ema->eval();
   return m->ema;  // sampling uses the EMA weights

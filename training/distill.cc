@@ -133,14 +133,13 @@ torch::Tensor TokensCsdLoss(const torch::Tensor& z, ArDiffusion& guidance, ArTra
   return loss;
 }
 
-torch::Tensor GuidanceFmLoss(ArDiffusion& guidance, const torch::Tensor& classes, const torch::Tensor& z, int64_t m,
-                             double t_min, double t_max, at::Generator& gen) {
+torch::Tensor GuidanceFmLoss(ArDiffusion& guidance, const torch::Tensor& classes, const torch::Tensor& z,
+                             const torch::Tensor& t, const torch::Tensor& eps) {
   auto q = z.detach();
   auto features = guidance->Features(classes, q);
+  const int64_t m = t.size(0) / q.size(0);
   auto rep = [m](const torch::Tensor& x) { return torch::cat(std::vector<torch::Tensor>(m, x)); };
   auto qm = rep(q), fm = rep(features);
-  auto t = SampleTimes(qm, t_min, t_max, gen);
-  auto eps = torch::randn(qm.sizes(), gen);
   auto x = (1 - t.unsqueeze(-1)) * qm + t.unsqueeze(-1) * eps;
   return torch::mse_loss(guidance->Velocity(x, t, fm), eps - qm);
 }

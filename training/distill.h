@@ -93,10 +93,11 @@ torch::Tensor TokensCsdLoss(const torch::Tensor& z, ArDiffusion& guidance, ArTra
                             const torch::Tensor& codebook, const torch::Tensor& classes, const torch::Tensor& t,
                             const torch::Tensor& eps, const SamplingConfig& sampling, const CsdOptions& csd);
 
-// psi's loss on detached generator tokens z: flow matching mean ||v - (eps - z)||^2 with `m`
-// (t, eps) draws per sequence; the backbone runs once.
-torch::Tensor GuidanceFmLoss(ArDiffusion& guidance, const torch::Tensor& classes, const torch::Tensor& z, int64_t m,
-                             double t_min, double t_max, at::Generator& gen);
+// psi's loss on detached generator tokens z [B, n, C]: flow matching mean ||v - (eps - z)||^2
+// at m = t.size(0) / B draws per sequence, t [m*B, n] and eps [m*B, n, C] laid out as m blocks
+// of the batch; the backbone runs once.
+torch::Tensor GuidanceFmLoss(ArDiffusion& guidance, const torch::Tensor& classes, const torch::Tensor& z,
+                             const torch::Tensor& t, const torch::Tensor& eps);
 
 // Progressive EMA (dd2-method §5.3): rate min(max_rate, (step + 1) / (step + 10)).
 double EmaRate(int64_t generator_step, double max_rate);

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint_manifest.h"
 #include "common/home.h"
 
 namespace dd2 {
@@ -17,43 +18,87 @@ int Fail(const std::string& what) {
 
 int Fail(const absl::Status& st) { return Fail(std::string(st.message())); }
 
-// Resumes from <out>/checkpoint.pt when present, runs to `steps`, checkpointing every
-// checkpoint_every steps and on SIGTERM (then exits 143), and writes <out>/final.pt.
+absl::StatusOr<std::unique_ptr<Distributed>> JoinGang(JobContext& ctx) {
+  DistributedOptions o;
+  o.rank = ctx.gang().rank;
+  o.world_size = ctx.gang().world_size;
+  o.rendezvous = ctx.gang().rendezvous;
+  o.host = ctx.gang().host;
+  o.timeout = std::chrono::milliseconds(
+      static_cast<int64_t>(1000 * ctx.params().value("collective_timeout_s", 300.0)));
+  auto gang = Distributed::Create(o);
+  if (!gang.ok()) ctx.ReportEvent("cause", {{"cause", std::string(gang.status().message())}});
+  return gang;
+}
+
+namespace {
+
+// Rank 0: writes the checkpoint of `step`, commits its manifest and reports it.
+absl::Status CommitStep(JobContext& ctx, Loop& loop, int64_t step, const Metrics& metrics) {
+  const std::string path = CheckpointPath(ctx.out_dir() + "/checkpoints", step);
+  if (auto st = SaveCheckpoint(path, loop.modules, loop.optimizers, step); !st.ok()) return st;
+  auto manifest = CommitCheckpoint(path, step, ctx.attempt_id());
+  if (!manifest.ok()) return manifest.status();
+  ctx.ReportEvent("checkpoint", {{"step", step}, {"path", manifest->path}, {"sha256", manifest->sha256},
+                                 {"bytes", manifest->bytes}, {"metrics", metrics}});
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 int RunLoop(JobContext& ctx, Loop& loop) {
-  const std::string ckpt = ctx.out_dir() + "/checkpoint.pt";
+  Distributed& dist = *loop.dist;
+  for (auto& [name, module] : loop.modules) dist.Broadcast(*module);
   int64_t start = 0;
-  auto resumed = LoadCheckpoint(ckpt, loop.modules, loop.optimizers);
-  if (resumed.ok()) {
-    start = *resumed;
-    std::printf("resumed from %s at step %lld\n", ckpt.c_str(), static_cast<long long>(start));
-  } else if (!absl::IsNotFound(resumed.status())) {
-    return Fail(resumed.status());
+  for (const auto& manifest : ListCheckpoints(ctx.out_dir() + "/checkpoints")) {
+    absl::Status ok = VerifyCheckpoint(manifest);
+    if (ok.ok()) {
+      auto resumed = LoadCheckpoint(manifest.path, loop.modules, loop.optimizers);
+      if (resumed.ok()) {
+        start = *resumed;
+        std::printf("resumed from %s at step %lld\n", manifest.path.c_str(), static_cast<long long>(start));
+        if (dist.is_chief()) ctx.ReportEvent("resumed", {{"step", start}});
+        break;
+      }
+      ok = resumed.status();
+    }
+    std::printf("checkpoint of step %lld rejected: %s\n", static_cast<long long>(manifest.step),
+                std::string(ok.message()).c_str());
   }
   const auto t0 = std::chrono::steady_clock::now();
+  Metrics last;
+  int64_t since_report = 0;
   for (int64_t step = start; step < loop.steps; ++step) {
-    if (ctx.StopRequested()) {
-      auto st = SaveCheckpoint(ckpt, loop.modules, loop.optimizers, step);
+    if (dist.AnyStop(ctx.StopRequested())) {
+      absl::Status st = dist.is_chief() ? CommitStep(ctx, loop, step, last) : absl::OkStatus();
+      dist.AnyStop(true);  // a barrier: no rank exits before the checkpoint is committed
       std::printf("stop requested: checkpointed at step %lld (%s)\n", static_cast<long long>(step),
                   st.ok() ? "ok" : std::string(st.message()).c_str());
-      return 143;
+      std::fflush(stdout);
+      return kStoppedExitCode;
     }
-    Metrics m = loop.step(step);
+    last = loop.step(step);
+    ++since_report;
     const int64_t done = step + 1;
     if (done % loop.report_every == 0 || done == loop.steps) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      m["steps_per_s"] = static_cast<double>(done - start) / std::max(secs, 1e-9);
-      ctx.ReportProgress(static_cast<uint64_t>(done), static_cast<uint64_t>(loop.steps), m);
+      last["steps_per_s"] = static_cast<double>(done - start) / std::max(secs, 1e-9);
+      if (dist.world_size() > 1) last["allreduce_ms_per_step"] = dist.TakeAllReduceMs() / static_cast<double>(since_report);
+      since_report = 0;
+      if (dist.is_chief()) ctx.ReportProgress(static_cast<uint64_t>(done), static_cast<uint64_t>(loop.steps), last);
       std::string line;
-      for (const auto& [k, v] : m) absl::StrAppend(&line, " ", k, "=", v);
+      for (const auto& [k, v] : last) absl::StrAppend(&line, " ", k, "=", v);
       std::printf("step %lld/%lld%s\n", static_cast<long long>(done), static_cast<long long>(loop.steps), line.c_str());
       std::fflush(stdout);
     }
-    if (loop.checkpoint_every > 0 && done % loop.checkpoint_every == 0 && done < loop.steps) {
-      if (auto st = SaveCheckpoint(ckpt, loop.modules, loop.optimizers, done); !st.ok()) return Fail(st);
+    if (dist.is_chief() && loop.checkpoint_every > 0 && done % loop.checkpoint_every == 0 && done < loop.steps) {
+      if (auto st = CommitStep(ctx, loop, done, last); !st.ok()) return Fail(st);
     }
   }
-  if (auto st = SaveCheckpoint(ctx.out_dir() + "/final.pt", loop.modules, {}, loop.steps); !st.ok()) {
-    return Fail(st);
+  if (dist.is_chief()) {
+    if (auto st = SaveCheckpoint(ctx.out_dir() + "/final.pt", loop.modules, {}, loop.steps); !st.ok()) {
+      return Fail(st);
+    }
   }
   return 0;
 }
@@ -70,6 +115,7 @@ absl::StatusOr<Json> ReadJson(const std::string& path) {
 
 // Final metrics, reported at `step` (the job's last step) and written to metrics.json.
 void ReportFinal(JobContext& ctx, const Metrics& m, int64_t step) {
+  if (ctx.gang().rank != 0) return;  // rank 0 speaks for the gang
   ctx.ReportProgress(static_cast<uint64_t>(step), static_cast<uint64_t>(step), m);
   Json j = m;
   WriteJson(ctx.out_dir() + "/metrics.json", j).IgnoreError();

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "training/checkpoint.h"
+#include "training/distributed.h"
 #include "training/models.h"
 #include "worker/job_registry.h"
 
@@ -27,7 +28,8 @@ int Fail(const std::string& what);
 int Fail(const absl::Status& st);
 
 // Deterministic minibatches: epoch e is a permutation seeded by (seed, e); step s takes the
-// s-th slice. Nothing to save for exact resume.
+// s-th slice. Nothing to save for exact resume. In a gang, `batch` is the whole gang's batch
+// and each rank takes its Distributed::Shard of the indices.
 class Batcher {
  public:
   Batcher(int64_t n, int64_t batch, uint64_t seed) : n_(n), batch_(batch), seed_(seed) {}
@@ -49,7 +51,12 @@ class Batcher {
   torch::Tensor perm_;
 };
 
+// Joins this attempt's gang (world size 1: no collectives). Uses the job's
+// `collective_timeout_s`.
+absl::StatusOr<std::unique_ptr<Distributed>> JoinGang(JobContext& ctx);
+
 struct Loop {
+  Distributed* dist = nullptr;  // required
   int64_t steps = 1000;
   int64_t checkpoint_every = 200;
   int64_t report_every = 10;
@@ -59,14 +66,17 @@ struct Loop {
   std::function<Metrics(int64_t step)> step;
 };
 
-// Resumes from <out>/checkpoint.pt when present, runs to `steps`, checkpointing every
-// checkpoint_every steps and on SIGTERM (then exits 143), and writes <out>/final.pt.
+// Resumes from the newest checkpoint under <out>/checkpoints whose manifest verifies (older ones
+// when it does not), runs to `steps` and writes <out>/final.pt. Rank 0 commits a checkpoint
+// every checkpoint_every steps and reports it; when any rank is asked to stop (SIGTERM), every
+// rank stops at the same step, rank 0 commits a checkpoint there, and all exit
+// kStoppedExitCode. Progress is reported by rank 0 only.
 int RunLoop(JobContext& ctx, Loop& loop);
 
 absl::Status WriteJson(const std::string& path, const Json& j);
 absl::StatusOr<Json> ReadJson(const std::string& path);
 
-// Final metrics, reported at `step` (the job's last step) and written to metrics.json.
+// Final metrics, reported at `step` (the job's last step) and written to metrics.json, by rank 0.
 void ReportFinal(JobContext& ctx, const Metrics& m, int64_t step);
 
 VqVaeOptions TokenizerOptions(const Json& p);

@@ -36,23 +36,26 @@ int RunTokenizerJob(JobContext& ctx) {
   const int64_t restart_every = p.value("restart_every", 50);
   const int64_t restart_until = static_cast<int64_t>(p.value("steps", 1000) * 0.8);  // settle at the end
   int64_t restarted = 0;
-  Batcher batcher(data->images.size(0), p.value("batch", 64), seed);
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
+  Batcher batcher(data->images.size(0), p.value("batch", 64) * dist.world_size(), seed);
   Loop loop;
+  loop.dist = &dist;
   loop.steps = p.value("steps", 1000);
   loop.checkpoint_every = p.value("checkpoint_every", 200);
   loop.modules = {{"vqvae", model.ptr()}};
   loop.optimizers = {{"adam", &adam}};
   loop.step = [&](int64_t step) {
-    auto x = data->images.index_select(0, batcher.Indices(step));
+    auto x = data->images.index_select(0, dist.Shard(batcher.Indices(step)));
     auto out = model->forward(x);
     auto recon = torch::mse_loss(out.reconstruction, x);
     auto loss = recon + out.vq_loss;
-    adam.zero_grad();
-    loss.backward();
-    adam.step();
+    dist.Step(adam, loss);
     auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));
     const bool window_end = restart_every > 0 && (step + 1) % restart_every == 0 && step + 1 < restart_until;
     restarted += model->TrackAndRestart(out.indices, model->Encode(x), window_end, gen);
+    if (window_end) dist.Broadcast(*model);  // rank 0's restarts win
     return Metrics{{"recon_mse", recon.item<double>()}, {"vq_loss", out.vq_loss.item<double>()},
                    {"codes_restarted", static_cast<double>(restarted)}};
   };
@@ -94,25 +97,28 @@ int RunTeacherJob(JobContext& ctx) {
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(p.value("lr", 3e-4)).betas({0.9, 0.95}));
   const double dropout = p.value("label_dropout", 0.1);
   const uint64_t seed = p.value("seed", 0);
-  Batcher batcher(tokens.size(0), p.value("batch", 64), seed);
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
+  Batcher batcher(tokens.size(0), p.value("batch", 64) * dist.world_size(), seed);
   Loop loop;
+  loop.dist = &dist;
   loop.steps = p.value("steps", 1000);
   loop.checkpoint_every = p.value("checkpoint_every", 200);
   loop.modules = {{"teacher", model.ptr()}};
   loop.optimizers = {{"adam", &adam}};
   loop.step = [&](int64_t step) {
-    auto idx = batcher.Indices(step);
+    auto global = batcher.Indices(step);
+    auto idx = dist.Shard(global);
     auto target = tokens.index_select(0, idx);                               // [B, 49]
     auto classes = data->labels.index_select(0, idx);
     auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));      // label dropout
-    auto drop = torch::rand({classes.size(0)}, gen) < dropout;
+    auto drop = dist.Shard(torch::rand({global.size(0)}, gen)) < dropout;
     classes = classes.masked_fill(drop, opts.classes);
     auto prefix = codebook.index_select(0, target.slice(1, 0, 48).reshape(-1)).view({target.size(0), 48, opts.code_dim});
     auto logits = model->forward(classes, prefix);
     auto loss = torch::cross_entropy_loss(logits.reshape({-1, opts.vocab}), target.reshape(-1));
-    adam.zero_grad();
-    loss.backward();
-    adam.step();
+    dist.Step(adam, loss);
     return Metrics{{"loss", loss.item<double>()}};
   };
   if (int code = RunLoop(ctx, loop); code != 0) return code;
@@ -137,8 +143,12 @@ int RunFeatureNetJob(JobContext& ctx) {
   std::filesystem::create_directories(ctx.out_dir());
   FeatureNet model;
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(p.value("lr", 1e-3)));
-  Batcher batcher(data->images.size(0), p.value("batch", 128), p.value("seed", 0));
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
+  Batcher batcher(data->images.size(0), p.value("batch", 128) * dist.world_size(), p.value("seed", 0));
   Loop loop;
+  loop.dist = &dist;
   loop.steps = p.value("steps", 1500);
   loop.checkpoint_every = p.value("checkpoint_every", 500);
   loop.modules = {{"featurenet", model.ptr()}};
@@ -149,12 +159,10 @@ int RunFeatureNetJob(JobContext& ctx) {
     for (auto& group : adam.param_groups()) {
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr * (1.0 - 0.9 * step / loop.steps));
     }
-    auto idx = batcher.Indices(step);
+    auto idx = dist.Shard(batcher.Indices(step));
     auto logits = model->forward(data->images.index_select(0, idx));
     auto loss = torch::cross_entropy_loss(logits, data->labels.index_select(0, idx));
-    adam.zero_grad();
-    loss.backward();
-    adam.step();
+    dist.Step(adam, loss);
     return Metrics{{"loss", loss.item<double>()}};
   };
   if (int code = RunLoop(ctx, loop); code != 0) return code;
@@ -192,7 +200,7 @@ int RunEvalJob(JobContext& ctx) {
     sampler = MakeSetPredictionSampler(*teacher, (*tok)->Codebook().detach(), sampling,
                                        p.value("marginal_samples", 2000), options.seed + 1);
   } else if (kind == "dd2" || kind == "dd2_multistep") {
-    auto generator = LoadDd2Generator(ctx, p.value("generator", std::string("distill")));
+    auto generator = LoadDd2Generator(ctx, p.value("generator", std::string("distill")), p.value("checkpoint_step", 0));
     if (!generator.ok()) return Fail(generator.status());
     if (kind == "dd2") {
       sampler = MakeOneStepSampler(*generator, (*tok)->options().code_dim);

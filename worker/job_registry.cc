@@ -21,26 +21,40 @@ std::map<std::string, JobFn>& Registry() {
 }  // namespace
 
 JobContext::JobContext(nlohmann::json params, std::string attempt_id, int attempt,
-                       std::string work_dir, std::string run_dir, std::string job_name, int progress_fd)
+                       std::string work_dir, std::string run_dir, std::string job_name, int progress_fd,
+                       GangPlace gang)
     : params_(std::move(params)),
       attempt_id_(std::move(attempt_id)),
       attempt_(attempt),
       work_dir_(std::move(work_dir)),
       run_dir_(std::move(run_dir)),
       job_name_(std::move(job_name)),
-      progress_fd_(progress_fd) {}
+      progress_fd_(progress_fd),
+      gang_(std::move(gang)) {}
 
-void JobContext::ReportProgress(uint64_t step, uint64_t total,
-                                const std::map<std::string, double>& metrics) {
-  if (progress_fd_ < 0) return;
-  nlohmann::json line = {{"step", step}, {"total", total}, {"metrics", metrics}};
+namespace {
+
+void WriteLine(int fd, const nlohmann::json& line) {
+  if (fd < 0) return;
   std::string text = line.dump() + "\n";
   size_t done = 0;
   while (done < text.size()) {
-    ssize_t n = ::write(progress_fd_, text.data() + done, text.size() - done);
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
     if (n <= 0) return;  // the daemon is gone; keep running, it will be told on reconnect
     done += static_cast<size_t>(n);
   }
+}
+
+}  // namespace
+
+void JobContext::ReportProgress(uint64_t step, uint64_t total,
+                                const std::map<std::string, double>& metrics) {
+  WriteLine(progress_fd_, {{"step", step}, {"total", total}, {"metrics", metrics}});
+}
+
+void JobContext::ReportEvent(const std::string& kind, nlohmann::json fields) {
+  fields["event"] = kind;
+  WriteLine(progress_fd_, fields);
 }
 
 bool JobContext::StopRequested() const { return g_stop != 0; }
@@ -56,7 +70,7 @@ const JobFn* FindJobImpl(const std::string& type) {
 
 int RunJobChild(const std::string& type, const std::string& params_json, const std::string& attempt_id,
                 int attempt, const std::string& work_dir, const std::string& run_dir,
-                const std::string& job_name, int progress_fd) {
+                const std::string& job_name, int progress_fd, const GangPlace& gang) {
   std::signal(SIGTERM, OnStop);
   RegisterBuiltinJobTypes();
   const JobFn* fn = FindJobImpl(type);
@@ -69,12 +83,13 @@ int RunJobChild(const std::string& type, const std::string& params_json, const s
     std::fprintf(stderr, "dd2 job: params are not JSON: %s\n", params_json.c_str());
     return 2;
   }
-  JobContext ctx(std::move(params), attempt_id, attempt, work_dir, run_dir, job_name, progress_fd);
+  JobContext ctx(std::move(params), attempt_id, attempt, work_dir, run_dir, job_name, progress_fd, gang);
   int code = 1;
   try {  // the boundary for exceptions from LibTorch and friends: a clear message, exit 1
     code = (*fn)(ctx);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dd2 job %s (%s): %s\n", attempt_id.c_str(), type.c_str(), e.what());
+    ctx.ReportEvent("cause", {{"cause", std::string(e.what()).substr(0, 500)}});
   }
   std::fflush(stdout);
   std::fflush(stderr);
@@ -85,6 +100,7 @@ int JobRunMain(int argc, char** argv) {
   CLI::App app{"job-run: one job attempt (started by the worker daemon)"};
   std::string type, params, attempt_id, work_dir = ".", run_dir = ".", job_name = "job";
   int attempt = 1, progress_fd = -1;
+  GangPlace gang;
   app.add_option("--type", type)->required();
   app.add_option("--params", params)->required();
   app.add_option("--attempt-id", attempt_id)->required();
@@ -93,12 +109,16 @@ int JobRunMain(int argc, char** argv) {
   app.add_option("--run-dir", run_dir);
   app.add_option("--job-name", job_name);
   app.add_option("--progress-fd", progress_fd);
+  app.add_option("--rank", gang.rank, "this attempt's rank in its gang");
+  app.add_option("--world-size", gang.world_size, "ranks in the gang");
+  app.add_option("--rendezvous", gang.rendezvous, "tcp://HOST:PORT of rank 0's store");
+  app.add_option("--host", gang.host, "address this rank's collectives listen on");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  return RunJobChild(type, params, attempt_id, attempt, work_dir, run_dir, job_name, progress_fd);
+  return RunJobChild(type, params, attempt_id, attempt, work_dir, run_dir, job_name, progress_fd, gang);
 }
 
 }  // namespace dd2

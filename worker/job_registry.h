@@ -14,11 +14,22 @@
 
 namespace dd2 {
 
+// The exit code of a job that stopped on request after checkpointing (cancel or preemption).
+inline constexpr int kStoppedExitCode = 143;
+
+// This attempt's place in its gang (DESIGN.md, Gangs). world_size 1: no collectives.
+struct GangPlace {
+  int rank = 0;
+  int world_size = 1;
+  std::string rendezvous;        // tcp://HOST:PORT of rank 0's store
+  std::string host = "127.0.0.1";  // where this rank's collectives listen
+};
+
 // What a running job may use. Lives in the job child process.
 class JobContext {
  public:
   JobContext(nlohmann::json params, std::string attempt_id, int attempt, std::string work_dir,
-             std::string run_dir, std::string job_name, int progress_fd);
+             std::string run_dir, std::string job_name, int progress_fd, GangPlace gang = {});
   const nlohmann::json& params() const { return params_; }
   const std::string& attempt_id() const { return attempt_id_; }
   int attempt() const { return attempt_; }
@@ -30,8 +41,12 @@ class JobContext {
   std::string ArtifactDir(const std::string& job_name) const { return run_dir_ + "/" + job_name; }
   // Sends step/total and metrics to the worker daemon, which forwards them to the coordinator.
   void ReportProgress(uint64_t step, uint64_t total, const std::map<std::string, double>& metrics);
-  // True once the worker asked the job to stop (SIGTERM: cancel or shutdown).
+  // One event line for the worker daemon: {"event": kind, ...fields}. Kinds it forwards:
+  // "checkpoint" (step, path, sha256, bytes, metrics), "resumed" (step), "cause" (cause).
+  void ReportEvent(const std::string& kind, nlohmann::json fields);
+  // True once the worker asked the job to stop (SIGTERM: cancel, shutdown or preemption).
   bool StopRequested() const;
+  const GangPlace& gang() const { return gang_; }
 
  private:
   nlohmann::json params_;
@@ -41,6 +56,7 @@ class JobContext {
   std::string run_dir_;
   std::string job_name_;
   int progress_fd_;
+  GangPlace gang_;
 };
 
 // Returns the process exit code: 0 for success.
@@ -55,9 +71,10 @@ void RegisterSleepJobType();
 const JobFn* FindJobImpl(const std::string& type);
 
 // The job child's entry point: runs one attempt and returns its exit code.
+// An exception escaping the job is reported as the attempt's cause and gives exit code 1.
 int RunJobChild(const std::string& type, const std::string& params_json, const std::string& attempt_id,
                 int attempt, const std::string& work_dir, const std::string& run_dir,
-                const std::string& job_name, int progress_fd);
+                const std::string& job_name, int progress_fd, const GangPlace& gang = {});
 
 // The job child's command line (`<binary> job-run ...`): parses it and calls RunJobChild.
 // Shared by dd2-worker and dd2-train.

@@ -1,6 +1,7 @@
 // Exact resume, with real processes: each training job type runs once straight through, and
 // once in a dd2-train child that is killed with SIGKILL after its mid-run checkpoint appears,
 // then resumed by a fresh child. Every tensor of the two final.pt files must be identical.
+// Also: a corrupt newest checkpoint is rejected by checksum and the previous one is used.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,36 +16,34 @@
 
 #include "common/process.h"
 #include "tests/testing/test_util.h"
+#include "tests/training/train_test_util.h"
 
 namespace dd2 {
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kTrain = std::string(DD2_BIN_DIR) + "/dd2-train";
+using testing::JobArgs;
+using testing::RunToEnd;
+using testing::Stage;
 
-std::vector<std::string> JobArgs(const std::string& type, const std::string& params, const std::string& run_dir,
-                                 const std::string& job) {
-  return {kTrain, "job-run", "--type", type, "--params", params, "--attempt-id", job + "#1",
-          "--run-dir", run_dir, "--job-name", job};
+bool HasCommittedCheckpoint(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".json") return true;
+  }
+  return false;
 }
 
-// Runs to completion; returns stdout.
-std::string RunToEnd(const std::vector<std::string>& argv) {
-  auto r = testing::RunCommand(argv);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return r.out;
-}
-
-// Starts the job, SIGKILLs it once `checkpoint` exists, and reports whether it was killed
-// before finishing (if it finished first, the test cannot show anything).
-bool RunAndKillAfterCheckpoint(const std::vector<std::string>& argv, const std::string& checkpoint,
+// Starts the job, SIGKILLs it once a checkpoint manifest exists in `checkpoints`, and reports
+// whether it was killed before finishing (if it finished first, the test cannot show anything).
+bool RunAndKillAfterCheckpoint(const std::vector<std::string>& argv, const std::string& checkpoints,
                                const std::string& final_file) {
   pid_t pid = fork();
   if (pid == 0) {
     freopen("/dev/null", "w", stdout);
     ExecOrExit(argv);
   }
-  while (!fs::exists(checkpoint) && !fs::exists(final_file)) {
+  while (!HasCommittedCheckpoint(checkpoints) && !fs::exists(final_file)) {
     int status;
     if (waitpid(pid, &status, WNOHANG) == pid) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -54,29 +53,6 @@ bool RunAndKillAfterCheckpoint(const std::vector<std::string>& argv, const std::
   waitpid(pid, &status, 0);
   return WIFSIGNALED(status) && !fs::exists(final_file);
 }
-
-// Compares every tensor of two archives, recursing into sub-archives; returns how many.
-int ExpectSameArchive(torch::serialize::InputArchive& a, torch::serialize::InputArchive& b, const std::string& at) {
-  auto keys = a.keys();
-  EXPECT_EQ(keys, b.keys()) << at;
-  int tensors = 0;
-  for (const auto& key : keys) {
-    torch::Tensor ta, tb;
-    if (a.try_read(key, ta)) {
-      EXPECT_TRUE(b.try_read(key, tb)) << at << key;
-      EXPECT_TRUE(ta.equal(tb)) << at << key;
-      ++tensors;
-      continue;
-    }
-    torch::serialize::InputArchive sa, sb;
-    if (a.try_read(key, sa) && b.try_read(key, sb)) tensors += ExpectSameArchive(sa, sb, at + key + "/");
-  }
-  return tensors;
-}
-
-struct Stage {
-  std::string type, job, params;
-};
 
 struct Case {
   std::string name;
@@ -100,22 +76,39 @@ TEST_P(ResumeTest, KilledAndResumedRunEndsWithIdenticalParameters) {
   RunToEnd(JobArgs(c.job.type, c.job.params, straight, c.job.job));
   const auto argv = JobArgs(c.job.type, c.job.params, resumed, c.job.job);
   const std::string out = resumed + "/" + c.job.job;
-  ASSERT_TRUE(RunAndKillAfterCheckpoint(argv, out + "/checkpoint.pt", out + "/final.pt"))
+  ASSERT_TRUE(RunAndKillAfterCheckpoint(argv, out + "/checkpoints", out + "/final.pt"))
       << "the job finished before it could be killed; make it longer";
   EXPECT_THAT(RunToEnd(argv), ::testing::HasSubstr("resumed from"));
-  torch::serialize::InputArchive a, b;
-  a.load_from(straight + "/" + c.job.job + "/final.pt");
-  b.load_from(out + "/final.pt");
-  EXPECT_GT(ExpectSameArchive(a, b, ""), 5);
+  const auto pairs = testing::PairTensors(straight + "/" + c.job.job + "/final.pt", out + "/final.pt");
+  EXPECT_GT(pairs.size(), 5u);
+  for (const auto& p : pairs) EXPECT_TRUE(p.b.defined() && p.a.equal(p.b)) << p.key;
 }
 
-const Stage kTokenizer{"tokenizer", "tokenizer",
-                       R"({"steps": 4, "batch": 8, "channels": 16, "codebook_size": 32, "train_limit": 256})"};
-const Stage kTeacher{"teacher", "teacher", R"({"steps": 4, "batch": 8, "width": 16, "heads": 2, "train_limit": 256})"};
-const char kSmall[] = R"("batch": 8, "m": 2, "cfg": 2.0)";
-const Stage kTune{"tune", "tune",
-                  std::string(R"({"steps": 4, "head_steps": 2, "pool": 20, "head_width": 16, )") + kSmall + "}"};
-const Stage kDistill{"distill", "distill", std::string(R"({"steps": 4, "k": 2, )") + kSmall + "}"};
+// A truncated newest checkpoint is rejected by its checksum; the run resumes from the one
+// before and still ends exactly where a straight run does.
+TEST(CheckpointCommitTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
+  testing::TempDir dir;
+  const std::string params =
+      R"({"steps": 6, "checkpoint_every": 2, "batch": 16, "channels": 16, "codebook_size": 32, "train_limit": 256})";
+  RunToEnd(JobArgs("featurenet", params, dir.path() + "/straight", "job"));
+  const auto argv = JobArgs("featurenet", params, dir.path() + "/cut", "job");
+  RunToEnd(argv);
+  const std::string ckpts = dir.path() + "/cut/job/checkpoints";
+  ASSERT_TRUE(fs::exists(ckpts + "/step-00000004.json"));
+  fs::resize_file(ckpts + "/step-00000004.pt", fs::file_size(ckpts + "/step-00000004.pt") / 2);
+  const std::string out = RunToEnd(argv);
+  EXPECT_THAT(out, ::testing::HasSubstr("checkpoint of step 4 rejected"));
+  EXPECT_THAT(out, ::testing::HasSubstr("step-00000002.pt at step 2"));
+  for (const auto& p : testing::PairTensors(dir.path() + "/straight/job/final.pt", dir.path() + "/cut/job/final.pt")) {
+    EXPECT_TRUE(p.b.defined() && p.a.equal(p.b)) << p.key;
+  }
+}
+
+using testing::kTinyDd2;
+using testing::TinyDistill;
+using testing::TinyTeacher;
+using testing::TinyTokenizer;
+using testing::TinyTune;
 
 INSTANTIATE_TEST_SUITE_P(
     JobTypes, ResumeTest,
@@ -123,16 +116,16 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"tokenizer", {},
              {"tokenizer", "job",
               R"({"steps": 60, "checkpoint_every": 30, "batch": 16, "channels": 16, "codebook_size": 32, "train_limit": 512, "restart_every": 10})"}},
-        Case{"teacher", {kTokenizer},
+        Case{"teacher", {TinyTokenizer()},
              {"teacher", "job", R"({"steps": 60, "checkpoint_every": 30, "batch": 16, "width": 16, "heads": 2, "train_limit": 256})"}},
         Case{"featurenet", {},
              {"featurenet", "job", R"({"steps": 60, "checkpoint_every": 30, "batch": 32, "train_limit": 512})"}},
-        Case{"tune", {kTokenizer, kTeacher},
-             {"tune", "job", std::string(R"({"steps": 30, "head_steps": 10, "checkpoint_every": 15, "pool": 20, "head_width": 16, )") + kSmall + "}"}},
-        Case{"distill", {kTokenizer, kTeacher, kTune},
-             {"distill", "job", std::string(R"({"steps": 16, "k": 2, "warmup": 8, "checkpoint_every": 8, )") + kSmall + "}"}},
-        Case{"align", {kTokenizer, kTeacher, kTune, kDistill},
-             {"align", "job", std::string(R"({"steps": 30, "checkpoint_every": 15, )") + kSmall + "}"}}),
+        Case{"tune", {TinyTokenizer(), TinyTeacher()},
+             {"tune", "job", std::string(R"({"steps": 30, "head_steps": 10, "checkpoint_every": 15, "pool": 20, "head_width": 16, )") + kTinyDd2 + "}"}},
+        Case{"distill", {TinyTokenizer(), TinyTeacher(), TinyTune()},
+             {"distill", "job", std::string(R"({"steps": 16, "k": 2, "warmup": 8, "checkpoint_every": 8, )") + kTinyDd2 + "}"}},
+        Case{"align", {TinyTokenizer(), TinyTeacher(), TinyTune(), TinyDistill()},
+             {"align", "job", std::string(R"({"steps": 30, "checkpoint_every": 15, )") + kTinyDd2 + "}"}}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 }  // namespace

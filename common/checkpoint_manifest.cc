@@ -1,0 +1,121 @@
+#include "common/checkpoint_manifest.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/home.h"
+
+namespace dd2 {
+namespace {
+
+void FsyncPath(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+std::string CheckpointPath(const std::string& dir, int64_t step) {
+  return absl::StrFormat("%s/step-%08d.pt", dir, step);
+}
+
+std::string ManifestPathFor(const std::string& checkpoint_path) {
+  std::filesystem::path p(checkpoint_path);
+  return p.replace_extension(".json").string();
+}
+
+absl::StatusOr<std::string> Sha256File(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 16);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, digest, &len);
+  EVP_MD_CTX_free(ctx);
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&hex, "%02x", digest[i]);
+  return hex;
+}
+
+absl::StatusOr<CheckpointManifest> CommitCheckpoint(const std::string& path, int64_t step,
+                                                    const std::string& attempt_id) {
+  FsyncPath(path);
+  FsyncPath(std::filesystem::path(path).parent_path().string());
+  auto sha = Sha256File(path);
+  if (!sha.ok()) return sha.status();
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat(path, ": ", ec.message()));
+  CheckpointManifest m{step, std::filesystem::absolute(path).string(), *sha, static_cast<int64_t>(bytes), attempt_id};
+  nlohmann::json j = {{"step", m.step}, {"file", std::filesystem::path(path).filename().string()},
+                      {"sha256", m.sha256}, {"bytes", m.bytes}, {"attempt_id", m.attempt_id}};
+  if (auto st = WriteFileAtomic(ManifestPathFor(path), j.dump(2) + "\n"); !st.ok()) return st;
+  FsyncPath(std::filesystem::path(path).parent_path().string());
+  return m;
+}
+
+std::vector<CheckpointManifest> ListCheckpoints(const std::string& dir) {
+  std::vector<CheckpointManifest> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const auto& p = entry.path();
+    if (p.extension() != ".json" || p.filename().string().rfind("step-", 0) != 0) continue;
+    auto text = ReadFile(p.string());
+    if (!text.ok()) continue;
+    auto j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j.contains("sha256")) continue;
+    CheckpointManifest m;
+    m.step = j.value("step", int64_t{0});
+    m.path = (p.parent_path() / j.value("file", std::string())).string();
+    m.sha256 = j.value("sha256", std::string());
+    m.bytes = j.value("bytes", int64_t{0});
+    m.attempt_id = j.value("attempt_id", std::string());
+    out.push_back(std::move(m));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step > b.step; });
+  return out;
+}
+
+absl::Status VerifyCheckpoint(const CheckpointManifest& m) {
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(m.path, ec);
+  if (ec) return absl::DataLossError(absl::StrCat(m.path, ": missing (", ec.message(), ")"));
+  if (static_cast<int64_t>(bytes) != m.bytes) {
+    return absl::DataLossError(absl::StrCat(m.path, ": ", bytes, " bytes, manifest says ", m.bytes));
+  }
+  auto sha = Sha256File(m.path);
+  if (!sha.ok()) return absl::DataLossError(std::string(sha.status().message()));
+  if (*sha != m.sha256) {
+    return absl::DataLossError(absl::StrCat(m.path, ": sha256 ", *sha, " does not match the manifest's ", m.sha256));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveCheckpoint(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove(ManifestPathFor(path), ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot remove ", ManifestPathFor(path), ": ", ec.message()));
+  std::filesystem::remove(path, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot remove ", path, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace dd2

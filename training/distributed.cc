@@ -1,0 +1,151 @@
+#include "training/distributed.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef DD2_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace dd2 {
+
+struct Distributed::Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+};
+
+namespace {
+
+// Names the cause of a failed collective so the coordinator can tell a hang from a lost peer.
+std::string CauseOf(const std::exception& e) {
+  const std::string what = std::string(e.what()).substr(0, 300);
+  if (absl::StrContains(what, "imed out") || absl::StrContains(what, "imeout")) {
+    return absl::StrCat("collective timeout: ", what);
+  }
+  return absl::StrCat("gang peer lost: ", what);
+}
+
+[[noreturn]] void Rethrow(const std::exception& e) { throw CollectiveError(CauseOf(e)); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Distributed>> Distributed::Create(const DistributedOptions& o) {
+  std::unique_ptr<Distributed> d(new Distributed(o));
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", o.rank, " is outside world size ", o.world_size));
+  }
+  if (o.world_size == 1) return d;
+  const std::string prefix = "tcp://";
+  const size_t colon = o.rendezvous.rfind(':');
+  uint32_t port = 0;
+  if (!absl::StartsWith(o.rendezvous, prefix) || colon == std::string::npos ||
+      !absl::SimpleAtoi(o.rendezvous.substr(colon + 1), &port) || port == 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rendezvous '", o.rendezvous, "' is not tcp://HOST:PORT"));
+  }
+  const std::string host = o.rendezvous.substr(prefix.size(), colon - prefix.size());
+  try {
+    d->group_ = std::make_unique<Group>();
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(port);
+    so.isServer = o.rank == 0;
+    so.numWorkers = o.world_size;
+    so.timeout = o.timeout;
+    d->group_->store = c10::make_intrusive<c10d::TCPStore>(host, so);
+#ifdef DD2_WITH_NCCL
+    if (torch::cuda::is_available()) {
+      auto nccl = c10d::ProcessGroupNCCL::Options::create();
+      nccl->timeout = o.timeout;
+      d->group_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(d->group_->store, o.rank, o.world_size, nccl);
+      return d;
+    }
+#endif
+    auto go = c10d::ProcessGroupGloo::Options::create(o.timeout);
+    go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(o.host));
+    d->group_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(d->group_->store, o.rank, o.world_size, go);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat(CauseOf(e), " (rendezvous at ", o.rendezvous, ")"));
+  }
+  return d;
+}
+
+Distributed::Distributed(const DistributedOptions& options) : options_(options) {}
+Distributed::~Distributed() = default;
+
+void Distributed::AllReduceSum(std::vector<torch::Tensor>& tensors) {
+  try {
+    group_->pg->allreduce(tensors)->wait();
+  } catch (const CollectiveError&) {
+    throw;
+  } catch (const std::exception& e) {
+    Rethrow(e);
+  }
+}
+
+void Distributed::Step(torch::optim::Optimizer& optimizer, const torch::Tensor& loss) {
+  optimizer.zero_grad();
+  loss.backward();
+  if (options_.world_size > 1) {
+    std::vector<torch::Tensor> grads;
+    for (auto& group : optimizer.param_groups()) {
+      for (auto& p : group.params()) {
+        if (p.grad().defined()) grads.push_back(p.grad());
+      }
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<torch::Tensor> flat = {torch::cat([&] {
+      std::vector<torch::Tensor> views;
+      for (auto& g : grads) views.push_back(g.reshape(-1));
+      return views;
+    }())};
+    AllReduceSum(flat);
+    flat[0].div_(options_.world_size);
+    int64_t offset = 0;
+    for (auto& g : grads) {
+      g.copy_(flat[0].slice(0, offset, offset + g.numel()).view_as(g));
+      offset += g.numel();
+    }
+    allreduce_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  }
+  optimizer.step();
+}
+
+void Distributed::Broadcast(torch::nn::Module& module) {
+  if (options_.world_size == 1) return;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> tensors;
+  for (auto& p : module.parameters()) tensors.push_back(p.data());
+  for (auto& b : module.buffers()) tensors.push_back(b);
+  for (auto& t : tensors) {
+    std::vector<torch::Tensor> one = {t};
+    try {
+      group_->pg->broadcast(one)->wait();
+    } catch (const std::exception& e) {
+      Rethrow(e);
+    }
+  }
+}
+
+bool Distributed::AnyStop(bool mine) {
+  if (options_.world_size == 1) return mine;
+  std::vector<torch::Tensor> flag = {torch::full({1}, mine ? 1.0f : 0.0f)};
+  AllReduceSum(flag);
+  return flag[0].item<float>() > 0;
+}
+
+torch::Tensor Distributed::Shard(const torch::Tensor& global, int64_t dim) const {
+  if (options_.world_size == 1) return global;
+  const int64_t n = global.size(dim) / options_.world_size;
+  return global.narrow(dim, n * options_.rank, n);
+}
+
+double Distributed::TakeAllReduceMs() {
+  const double ms = allreduce_ms_;
+  allreduce_ms_ = 0;
+  return ms;
+}
+
+}  // namespace dd2
