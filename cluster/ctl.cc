@@ -207,6 +207,12 @@ int RunCtl(int argc, char** argv) {
   cancel_cmd->add_option("target", target, "run id or job id")->required();
   cancel_cmd->add_flag("--json", json, "JSON output");
 
+  auto* ckpt_cmd = app.add_subcommand("ckpt", "checkpoints");
+  auto* ckpt_ls_cmd = ckpt_cmd->add_subcommand("ls", "a run's checkpoints: committed, deleting and deleted");
+  ckpt_cmd->require_subcommand(1);
+  std::string ckpt_run;
+  ckpt_ls_cmd->add_option("run", ckpt_run, "run id")->required();
+  ckpt_ls_cmd->add_flag("--json", json, "JSON output");
   auto* workers_cmd = app.add_subcommand("workers", "registered workers");
   workers_cmd->add_flag("--json", json, "JSON output");
 
@@ -389,6 +395,30 @@ int RunCtl(int argc, char** argv) {
     } else {
       std::printf("cancelled %u job(s) of %s\n", reply->cancel_reply().cancelled(), target.c_str());
     }
+    return kExitOk;
+  }
+  if (ckpt_ls_cmd->parsed()) {
+    proto::Envelope req;
+    req.mutable_checkpoints()->set_run_id(ckpt_run);
+    auto st = CallJson(client, req);
+    if (!st.ok()) return Fail(st.status());
+    if (json) {
+      std::printf("%s\n", st->dump().c_str());
+      return kExitOk;
+    }
+    std::vector<std::vector<std::string>> rows = {{"JOB", "STEP", "STATE", "SIZE", "SHA256", "METRICS", "PATH"}};
+    for (const auto& c : (*st)["checkpoints"]) {
+      std::string metrics;
+      if (c["metrics"].is_object()) {
+        for (const auto& [k, v] : c["metrics"].items()) {
+          if (v.is_number()) absl::StrAppend(&metrics, metrics.empty() ? "" : " ", k, "=", absl::StrFormat("%.4g", v.get<double>()));
+        }
+      }
+      rows.push_back({c["job"], std::to_string(c["step"].get<int64_t>()), c["state"],
+                      absl::StrFormat("%.1f MB", c["bytes"].get<int64_t>() / 1e6), c["sha256"].get<std::string>().substr(0, 12),
+                      metrics, c["path"]});
+    }
+    PrintTable(rows);
     return kExitOk;
   }
   if (workers_cmd->parsed()) {

@@ -141,7 +141,7 @@ absl::Status Up(const UpOptions& o) {
     const std::string dir = o.home + "/workers/" + id;
     fs::create_directories(dir, ec);
     if (PidFileAlive(dir + "/pid")) continue;
-    std::vector<std::string> argv = {bin + "/dd2-worker", "--coordinator", endpoint, "--id", id,
+    std::vector<std::string> argv = {bin + "/dd2-worker", "--coordinator", endpoint, "--id", id, "--advertise-host", "127.0.0.1",
                                      "--home", o.home, "--slots", std::to_string(o.slots)};
     DD2_ASSIGN_OR_RETURN(int pid, StartDaemon(argv, dir + "/worker.log", dir + "/pid", o.wait_ms));
     (void)pid;

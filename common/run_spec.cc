@@ -194,13 +194,68 @@ absl::StatusOr<proto::Resources> ParseResources(const Checker& c, const YAML::No
   return out;
 }
 
+absl::StatusOr<proto::Retention> ParseRetention(const Checker& c, const YAML::Node& node, const std::string& path) {
+  proto::Retention out;
+  DD2_RETURN_IF_ERROR(c.Keys(node, path, {"keep_latest", "keep_best", "metric", "mode"}));
+  out.set_keep_latest(1);
+  out.set_mode("min");
+  if (node["keep_latest"]) {
+    DD2_ASSIGN_OR_RETURN(int64_t n, c.Int(node["keep_latest"], path + ".keep_latest", 1, 100000));
+    out.set_keep_latest(static_cast<uint32_t>(n));
+  }
+  if (node["keep_best"]) {
+    DD2_ASSIGN_OR_RETURN(int64_t n, c.Int(node["keep_best"], path + ".keep_best", 0, 100000));
+    out.set_keep_best(static_cast<uint32_t>(n));
+  }
+  if (node["metric"]) {
+    DD2_ASSIGN_OR_RETURN(*out.mutable_metric(), c.String(node["metric"], path + ".metric"));
+  }
+  if (node["mode"]) {
+    DD2_ASSIGN_OR_RETURN(std::string mode, c.String(node["mode"], path + ".mode"));
+    if (mode != "min" && mode != "max") {
+      return c.Error(node["mode"].Mark(), path + ".mode", absl::StrCat("expected min or max, got '", mode, "'"));
+    }
+    out.set_mode(mode);
+  }
+  if (out.keep_best() > 0 && out.metric().empty()) {
+    return c.Error(node.Mark(), path + ".metric", "keep_best needs the metric that ranks checkpoints");
+  }
+  return out;
+}
+
+// `inputs`: eval params the caller fills in (the models the run's jobs are named after).
+absl::StatusOr<proto::EvalEvery> ParseEvalEvery(const Checker& c, const YAML::Node& node, const std::string& path,
+                                                const Json& inputs = Json::object()) {
+  proto::EvalEvery out;
+  DD2_RETURN_IF_ERROR(c.Keys(node, path, {"steps", "params"}));
+  if (!node["steps"]) return c.Error(node.Mark(), path + ".steps", "missing required key");
+  DD2_ASSIGN_OR_RETURN(int64_t n, c.Int(node["steps"], path + ".steps", 1, 1e9));
+  out.set_steps(static_cast<uint64_t>(n));
+  std::set<std::string> fixed = {"generator", "checkpoint_step"};
+  for (auto& [k, v] : inputs.items()) fixed.insert(k);
+  DD2_ASSIGN_OR_RETURN(Json params, ParseParams(c, node["params"], path + ".params", *FindJobType("eval"), fixed));
+  for (auto& [k, v] : inputs.items()) params[k] = v;
+  if (params.value("sampler", "") != "dd2" && params.value("sampler", "") != "dd2_multistep") {
+    params["sampler"] = "dd2";
+  }
+  out.set_params_json(params.dump());
+  return out;
+}
+
 // `pipeline: dd2`: the DD2 stages as sections, expanded into a DAG of jobs:
 //   tokenizer -> teacher -> tune -> distill [-> align -> distill-2]; featurenet;
 //   evals: teacher, set prediction, stage 1 (Euler), DD2 one-step, DD2 multi-step k = 2 and 4.
 absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::RunSpec& spec) {
   DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "pipeline", "priority", "tokenizer", "teacher", "featurenet", "tune",
-                                        "distill", "align", "distill_after_align", "eval", "resources", "retries"}));
+                                        "distill", "align", "distill_after_align", "eval", "resources", "retries",
+                                        "retention", "eval_every"}));
   DD2_ASSIGN_OR_RETURN(proto::Resources resources, ParseResources(c, root["resources"], "resources"));
+  proto::Resources one_worker = resources;  // evals do not split over a gang
+  one_worker.set_workers(1);
+  proto::Retention retention;
+  if (root["retention"]) {
+    DD2_ASSIGN_OR_RETURN(retention, ParseRetention(c, root["retention"], "retention"));
+  }
   uint32_t retries = 0;
   if (root["retries"]) {
     DD2_ASSIGN_OR_RETURN(int64_t r, c.Int(root["retries"], "retries", 0, 100));
@@ -217,8 +272,9 @@ absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::
     job->set_type(type);
     job->set_params_json(params.dump());
     for (const auto& a : after) job->add_after(a);
-    *job->mutable_resources() = resources;
+    *job->mutable_resources() = type == "eval" ? one_worker : resources;
     job->set_retries(retries);
+    if (root["retention"] && type != "eval") *job->mutable_retention() = retention;
     return absl::OkStatus();
   };
   const Json models = {{"tokenizer", "tokenizer"}, {"teacher", "teacher"}};
@@ -231,6 +287,13 @@ absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::
   DD2_RETURN_IF_ERROR(add("teacher", "teacher", "teacher", {{"tokenizer", "tokenizer"}}, {"tokenizer"}));
   DD2_RETURN_IF_ERROR(add("tune", "tune", "tune", models, {"teacher"}));
   DD2_RETURN_IF_ERROR(add("distill", "distill", "distill", with(models, {{"init", "tune"}}), {"tune"}));
+  if (root["eval_every"]) {  // periodic evals of the distillation's committed checkpoints
+    DD2_ASSIGN_OR_RETURN(proto::EvalEvery every,
+                         ParseEvalEvery(c, root["eval_every"], "eval_every",
+                                        with(models, {{"featurenet", "featurenet"}, {"stage1", "tune"}})));
+    *spec.mutable_jobs(spec.jobs_size() - 1)->mutable_eval_every() = every;
+    spec.mutable_jobs(spec.jobs_size() - 1)->add_after("featurenet");  // its evals score with it
+  }
   std::string generator = "distill";
   if (root["align"]) {
     DD2_RETURN_IF_ERROR(add("align", "align", "align", with(models, {{"init", "distill"}}), {"distill"}));
@@ -261,7 +324,8 @@ absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::
 absl::StatusOr<proto::JobSpec> ParseJob(const Checker& c, const YAML::Node& node,
                                         const std::string& path) {
   DD2_RETURN_IF_ERROR(c.Keys(node, path,
-                             {"name", "type", "params", "after", "resources", "retries", "priority"}));
+                             {"name", "type", "params", "after", "resources", "retries", "priority",
+                              "retention", "eval_every"}));
   proto::JobSpec job;
   if (!node["name"]) return c.Error(node.Mark(), path + ".name", "missing required key");
   DD2_ASSIGN_OR_RETURN(*job.mutable_name(), c.Name(node["name"], path + ".name"));
@@ -295,6 +359,16 @@ absl::StatusOr<proto::JobSpec> ParseJob(const Checker& c, const YAML::Node& node
   if (node["priority"]) {
     DD2_ASSIGN_OR_RETURN(int64_t p, c.Int(node["priority"], path + ".priority", -1000, 1000));
     job.set_priority(static_cast<int32_t>(p));
+  }
+  if (node["retention"]) {
+    DD2_ASSIGN_OR_RETURN(*job.mutable_retention(), ParseRetention(c, node["retention"], path + ".retention"));
+  }
+  if (node["eval_every"]) {
+    if (job.type() != "distill" && job.type() != "align") {
+      return c.Error(node["eval_every"].Mark(), path + ".eval_every",
+                     absl::StrCat("only distill and align jobs make generators to evaluate, not ", job.type()));
+    }
+    DD2_ASSIGN_OR_RETURN(*job.mutable_eval_every(), ParseEvalEvery(c, node["eval_every"], path + ".eval_every"));
   }
   return job;
 }
@@ -426,6 +500,16 @@ absl::Status ValidateRunSpec(const proto::RunSpec& spec) {
     }
     if (job.resources().workers() < 1) {
       return absl::InvalidArgumentError(absl::StrCat("job '", job.name(), "': resources.workers must be >= 1"));
+    }
+    if (job.has_retention()) {
+      const auto& r = job.retention();
+      if (r.keep_latest() < 1 || (r.mode() != "min" && r.mode() != "max") || (r.keep_best() > 0 && r.metric().empty())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "job '", job.name(), "': retention needs keep_latest >= 1, mode min or max, and a metric for keep_best"));
+      }
+    }
+    if (job.has_eval_every() && (job.eval_every().steps() < 1 || !Json::accept(job.eval_every().params_json()))) {
+      return absl::InvalidArgumentError(absl::StrCat("job '", job.name(), "': eval_every needs steps >= 1 and JSON params"));
     }
   }
   for (const auto& job : spec.jobs()) {

@@ -57,6 +57,7 @@ absl::Status SendFrames(zmq::socket_t& socket, const std::vector<std::string>& f
     }
     return absl::OkStatus();
   } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return absl::NotFoundError("peer unreachable: its connection is gone");
     return absl::UnavailableError(absl::StrCat("send failed: ", e.what()));
   }
 }

@@ -25,8 +25,8 @@ absl::StatusOr<std::string> BindRouter(zmq::socket_t& router, const std::string&
 absl::Status ConnectDealer(zmq::socket_t& dealer, const std::string& endpoint,
                            const std::string& routing_id, bool immediate);
 
-// Sends the frames as one multipart message without blocking. Unavailable when the peer is
-// unknown or its queue is full (ROUTER_MANDATORY).
+// Sends the frames as one multipart message without blocking (ROUTER_MANDATORY). NotFound when
+// the peer's connection is gone; Unavailable when its queue is full.
 absl::Status SendFrames(zmq::socket_t& socket, const std::vector<std::string>& frames);
 
 // Receives one multipart message if one is waiting; nullopt when none is.

@@ -28,6 +28,10 @@ struct CoordinatorConfig {
   int64_t lost_retries = 3;
   // Cancel: SIGTERM, then SIGKILL after this grace (applied by the worker).
   int64_t cancel_grace_ms = 5000;
+  // Gang rendezvous: each attempt's rank 0 serves its store on a port taken in turn from
+  // [base, base + span).
+  int64_t rendezvous_port_base = 29500;
+  int64_t rendezvous_port_span = 1000;
 };
 
 // InvalidArgument naming the field when a value is out of range.

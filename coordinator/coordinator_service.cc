@@ -7,12 +7,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/protocol.h"
 #include "common/run_spec.h"
 #include "common/status_macros.h"
+#include "common/checkpoint_manifest.h"
+#include "coordinator/retention.h"
 #include "coordinator/scheduler.h"
 
 namespace dd2 {
@@ -20,7 +23,8 @@ namespace dd2 {
 using Json = nlohmann::json;
 
 bool IsTerminal(const std::string& s) {
-  return s == state::kSucceeded || s == state::kFailed || s == state::kCancelled || s == state::kLost;
+  return s == state::kSucceeded || s == state::kFailed || s == state::kCancelled || s == state::kLost ||
+         s == state::kPreempted;
 }
 
 absl::Status ValidateConfig(const CoordinatorConfig& c) {
@@ -34,6 +38,10 @@ absl::Status ValidateConfig(const CoordinatorConfig& c) {
   }
   if (c.lost_retries < 0) return absl::InvalidArgumentError("lost_retries must be >= 0");
   if (c.cancel_grace_ms < 0) return absl::InvalidArgumentError("cancel_grace_ms must be >= 0");
+  if (c.rendezvous_port_base < 1024 || c.rendezvous_port_span < 1 ||
+      c.rendezvous_port_base + c.rendezvous_port_span > 65536) {
+    return absl::InvalidArgumentError("rendezvous ports must lie in [1024, 65535]");
+  }
   return absl::OkStatus();
 }
 
@@ -51,6 +59,7 @@ class CoordinatorService::Staged {
   std::map<std::string, JobRecord> jobs;
   std::map<std::string, AttemptRecord> attempts;
   std::map<std::string, WorkerRecord> workers;
+  std::vector<CheckpointRecord> checkpoints;
   std::vector<EventRecord> events;
   std::vector<MetricRecord> metrics;
   // Messages to send once the transition is committed.
@@ -86,12 +95,16 @@ absl::Status CoordinatorService::Recover() {
   for (auto& j : snap.jobs) s.jobs[j.id] = std::move(j);
   for (auto& a : snap.attempts) s.attempts[a.id] = std::move(a);
   for (auto& w : snap.workers) s.workers[w.id] = std::move(w);
+  s.checkpoints = std::move(snap.checkpoints);
   Fold(s);  // what is already stored: indexed, not written again
   // Indexes that need an order the maps do not give: jobs in spec order, attempts by number.
   for (auto& [run_id, run] : runs_) {
     proto::RunSpec spec;
     spec.ParseFromString(run.spec);
     IndexRunJobs(run_id, spec);
+  }
+  for (const auto& [id, job] : jobs_) {  // jobs added while the run ran (checkpoint evals)
+    if (!job_specs_.count(id)) AddDynamicJobIndex(job);
   }
   for (auto& [job_id, ids] : attempts_by_job_) {
     std::sort(ids.begin(), ids.end(), [this](const std::string& x, const std::string& y) {
@@ -105,7 +118,22 @@ absl::Status CoordinatorService::Recover() {
   Staged boot(this);
   Event(boot, "coordinator_started", "", "", "",
         absl::StrCat(runs_.size(), " runs, ", active_attempts_.size(), " active attempts recovered"));
-  return Commit(boot);
+  DD2_RETURN_IF_ERROR(Commit(boot));
+  // Deletions journaled before a crash are finished now.
+  std::vector<CheckpointRecord> pending;
+  for (const auto& [job_id, by_step] : checkpoints_) {
+    for (const auto& [step, c] : by_step) {
+      if (c.state == state::kDeleting) pending.push_back(c);
+    }
+  }
+  FinishDeletions(pending);
+  return absl::OkStatus();
+}
+
+void CoordinatorService::AddDynamicJobIndex(const JobRecord& job) {
+  auto& order = jobs_by_run_[job.run_id];
+  job_index_[job.id] = static_cast<int64_t>(order.size());
+  order.push_back(job.id);
 }
 
 void CoordinatorService::IndexRunJobs(const std::string& run_id, const proto::RunSpec& spec) {
@@ -115,6 +143,7 @@ void CoordinatorService::IndexRunJobs(const std::string& run_id, const proto::Ru
     const std::string id = absl::StrCat(run_id, "/", spec.jobs(i).name());
     order.push_back(id);
     job_index_[id] = i;
+    job_specs_[id] = spec.jobs(i);
     for (const auto& dep : spec.jobs(i).after()) dependents_[absl::StrCat(run_id, "/", dep)].push_back(id);
   }
 }
@@ -131,6 +160,7 @@ absl::Status CoordinatorService::Commit(Staged& s) {
   for (auto& [id, r] : s.jobs) tx.jobs.push_back(r);
   for (auto& [id, r] : s.attempts) tx.attempts.push_back(r);
   for (auto& [id, r] : s.workers) tx.workers.push_back(r);
+  tx.checkpoints = s.checkpoints;
   tx.events = s.events;
   tx.metrics = s.metrics;
   absl::Status st = store_->Apply(tx);
@@ -167,6 +197,15 @@ void CoordinatorService::Fold(const Staged& s) {
     }
   }
   for (auto& [id, r] : s.workers) workers_[id] = r;
+  for (auto& c : s.checkpoints) {
+    CheckpointRecord& slot = checkpoints_[c.job_id][c.step];
+    const bool known = !slot.job_id.empty();
+    const std::string run_id = known ? slot.run_id : c.run_id;
+    const int64_t created = known ? slot.created_ms : c.created_ms;
+    slot = c;
+    slot.run_id = run_id;
+    slot.created_ms = created;
+  }
   for (auto& m : s.metrics) latest_metrics_[m.job_id][m.key] = m.value;
   dirty_ = true;
 }
@@ -238,6 +277,9 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
     case proto::Envelope::kProgress: st = HandleProgress(env); is_request = false; break;
     case proto::Envelope::kLogChunk: st = HandleLogChunk(env); is_request = false; break;
     case proto::Envelope::kAttemptFinished: st = HandleAttemptFinished(peer, env); break;
+    case proto::Envelope::kCheckpointCommitted: st = HandleCheckpointCommitted(env); is_request = false; break;
+    case proto::Envelope::kAttemptResumed: st = HandleAttemptResumed(env); is_request = false; break;
+    case proto::Envelope::kCheckpoints: st = HandleCheckpoints(peer, env); break;
     case proto::Envelope::kSubmit: st = HandleSubmit(peer, env); break;
     case proto::Envelope::kStatus: st = HandleStatus(peer, env); break;
     case proto::Envelope::kJobs: st = HandleJobs(peer, env); break;
@@ -265,7 +307,24 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
 }
 
 void CoordinatorService::Schedule() {
+  MarkUnreachableWorkersLost();
   if (dirty_) ScheduleReady();
+}
+
+void CoordinatorService::CountSendFailure(const std::string& peer, bool gone) {
+  ++send_failures_;
+  if (gone) unreachable_peers_.insert(peer);
+}
+
+void CoordinatorService::MarkUnreachableWorkersLost() {
+  if (unreachable_peers_.empty()) return;
+  std::set<std::string> peers;
+  peers.swap(unreachable_peers_);
+  std::vector<std::string> lost;
+  for (const auto& [id, live] : live_) {
+    if (!live.peer.empty() && peers.count(live.peer)) lost.push_back(id);
+  }
+  for (const auto& id : lost) MarkLost(id, "its connection is gone (a message to it was undeliverable)");
 }
 
 // ---------------------------------------------------------------- workers
@@ -419,6 +478,7 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   JobRecord& job = s.Job(a.job_id);
   const bool ok = f.exit_code() == 0 && f.signal() == 0 && !f.cancelled();
   std::vector<std::string> ranks = absl::StrSplit(a.worker_ids, ',');
+  std::pair<std::string, bool> victims_after_commit;  // (generator job, run its retention)
   if (ok && ranks.size() > 1) {
     auto& done = finished_ranks_[a.id];
     done.insert(env.sender());
@@ -433,6 +493,19 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   if (job.state == state::kCancelled || f.cancelled()) {
     a.state = state::kCancelled;
     a.cause = "cancelled";
+  } else if (f.preempted()) {
+    a.state = state::kPreempted;
+    a.cause = "preempted";
+    job.state = state::kReady;  // at once, and no retry is used
+    job.failure.clear();
+    job.updated_ms = now;
+    Event(s, "attempt_preempted", job.run_id, job.id, a.id,
+          absl::StrCat("rank ", env.sender(), " preempted; rescheduled, retry budget unchanged"));
+  } else if (ranks.size() > 1 && absl::StartsWith(f.cause(), "gang peer lost")) {
+    a.state = state::kLost;  // another rank went away: infrastructure, not the job's fault
+    a.cause = f.cause().substr(0, 512);
+    Event(s, "attempt_lost", job.run_id, job.id, a.id, a.cause);
+    RetryOrFail(s, job.id, a.cause, true);
   } else if (ok) {
     a.state = state::kSucceeded;
     job.state = state::kSucceeded;
@@ -440,6 +513,22 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
     job.updated_ms = now;
     Event(s, "job_succeeded", job.run_id, job.id, a.id, "");
     PromoteDependents(s, job.id);
+    // An eval of a checkpoint scores it (keep_best may read that) and releases its pin.
+    Json params = Json::parse(job.params_json, nullptr, false);
+    if (job.type == "eval" && params.is_object() && params.value("checkpoint_step", int64_t{0}) > 0) {
+      const std::string gen_id = absl::StrCat(job.run_id, "/", params.value("generator", std::string()));
+      auto it = checkpoints_.find(gen_id);
+      const int64_t step = params.value("checkpoint_step", int64_t{0});
+      if (it != checkpoints_.end() && it->second.count(step)) {
+        CheckpointRecord c = it->second.at(step);
+        Json m = Json::parse(c.metrics_json, nullptr, false);
+        if (!m.is_object()) m = Json::object();
+        for (const auto& [k, v] : latest_metrics_[job.id]) m[k] = v;
+        c.metrics_json = m.dump();
+        s.checkpoints.push_back(c);
+      }
+      victims_after_commit = std::make_pair(gen_id, true);
+    }
   } else {
     a.state = state::kFailed;
     a.cause = f.signal() != 0 ? absl::StrCat("killed by signal ", f.signal())
@@ -460,7 +549,13 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   ack.set_request_id(env.request_id());
   ack.set_sender("coordinator");
   s.outbox.push_back({peer, ack});
-  return Commit(s);
+  DD2_RETURN_IF_ERROR(Commit(s));
+  if (victims_after_commit.second) {
+    Staged r(this);
+    auto victims = StageRetention(r, victims_after_commit.first);
+    if (!victims.empty() && Commit(r).ok()) FinishDeletions(victims);
+  }
+  return absl::OkStatus();
 }
 
 void CoordinatorService::RetryOrFail(Staged& s, const std::string& job_id, const std::string& cause,
@@ -578,6 +673,7 @@ void CoordinatorService::MarkLost(const std::string& worker_id, const std::strin
 }
 
 void CoordinatorService::Tick() {
+  MarkUnreachableWorkersLost();
   const int64_t now = clock_->NowMs();
   std::vector<std::string> lost;
   for (auto& [id, live] : live_) {
@@ -636,7 +732,13 @@ void CoordinatorService::ScheduleReady() {
     s.Attempt(attempt_id) = AttemptRecord{attempt_id, job.id, job.attempts, state::kAssigned,
                                           absl::StrJoin(p.worker_ids, ","), clock_->NowMs()};
     Event(s, "attempt_assigned", job.run_id, job.id, attempt_id, absl::StrJoin(p.worker_ids, ","));
-    for (const auto& w : p.worker_ids) {
+    std::string rendezvous;
+    if (p.worker_ids.size() > 1) {  // a fresh store address per attempt
+      const int64_t port = config_.rendezvous_port_base + (started_ms_ + next_rendezvous_++) % config_.rendezvous_port_span;
+      rendezvous = absl::StrCat("tcp://", workers_[p.worker_ids[0]].host, ":", port);
+    }
+    for (size_t rank = 0; rank < p.worker_ids.size(); ++rank) {
+      const std::string& w = p.worker_ids[rank];
       proto::Envelope assign;
       assign.set_sender("coordinator");
       auto* a = assign.mutable_assign();
@@ -646,11 +748,154 @@ void CoordinatorService::ScheduleReady() {
       a->set_type(job.type);
       a->set_params_json(job.params_json);
       a->set_attempt(static_cast<uint32_t>(job.attempts));
+      a->set_rank(static_cast<uint32_t>(rank));
+      a->set_world_size(static_cast<uint32_t>(p.worker_ids.size()));
+      a->set_rendezvous(rendezvous);
       s.outbox.push_back({live_[w].peer, assign});
     }
     if (!Commit(s).ok()) break;
   }
   dirty_ = false;
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+absl::Status CoordinatorService::HandleCheckpointCommitted(const proto::Envelope& env) {
+  const proto::CheckpointCommitted& c = env.checkpoint_committed();
+  auto it = attempts_.find(c.attempt_id());
+  if (it == attempts_.end() || !Holds(it->second, env.sender())) return absl::OkStatus();
+  const AttemptRecord& a = it->second;
+  // Only the job's newest attempt may commit: a fenced straggler must not add checkpoints.
+  if (attempts_by_job_[a.job_id].empty() || attempts_by_job_[a.job_id].back() != a.id) return absl::OkStatus();
+  if (c.path().empty() || c.sha256().size() != 64) {
+    return absl::InvalidArgumentError("CheckpointCommitted needs a path and a 64-hex-digit sha256");
+  }
+  const JobRecord& job = jobs_[a.job_id];
+  const int64_t step = static_cast<int64_t>(c.step());
+  auto& known = checkpoints_[a.job_id];
+  if (auto k = known.find(step); k != known.end() && k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) {
+    return absl::OkStatus();  // a duplicate report
+  }
+  Json metrics = Json::object();
+  for (const auto& m : c.metrics()) {
+    if (!m.key().empty() && m.key().size() <= 128) metrics[m.key()] = m.value();
+  }
+  Staged s(this);
+  s.checkpoints.push_back({job.run_id, job.id, a.id, step, c.path(), c.sha256(), static_cast<int64_t>(c.bytes()),
+                           state::kCommitted, clock_->NowMs(), metrics.dump()});
+  Event(s, "checkpoint_committed", job.run_id, job.id, a.id, absl::StrCat("step ", step));
+  const std::string eval_id = MaybeAddCheckpointEval(s, job, step);
+  DD2_RETURN_IF_ERROR(Commit(s));
+  if (!eval_id.empty()) AddDynamicJobIndex(jobs_[eval_id]);
+  Staged r(this);
+  auto victims = StageRetention(r, job.id);
+  if (!victims.empty()) {
+    DD2_RETURN_IF_ERROR(Commit(r));
+    FinishDeletions(victims);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorService::HandleAttemptResumed(const proto::Envelope& env) {
+  const proto::AttemptResumed& r = env.attempt_resumed();
+  if (!active_attempts_.count(r.attempt_id()) || !Holds(attempts_[r.attempt_id()], env.sender())) {
+    return absl::OkStatus();
+  }
+  const AttemptRecord& a = attempts_[r.attempt_id()];
+  Staged s(this);
+  Event(s, "attempt_resumed", jobs_[a.job_id].run_id, a.job_id, a.id, absl::StrCat("step ", r.step()));
+  return Commit(s);
+}
+
+std::string CoordinatorService::MaybeAddCheckpointEval(Staged& s, const JobRecord& job, int64_t step) {
+  auto spec = job_specs_.find(job.id);
+  if (spec == job_specs_.end() || !spec->second.has_eval_every()) return "";
+  const proto::EvalEvery& every = spec->second.eval_every();
+  if (every.steps() == 0 || step % static_cast<int64_t>(every.steps()) != 0) return "";
+  const std::string name = absl::StrCat(job.name, "-eval-", step);
+  const std::string id = absl::StrCat(job.run_id, "/", name);
+  if (jobs_.count(id) || s.jobs.count(id)) return "";
+  Json params = Json::parse(every.params_json(), nullptr, false);
+  if (!params.is_object()) return "";
+  params["generator"] = job.name;
+  params["checkpoint_step"] = step;
+  JobRecord& e = s.Job(id);
+  e = JobRecord{id, job.run_id, name, "eval", params.dump(), Json::array({job.name}).dump(), 1, job.device, 0,
+                job.priority - 1, state::kReady};
+  e.updated_ms = clock_->NowMs();
+  Event(s, "job_added", job.run_id, id, "", absl::StrCat("eval of ", job.name, " at step ", step));
+  return id;
+}
+
+std::vector<CheckpointRecord> CoordinatorService::StageRetention(Staged& s, const std::string& job_id) {
+  auto spec = job_specs_.find(job_id);
+  if (spec == job_specs_.end() || !spec->second.has_retention()) return {};
+  const proto::Retention& r = spec->second.retention();
+  RetentionPolicy policy{r.keep_latest(), r.keep_best(), r.metric(), r.mode() == "max"};
+  std::vector<RetainedCheckpoint> committed;
+  for (const auto& [step, c] : checkpoints_[job_id]) {
+    if (c.state != state::kCommitted) continue;
+    RetainedCheckpoint rc{step, {}};
+    Json m = Json::parse(c.metrics_json, nullptr, false);
+    if (m.is_object()) {
+      for (auto& [k, v] : m.items()) {
+        if (v.is_number()) rc.metrics[k] = v.get<double>();
+      }
+    }
+    committed.push_back(std::move(rc));
+  }
+  // Pinned: checkpoints an unfinished eval reads.
+  std::set<int64_t> pinned;
+  const JobRecord& job = jobs_[job_id];
+  for (const auto& id : jobs_by_run_[job.run_id]) {
+    const JobRecord& j = jobs_[id];
+    if (j.type != "eval" || IsTerminal(j.state)) continue;
+    Json p = Json::parse(j.params_json, nullptr, false);
+    if (p.is_object() && p.value("generator", std::string()) == job.name) pinned.insert(p.value("checkpoint_step", int64_t{0}));
+  }
+  std::vector<CheckpointRecord> victims;
+  for (int64_t step : CheckpointsToDelete(committed, policy, pinned)) {
+    CheckpointRecord c = checkpoints_[job_id][step];
+    c.state = state::kDeleting;
+    s.checkpoints.push_back(c);
+    Event(s, "checkpoint_deleting", job.run_id, job_id, "", absl::StrCat("step ", step, ": ", c.path));
+    victims.push_back(c);
+  }
+  return victims;
+}
+
+void CoordinatorService::FinishDeletions(const std::vector<CheckpointRecord>& victims) {
+  if (victims.empty()) return;
+  Staged s(this);
+  for (CheckpointRecord c : victims) {
+    absl::Status st = RemoveCheckpoint(c.path);
+    if (!st.ok()) {  // stays "deleting"; retried at the next start
+      Event(s, "checkpoint_delete_failed", c.run_id, c.job_id, "", std::string(st.message()));
+      continue;
+    }
+    c.state = state::kDeleted;
+    s.checkpoints.push_back(c);
+    Event(s, "checkpoint_deleted", c.run_id, c.job_id, "", absl::StrCat("step ", c.step));
+  }
+  Commit(s).IgnoreError();
+}
+
+absl::Status CoordinatorService::HandleCheckpoints(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
+  const std::string& run_id = env.checkpoints().run_id();
+  if (!runs_.count(run_id)) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
+  Json list = Json::array();
+  for (const auto& job_id : jobs_by_run_[run_id]) {
+    for (const auto& [step, c] : checkpoints_[job_id]) {
+      list.push_back({{"job", jobs_[job_id].name}, {"step", step}, {"state", c.state}, {"path", c.path},
+                      {"sha256", c.sha256}, {"bytes", c.bytes}, {"attempt", c.attempt_id},
+                      {"created_ms", c.created_ms}, {"metrics", Json::parse(c.metrics_json, nullptr, false)}});
+    }
+  }
+  proto::Envelope reply;
+  reply.mutable_json_reply()->set_json(Json{{"run", run_id}, {"checkpoints", list}}.dump());
+  Reply(peer, env, reply);
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------- clients

@@ -50,7 +50,9 @@ class CoordinatorService {
   int64_t frames() const { return frames_; }
   int64_t malformed_frames() const { return malformed_frames_; }
   int64_t send_failures() const { return send_failures_; }
-  void CountSendFailure() { ++send_failures_; }
+  // A send to `peer` failed; `gone`: its connection is closed. A worker whose connection is gone
+  // is marked lost at the next Schedule or Tick, so no gang waits on a dead rank.
+  void CountSendFailure(const std::string& peer, bool gone);
 
  private:
   class Staged;
@@ -66,6 +68,9 @@ class CoordinatorService {
   absl::Status HandleProgress(const proto::Envelope& env);
   absl::Status HandleLogChunk(const proto::Envelope& env);
   absl::Status HandleAttemptFinished(const std::string& peer, const proto::Envelope& env);
+  absl::Status HandleCheckpointCommitted(const proto::Envelope& env);
+  absl::Status HandleAttemptResumed(const proto::Envelope& env);
+  absl::Status HandleCheckpoints(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleSubmit(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleStatus(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleJobs(const std::string& peer, const proto::Envelope& env);
@@ -80,6 +85,15 @@ class CoordinatorService {
   // Indexes a run's jobs: spec order, position, and who waits on whom.
   void IndexRunJobs(const std::string& run_id, const proto::RunSpec& spec);
   void ScheduleReady();
+  void AddDynamicJobIndex(const JobRecord& job);
+  // Stages an eval job for checkpoint `step` of `job` when its eval_every asks for one, and
+  // returns its id ("" when none); index it with AddDynamicJobIndex once committed.
+  std::string MaybeAddCheckpointEval(Staged& s, const JobRecord& job, int64_t step);
+  // Stages the retention policy of `job_id`: victims move to "deleting" (journaled). Returns
+  // them; after the commit, FinishDeletions removes their files and records them deleted.
+  std::vector<CheckpointRecord> StageRetention(Staged& s, const std::string& job_id);
+  void FinishDeletions(const std::vector<CheckpointRecord>& victims);
+  void MarkUnreachableWorkersLost();
   void MarkLost(const std::string& worker_id, const std::string& cause);
   // Stages a failed or lost attempt's consequence for its job: retry with backoff, or fail.
   void RetryOrFail(Staged& s, const std::string& job_id, const std::string& cause, bool infra);
@@ -123,6 +137,10 @@ class CoordinatorService {
   std::set<std::string> active_attempts_;                             // non-terminal
   std::map<std::string, std::map<std::string, double>> latest_metrics_;  // job -> key -> value
   std::map<std::string, std::set<std::string>> finished_ranks_;      // attempt -> workers done
+  std::map<std::string, std::map<int64_t, CheckpointRecord>> checkpoints_;  // job -> step -> record
+  std::map<std::string, proto::JobSpec> job_specs_;                  // job -> its spec
+  std::set<std::string> unreachable_peers_;
+  int64_t next_rendezvous_ = 0;
 };
 
 }  // namespace dd2

@@ -27,6 +27,15 @@ class InMemoryJobStore : public JobStore {
     for (const auto& r : tx.jobs) jobs_[r.id] = r;
     for (const auto& r : tx.attempts) attempts_[r.id] = r;
     for (const auto& r : tx.workers) workers_[r.id] = r;
+    for (const auto& c : tx.checkpoints) {
+      auto [it, inserted] = checkpoints_.try_emplace({c.job_id, c.step}, c);
+      if (!inserted) {  // like SQLite's upsert: run_id and created_ms stay
+        CheckpointRecord updated = c;
+        updated.run_id = it->second.run_id;
+        updated.created_ms = it->second.created_ms;
+        it->second = updated;
+      }
+    }
     for (auto e : tx.events) {
       e.id = static_cast<int64_t>(events_.size()) + 1;
       events_.push_back(std::move(e));
@@ -41,6 +50,7 @@ class InMemoryJobStore : public JobStore {
     for (const auto& [id, r] : jobs_) s.jobs.push_back(r);
     for (const auto& [id, r] : attempts_) s.attempts.push_back(r);
     for (const auto& [id, r] : workers_) s.workers.push_back(r);
+    for (const auto& [key, c] : checkpoints_) s.checkpoints.push_back(c);
     return s;
   }
 
@@ -68,6 +78,7 @@ class InMemoryJobStore : public JobStore {
   std::map<std::string, JobRecord> jobs_;
   std::map<std::string, AttemptRecord> attempts_;
   std::map<std::string, WorkerRecord> workers_;
+  std::map<std::pair<std::string, int64_t>, CheckpointRecord> checkpoints_;
   std::vector<EventRecord> events_;
   std::map<std::tuple<std::string, std::string, int64_t>, MetricRecord> metrics_;
 };

@@ -29,7 +29,7 @@ class JobStore {
   // Unavailable/Internal when the database fails.
   virtual absl::Status Apply(const StoreTx& tx) = 0;
 
-  // Every run, job, attempt and worker, each list ordered by primary key.
+  // Every run, job, attempt, worker and checkpoint, each list ordered by its key.
   virtual absl::StatusOr<StoreSnapshot> Load() = 0;
 
   // Events matching `filter`, in the order they were appended.

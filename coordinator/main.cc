@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   app.add_option("--retry-backoff-max-ms", config.retry_backoff_max_ms, "largest retry backoff")->capture_default_str();
   app.add_option("--lost-retries", config.lost_retries, "retries for attempts lost with a worker")->capture_default_str();
   app.add_option("--cancel-grace-ms", config.cancel_grace_ms, "SIGTERM-to-SIGKILL grace on cancel")->capture_default_str();
+  app.add_option("--rendezvous-port-base", config.rendezvous_port_base, "first port for gang rendezvous")->capture_default_str();
+  app.add_option("--rendezvous-port-span", config.rendezvous_port_span, "ports used for gang rendezvous")->capture_default_str();
   bool endpoint_given = false;
   app.callback([&] { endpoint_given = app.count("--endpoint") > 0; });
   CLI11_PARSE(app, argc, argv);

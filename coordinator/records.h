@@ -12,7 +12,7 @@ namespace dd2 {
 // Run states: running -> succeeded | failed | cancelled.
 // Job states: pending (waits for `after`) -> ready -> assigned -> running -> succeeded | failed |
 //   cancelled; a failed attempt with budget left moves the job to retrying (backoff), then ready.
-// Attempt states: assigned -> running -> succeeded | failed | cancelled | lost.
+// Attempt states: assigned -> running -> succeeded | failed | cancelled | lost | preempted.
 namespace state {
 inline constexpr char kPending[] = "pending";
 inline constexpr char kReady[] = "ready";
@@ -23,6 +23,11 @@ inline constexpr char kSucceeded[] = "succeeded";
 inline constexpr char kFailed[] = "failed";
 inline constexpr char kCancelled[] = "cancelled";
 inline constexpr char kLost[] = "lost";
+inline constexpr char kPreempted[] = "preempted";  // attempt stopped by preemption; not a failure
+// Checkpoint states: committed -> deleting (journaled, file about to go) -> deleted.
+inline constexpr char kCommitted[] = "committed";
+inline constexpr char kDeleting[] = "deleting";
+inline constexpr char kDeleted[] = "deleted";
 // Worker states.
 inline constexpr char kAlive[] = "alive";
 inline constexpr char kSuspect[] = "suspect";
@@ -91,6 +96,21 @@ struct WorkerRecord {
   bool operator==(const WorkerRecord&) const = default;
 };
 
+// One committed checkpoint of a job, keyed by (job_id, step).
+struct CheckpointRecord {
+  std::string run_id;
+  std::string job_id;
+  std::string attempt_id;
+  int64_t step = 0;
+  std::string path;
+  std::string sha256;
+  int64_t bytes = 0;
+  std::string state;
+  int64_t created_ms = 0;
+  std::string metrics_json = "{}";  // {"key": value}: reported with it, and by evals of it
+  bool operator==(const CheckpointRecord&) const = default;
+};
+
 struct EventRecord {
   int64_t id = 0;  // assigned by the store
   int64_t ts_ms = 0;
@@ -119,11 +139,12 @@ struct StoreTx {
   std::vector<JobRecord> jobs;
   std::vector<AttemptRecord> attempts;
   std::vector<WorkerRecord> workers;
+  std::vector<CheckpointRecord> checkpoints;
   std::vector<EventRecord> events;
   std::vector<MetricRecord> metrics;
   bool empty() const {
-    return runs.empty() && jobs.empty() && attempts.empty() && workers.empty() && events.empty() &&
-           metrics.empty();
+    return runs.empty() && jobs.empty() && attempts.empty() && workers.empty() && checkpoints.empty() &&
+           events.empty() && metrics.empty();
   }
 };
 
@@ -133,6 +154,7 @@ struct StoreSnapshot {
   std::vector<JobRecord> jobs;
   std::vector<AttemptRecord> attempts;
   std::vector<WorkerRecord> workers;
+  std::vector<CheckpointRecord> checkpoints;  // ordered by (job_id, step)
 };
 
 }  // namespace dd2

@@ -35,9 +35,8 @@ absl::Status CoordinatorServer::Run() {
   CoordinatorService* service_ptr = nullptr;
   CoordinatorService service(config_, store.get(), &clock,
                              [&](const std::string& peer, const proto::Envelope& env) {
-                               if (!SendFrames(router, {peer, EncodeEnvelope(env)}).ok()) {
-                                 service_ptr->CountSendFailure();
-                               }
+                               absl::Status st = SendFrames(router, {peer, EncodeEnvelope(env)});
+                               if (!st.ok()) service_ptr->CountSendFailure(peer, absl::IsNotFound(st));
                              });
   service_ptr = &service;
   service.SetEndpoint(bound);

@@ -157,6 +157,12 @@ class SqliteJobStore : public JobStore {
                            workers.Int(4), workers.Int(5), workers.Text(6), workers.Int(7),
                            workers.Int(8)});
     }
+    Statement ckpts(db_, "SELECT run_id, job_id, attempt_id, step, path, sha256, bytes, state, "
+                         "created_ms, metrics_json FROM checkpoints ORDER BY job_id, step");
+    while (ckpts.Step() == SQLITE_ROW) {
+      s.checkpoints.push_back({ckpts.Text(0), ckpts.Text(1), ckpts.Text(2), ckpts.Int(3), ckpts.Text(4),
+                               ckpts.Text(5), ckpts.Int(6), ckpts.Text(7), ckpts.Int(8), ckpts.Text(9)});
+    }
     return s;
   }
 
@@ -240,6 +246,17 @@ class SqliteJobStore : public JobStore {
           "registered_ms = excluded.registered_ms, last_seen_ms = excluded.last_seen_ms");
       s.Bind(1, r.id).Bind(2, r.host).Bind(3, r.device).Bind(4, r.device_index).Bind(5, r.slots)
           .Bind(6, r.pid).Bind(7, r.state).Bind(8, r.registered_ms).Bind(9, r.last_seen_ms);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& c : tx.checkpoints) {
+      Statement& s = Cached(
+          "INSERT INTO checkpoints (run_id, job_id, attempt_id, step, path, sha256, bytes, state, "
+          "created_ms, metrics_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+          "ON CONFLICT(job_id, step) DO UPDATE SET attempt_id = excluded.attempt_id, "
+          "path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, "
+          "state = excluded.state, metrics_json = excluded.metrics_json");
+      s.Bind(1, c.run_id).Bind(2, c.job_id).Bind(3, c.attempt_id).Bind(4, c.step).Bind(5, c.path)
+          .Bind(6, c.sha256).Bind(7, c.bytes).Bind(8, c.state).Bind(9, c.created_ms).Bind(10, c.metrics_json);
       DD2_RETURN_IF_ERROR(s.Run());
     }
     for (const auto& e : tx.events) {

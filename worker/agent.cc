@@ -60,9 +60,7 @@ void WorkerAgent::SendHello() {
   proto::Envelope env;
   auto* h = env.mutable_hello();
   h->set_worker_id(config_.worker_id);
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  h->set_host(host);
+  h->set_host(config_.advertise_host);
   h->set_device(config_.device);
   h->set_device_index(config_.device_index);
   h->set_slots(static_cast<uint32_t>(config_.slots));
@@ -87,7 +85,14 @@ absl::Status WorkerAgent::Run() {
   absl::Status st = ConnectDealer(socket_, config_.coordinator, config_.worker_id, /*immediate=*/true);
   if (!st.ok()) return st;
   last_heard_ms_ = NowMs();
-  while (!stop_) {
+  int64_t drain_until_ms = 0;  // set by Stop(): preempted attempts report, then we exit
+  while (true) {
+    if (stop_ && drain_until_ms == 0) {
+      PreemptChildren();
+      drain_until_ms = NowMs() + config_.shutdown_grace_ms;
+    }
+    if (drain_until_ms > 0 && ((children_.empty() && unacked_.empty()) || NowMs() >= drain_until_ms)) break;
+    if (preempt_.exchange(false)) PreemptChildren();
     std::vector<zmq::pollitem_t> items;
     items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
     for (auto& [id, c] : children_) {
@@ -149,15 +154,8 @@ absl::Status WorkerAgent::Run() {
       }
     }
   }
-  // Shutdown: stop every child, SIGKILL after the grace. Their attempts are not reported; the
-  // coordinator finds this worker lost and retries them elsewhere.
-  for (auto& [id, c] : children_) ::kill(-c.pid, SIGTERM);
-  const int64_t deadline = NowMs() + config_.shutdown_grace_ms;
-  while (!children_.empty() && NowMs() < deadline) {
-    for (auto& [id, c] : children_) c.fenced = true;
-    ReapChildren();
-    ::usleep(20000);
-  }
+  // Children still running after the grace: the coordinator finds this worker lost and
+  // retries their attempts elsewhere.
   for (auto& [id, c] : children_) {
     ::kill(-c.pid, SIGKILL);
     ::waitpid(c.pid, nullptr, 0);
@@ -235,6 +233,13 @@ void WorkerAgent::StartAttempt(const proto::Assign& assign) {
                                    std::to_string(assign.attempt()), "--work-dir", work,
                                    "--run-dir", config_.artifacts_root + "/" + assign.run_id(),
                                    "--job-name", job_name, "--progress-fd", "3"};
+  if (assign.world_size() > 1) {
+    for (const std::string& a : {std::string("--rank"), std::to_string(assign.rank()), std::string("--world-size"),
+                                 std::to_string(assign.world_size()), std::string("--rendezvous"), assign.rendezvous(),
+                                 std::string("--host"), config_.advertise_host}) {
+      args.push_back(a);
+    }
+  }
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);
@@ -281,6 +286,15 @@ void WorkerAgent::CancelChild(const std::string& attempt_id, int64_t grace_ms, b
   if (c.kill_at_ms == 0 || deadline < c.kill_at_ms) c.kill_at_ms = std::max<int64_t>(deadline, 1);
 }
 
+void WorkerAgent::PreemptChildren() {
+  for (auto& [id, c] : children_) {
+    if (c.cancelled || c.preempted) continue;
+    c.preempted = true;
+    ::kill(-c.pid, SIGTERM);
+    std::fprintf(stderr, "dd2-worker: preempting %s: checkpoint and stop\n", id.c_str());
+  }
+}
+
 void WorkerAgent::DrainOutput(Child& c) {
   if (c.out_fd < 0) return;
   char buf[65536];
@@ -325,14 +339,48 @@ void WorkerAgent::DrainProgress(Child& c) {
     break;
   }
   size_t nl;
-  std::string last;
+  std::string last;  // of the progress lines only the newest matters
   while ((nl = c.progress_buf.find('\n')) != std::string::npos) {
-    last = c.progress_buf.substr(0, nl);
+    std::string line = c.progress_buf.substr(0, nl);
     c.progress_buf.erase(0, nl + 1);
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    if (!j.contains("event")) {
+      last = std::move(line);
+      continue;
+    }
+    const std::string kind = j.value("event", "");
+    if (kind == "cause") {
+      c.cause = j.value("cause", "");
+      continue;
+    }
+    if (c.fenced) continue;
+    proto::Envelope env;
+    if (kind == "checkpoint") {
+      auto* k = env.mutable_checkpoint_committed();
+      k->set_attempt_id(c.attempt_id);
+      k->set_step(j.value("step", 0ULL));
+      k->set_path(j.value("path", ""));
+      k->set_sha256(j.value("sha256", ""));
+      k->set_bytes(j.value("bytes", 0ULL));
+      if (j.contains("metrics") && j["metrics"].is_object()) {
+        for (auto& [key, v] : j["metrics"].items()) {
+          if (!v.is_number()) continue;
+          auto* m = k->add_metrics();
+          m->set_key(key);
+          m->set_value(v.get<double>());
+        }
+      }
+    } else if (kind == "resumed") {
+      env.mutable_attempt_resumed()->set_attempt_id(c.attempt_id);
+      env.mutable_attempt_resumed()->set_step(j.value("step", 0ULL));
+    } else {
+      continue;
+    }
+    Send(std::move(env));
   }
-  if (last.empty() || c.fenced) return;  // only the newest line matters
+  if (last.empty() || c.fenced) return;
   auto j = nlohmann::json::parse(last, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return;
   proto::Envelope env;
   auto* p = env.mutable_progress();
   p->set_attempt_id(c.attempt_id);
@@ -373,6 +421,9 @@ void WorkerAgent::ReapChildren() {
       f.set_signal(WTERMSIG(status));
     }
     f.set_cancelled(c.cancelled);
+    // 143 without a cancel: the gang stopped together because some rank was preempted.
+    f.set_preempted(!c.cancelled && (c.preempted || f.exit_code() == kStoppedExitCode));
+    f.set_cause(c.cause);
     if (f.exit_code() == 127) f.set_cause("job type not implemented on this worker, or exec failed");
     std::fprintf(stderr, "dd2-worker: %s exited (code %d, signal %d)\n", id.c_str(), f.exit_code(), f.signal());
     unacked_[id] = f;

@@ -4,8 +4,12 @@
 // supervised child process (`dd2-worker job-run ...`, own process group), forwards the child's
 // output (LogChunk) and progress lines (Progress), and reports its exit (AttemptFinished),
 // resending the report until the coordinator acknowledges it. Cancel: SIGTERM to the child's
-// group, SIGKILL after the grace. Not thread-safe: Run() and everything else on one thread;
-// Stop() only sets a flag and may be called from a signal handler.
+// group, SIGKILL after the grace. Preemption (Preempt(), or Stop() while attempts run): every
+// child is asked to checkpoint and stop (SIGTERM), and its exit is reported as "preempted";
+// after Stop() the daemon exits once those reports are acknowledged or the grace has passed.
+// Checkpoint commits and resumes that the child reports on its event lines are forwarded.
+// Not thread-safe: Run() and everything else on one thread; Stop() and Preempt() only set
+// flags and may be called from a signal handler.
 #ifndef DD2_WORKER_AGENT_H_
 #define DD2_WORKER_AGENT_H_
 
@@ -26,6 +30,7 @@ namespace dd2 {
 struct WorkerConfig {
   std::string coordinator;          // ZeroMQ endpoint
   std::string worker_id;            // stable across restarts of this worker
+  std::string advertise_host;       // where gang peers reach this worker (default: hostname)
   std::string device = "cpu";
   int device_index = 0;
   int slots = 1;
@@ -41,6 +46,7 @@ class WorkerAgent {
   explicit WorkerAgent(WorkerConfig config);
   absl::Status Run();
   void Stop() { stop_ = true; }
+  void Preempt() { preempt_ = true; }
 
  private:
   struct Child {
@@ -53,7 +59,9 @@ class WorkerAgent {
     std::string progress_buf;
     int64_t kill_at_ms = 0; // SIGKILL deadline after a cancel; 0: none
     bool cancelled = false;
+    bool preempted = false; // asked to checkpoint and stop by preemption
     bool fenced = false;    // the coordinator no longer owns it: do not report
+    std::string cause;      // from the child's "cause" event line
   };
 
   void Send(proto::Envelope env);
@@ -65,10 +73,12 @@ class WorkerAgent {
   void CancelChild(const std::string& attempt_id, int64_t grace_ms, bool fenced);
   void DrainOutput(Child& c);
   void DrainProgress(Child& c);
+  void PreemptChildren();
   void ReapChildren();
 
   WorkerConfig config_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> preempt_{false};
   zmq::context_t context_;
   zmq::socket_t socket_;
   std::map<std::string, Child> children_;

@@ -1,5 +1,6 @@
 // dd2-worker: `dd2-worker [flags]` runs the daemon; `dd2-worker job-run ...` is the job child
-// the daemon starts for each attempt (not for direct use).
+// the daemon starts for each attempt (not for direct use). SIGUSR1 preempts the running attempts
+// (checkpoint, report "preempted", keep serving); SIGTERM/SIGINT preempt them and exit.
 #include <csignal>
 #include <cstdio>
 #include <unistd.h>
@@ -14,6 +15,9 @@ namespace {
 dd2::WorkerAgent* g_agent = nullptr;
 void OnSignal(int) {
   if (g_agent) g_agent->Stop();
+}
+void OnPreempt(int) {
+  if (g_agent) g_agent->Preempt();
 }
 }  // namespace
 
@@ -32,6 +36,8 @@ int main(int argc, char** argv) {
   app.add_option("--work-dir", config.work_dir, "scratch and attempt logs (default <home>/workers/<id>)");
   app.add_option("--artifacts", config.artifacts_root,
                  "where jobs write their outputs, <root>/<run>/<job>; shared by all workers (default <home>/artifacts)");
+  app.add_option("--advertise-host", config.advertise_host,
+                 "address gang peers reach this worker at (default: the hostname)");
   app.add_option("--heartbeat-interval-ms", config.heartbeat_interval_ms, "until the coordinator sets it")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   const std::string resolved_home = dd2::ResolveHome(home);
@@ -43,17 +49,17 @@ int main(int argc, char** argv) {
     }
     config.coordinator = *ep;
   }
-  if (config.worker_id.empty()) {
-    char host[256] = {0};
-    ::gethostname(host, sizeof(host) - 1);
-    config.worker_id = std::string(host) + "-" + std::to_string(::getpid());
-  }
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  if (config.worker_id.empty()) config.worker_id = std::string(host) + "-" + std::to_string(::getpid());
+  if (config.advertise_host.empty()) config.advertise_host = host;
   if (config.work_dir.empty()) config.work_dir = resolved_home + "/workers/" + config.worker_id;
   if (config.artifacts_root.empty()) config.artifacts_root = resolved_home + "/artifacts";
   dd2::WorkerAgent agent(config);
   g_agent = &agent;
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
+  std::signal(SIGUSR1, OnPreempt);  // e.g. SLURM's --signal=USR1@60 before a time limit
   std::signal(SIGPIPE, SIG_IGN);
   std::fprintf(stderr, "dd2-worker: %s connecting to %s\n", config.worker_id.c_str(), config.coordinator.c_str());
   absl::Status st = agent.Run();

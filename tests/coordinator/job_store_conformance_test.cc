@@ -74,6 +74,28 @@ TYPED_TEST(JobStoreConformanceTest, UpsertReplacesMutableFields) {
   EXPECT_EQ(snap->runs[0].finished_ms, 300);
 }
 
+TYPED_TEST(JobStoreConformanceTest, CheckpointsUpsertByJobAndStepAndLoadInOrder) {
+  StoreTx tx = this->NewRun("r-1", "sub-1");
+  CheckpointRecord late{"r-1", "r-1/a", "r-1/a#1", 200, "/x/step-200.pt", "ab", 10, "committed", 120, "{}"};
+  CheckpointRecord early{"r-1", "r-1/a", "r-1/a#1", 100, "/x/step-100.pt", "cd", 11, "committed", 110, R"({"loss":1})"};
+  tx.checkpoints = {late, early};
+  ASSERT_TRUE(this->store_->Apply(tx).ok());
+  StoreTx update;
+  CheckpointRecord deleting = early;
+  deleting.state = "deleting";
+  deleting.created_ms = 999;  // not mutable
+  update.checkpoints = {deleting};
+  ASSERT_TRUE(this->store_->Apply(update).ok());
+  auto snap = this->store_->Load();
+  ASSERT_TRUE(snap.ok());
+  ASSERT_EQ(snap->checkpoints.size(), 2u);
+  EXPECT_EQ(snap->checkpoints[0].step, 100);
+  EXPECT_EQ(snap->checkpoints[0].state, "deleting");
+  EXPECT_EQ(snap->checkpoints[0].created_ms, 110);
+  EXPECT_EQ(snap->checkpoints[0].metrics_json, R"({"loss":1})");
+  EXPECT_EQ(snap->checkpoints[1], late);
+}
+
 TYPED_TEST(JobStoreConformanceTest, DuplicateSubmissionIdIsRejectedAndNothingIsApplied) {
   ASSERT_TRUE(this->store_->Apply(this->NewRun("r-1", "same")).ok());
   absl::Status st = this->store_->Apply(this->NewRun("r-2", "same"));
