@@ -6,6 +6,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+
+#include "common/checkpoint_manifest.h"
 #include "common/protocol.h"
 #include "common/run_spec.h"
 #include "tests/testing/test_util.h"
@@ -119,6 +123,43 @@ class CoordinatorServiceTest : public ::testing::Test {
   }
 
   size_t CountEvents(const std::string& kind) { return store_->Events({"", "", kind})->size(); }
+
+  // Writes a real checkpoint file and manifest for `step` and reports it from `worker`.
+  std::string Checkpoint(const std::string& worker, const std::string& attempt, int64_t step,
+                         std::map<std::string, double> metrics = {}) {
+    const std::string path = CheckpointPath(dir_.path() + "/ckpt", step);
+    std::filesystem::create_directories(dir_.path() + "/ckpt");
+    std::ofstream(path) << "weights of step " << step;
+    auto manifest = CommitCheckpoint(path, step, attempt);
+    EXPECT_TRUE(manifest.ok());
+    proto::Envelope env;
+    auto* c = env.mutable_checkpoint_committed();
+    c->set_attempt_id(attempt);
+    c->set_step(static_cast<uint64_t>(step));
+    c->set_path(path);
+    c->set_sha256(manifest->sha256);
+    c->set_bytes(static_cast<uint64_t>(manifest->bytes));
+    for (const auto& [k, v] : metrics) {
+      auto* m = c->add_metrics();
+      m->set_key(k);
+      m->set_value(v);
+    }
+    Frame(worker, env);
+    return path;
+  }
+
+  // Checkpoint steps of `run` in `state`, from `dd2ctl ckpt ls`'s request.
+  std::vector<int64_t> CheckpointSteps(const std::string& run, const std::string& state) {
+    proto::Envelope env;
+    env.mutable_checkpoints()->set_run_id(run);
+    Frame("client", env);
+    std::vector<int64_t> out;
+    const Json reply = Json::parse(Take("client").back().json_reply().json());
+    for (const auto& c : reply["checkpoints"]) {
+      if (c["state"] == state) out.push_back(c["step"].get<int64_t>());
+    }
+    return out;
+  }
 
   testing::TempDir dir_;
   CoordinatorConfig config_;
@@ -398,6 +439,161 @@ TEST_F(CoordinatorServiceTest, MalformedFramesAreCountedAndDropped) {
   Frame("x", wrong_direction);
   EXPECT_EQ(svc_->malformed_frames(), 3);
   EXPECT_EQ(svc_->frames(), 3);
+}
+
+constexpr char kRetained[] = R"(
+name: keep
+jobs:
+  - name: d
+    type: distill
+    retention: {keep_latest: 2, keep_best: 1, metric: loss, mode: min}
+)";
+
+TEST_F(CoordinatorServiceTest, RetentionKeepsWhatThePolicySaysAcrossARestart) {
+  auto sqlite = OpenSqliteJobStore(dir_.path() + "/state.db");
+  ASSERT_TRUE(sqlite.ok());
+  store_ = std::move(sqlite).value();
+  Restart();
+  Hello("w1");
+  const std::string run = Submit(kRetained);
+  ASSERT_EQ(Assigns("w1").size(), 1u);
+  const std::string a = "keep-1/d#1";
+  Started("w1", a);
+  std::map<int64_t, std::string> paths;
+  for (auto [step, loss] : std::vector<std::pair<int64_t, double>>{{100, 0.5}, {200, 0.1}, {300, 0.4}, {400, 0.3}}) {
+    paths[step] = Checkpoint("w1", a, step, {{"loss", loss}});
+  }
+  // Newest two (300, 400) and the best by loss (200).
+  EXPECT_THAT(CheckpointSteps(run, "committed"), ::testing::ElementsAre(200, 300, 400));
+  EXPECT_THAT(CheckpointSteps(run, "deleted"), ::testing::ElementsAre(100));
+  EXPECT_FALSE(std::filesystem::exists(paths[100]));
+  EXPECT_FALSE(std::filesystem::exists(ManifestPathFor(paths[100])));
+  EXPECT_TRUE(std::filesystem::exists(paths[200]));
+
+  Restart();  // the coordinator restarts; the policy still holds
+  Hello("w1", {a});
+  paths[500] = Checkpoint("w1", a, 500, {{"loss", 0.6}});
+  EXPECT_THAT(CheckpointSteps(run, "committed"), ::testing::ElementsAre(200, 400, 500));
+  EXPECT_THAT(CheckpointSteps(run, "deleted"), ::testing::ElementsAre(100, 300));
+  EXPECT_FALSE(std::filesystem::exists(paths[300]));
+  for (int64_t step : {200, 400, 500}) EXPECT_TRUE(std::filesystem::exists(paths[step])) << step;
+  // Each deletion was journaled before it happened.
+  auto events = *store_->Events({run, "", ""});
+  std::vector<std::string> order;
+  for (const auto& e : events) {
+    if (e.kind == "checkpoint_deleting" || e.kind == "checkpoint_deleted") order.push_back(e.kind + " " + e.detail.substr(0, 8));
+  }
+  EXPECT_THAT(order, ::testing::ElementsAre(::testing::StartsWith("checkpoint_deleting step 100"),
+                                            ::testing::StartsWith("checkpoint_deleted step 100"),
+                                            ::testing::StartsWith("checkpoint_deleting step 300"),
+                                            ::testing::StartsWith("checkpoint_deleted step 300")));
+}
+
+TEST_F(CoordinatorServiceTest, DeletionJournaledBeforeACrashIsFinishedAtStart) {
+  Hello("w1");
+  const std::string run = Submit(kRetained);
+  const std::string a = "keep-1/d#1";
+  Started("w1", a);
+  const std::string path = Checkpoint("w1", a, 100, {{"loss", 1}});
+  // The coordinator journaled the deletion, then died before removing the file.
+  auto snap = store_->Load();
+  StoreTx tx;
+  tx.checkpoints = snap->checkpoints;
+  tx.checkpoints[0].state = "deleting";
+  ASSERT_TRUE(store_->Apply(tx).ok());
+  Restart();
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_THAT(CheckpointSteps(run, "deleted"), ::testing::ElementsAre(100));
+}
+
+TEST_F(CoordinatorServiceTest, CheckpointsOfAReplacedAttemptAreIgnored) {
+  Hello("w1");
+  const std::string run = Submit(kRetained);
+  Started("w1", "keep-1/d#1");
+  Checkpoint("w1", "keep-1/d#2", 100);  // not an attempt it holds
+  EXPECT_TRUE(CheckpointSteps(run, "committed").empty());
+}
+
+TEST_F(CoordinatorServiceTest, PreemptedAttemptIsRescheduledWithoutUsingARetry) {
+  Hello("w1");
+  const std::string run = Submit("name: p\njobs:\n  - {name: a, type: sleep, retries: 0}\n");
+  ASSERT_EQ(Assigns("w1").size(), 1u);
+  Started("w1", "p-1/a#1");
+  proto::Envelope env;
+  env.mutable_attempt_finished()->set_attempt_id("p-1/a#1");
+  env.mutable_attempt_finished()->set_exit_code(143);
+  env.mutable_attempt_finished()->set_preempted(true);
+  Frame("w1", env);
+  auto again = Assigns("w1");
+  ASSERT_EQ(again.size(), 1u) << "rescheduled at once, although retries is 0";
+  EXPECT_EQ(again[0].attempt_id(), "p-1/a#2");
+  Started("w1", "p-1/a#2");
+  Finished("w1", "p-1/a#2", 0);
+  EXPECT_EQ(Status(run)["run"]["state"], "succeeded");
+  EXPECT_EQ(CountEvents("attempt_preempted"), 1u);
+  EXPECT_EQ(CountEvents("job_retrying"), 0u);
+}
+
+TEST_F(CoordinatorServiceTest, GangGetsRanksAndAFreshRendezvousPerAttempt) {
+  Hello("w1");
+  Hello("w2");
+  Submit("name: g\njobs:\n  - {name: a, type: sleep, retries: 0, resources: {workers: 2}}\n");
+  auto a1 = Assigns("w1"), a2 = Assigns("w2");
+  ASSERT_EQ(a1.size(), 1u);
+  ASSERT_EQ(a2.size(), 1u);
+  EXPECT_EQ(a1[0].world_size(), 2u);
+  EXPECT_EQ(a1[0].rank() + a2[0].rank(), 1u);
+  EXPECT_EQ(a1[0].rendezvous(), a2[0].rendezvous());
+  EXPECT_THAT(a1[0].rendezvous(), ::testing::StartsWith("tcp://test:"));
+  // Rank 1 reports its peer gone: infrastructure, so the job is retried although retries is 0.
+  proto::Envelope env;
+  env.mutable_attempt_finished()->set_attempt_id("g-1/a#1");
+  env.mutable_attempt_finished()->set_exit_code(1);
+  env.mutable_attempt_finished()->set_cause("gang peer lost: Connection closed by peer");
+  Frame("w2", env);
+  EXPECT_EQ(CountEvents("attempt_lost"), 1u);
+  clock_.Advance(config_.retry_backoff_ms);
+  svc_->Tick();
+  auto b1 = Assigns("w1");
+  ASSERT_EQ(b1.size(), 1u);
+  EXPECT_EQ(b1[0].attempt_id(), "g-1/a#2");
+  EXPECT_NE(b1[0].rendezvous(), a1[0].rendezvous());
+}
+
+TEST_F(CoordinatorServiceTest, CommittedCheckpointsGetEvalJobsEveryNSteps) {
+  Hello("w1");
+  const std::string run = Submit(R"(
+name: ev
+jobs:
+  - name: d
+    type: distill
+    eval_every: {steps: 200, params: {samples: 50}}
+)");
+  Started("w1", "ev-1/d#1");
+  Checkpoint("w1", "ev-1/d#1", 100);
+  Checkpoint("w1", "ev-1/d#1", 200);
+  std::vector<std::string> names;
+  Json eval;
+  const Json jobs = Jobs(run);
+  for (const auto& j : jobs["jobs"]) {
+    names.push_back(j["name"]);
+    if (j["name"] == "d-eval-200") eval = j;
+  }
+  EXPECT_THAT(names, ::testing::ElementsAre("d", "d-eval-200"));
+  ASSERT_FALSE(eval.is_null());
+  EXPECT_EQ(eval["type"], "eval");
+  Restart();  // dynamic jobs survive a restart
+  names.clear();
+  const Json after_restart = Jobs(run);
+  for (const auto& j : after_restart["jobs"]) names.push_back(j["name"]);
+  EXPECT_THAT(names, ::testing::ElementsAre("d", "d-eval-200"));
+}
+
+TEST_F(CoordinatorServiceTest, WorkerWhoseConnectionIsGoneIsLost) {
+  Hello("w1");
+  svc_->CountSendFailure("w1", /*gone=*/true);
+  svc_->Schedule();
+  EXPECT_EQ(CountEvents("worker_lost"), 1u);
 }
 
 }  // namespace
