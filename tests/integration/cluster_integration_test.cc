@@ -344,6 +344,83 @@ eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
             std::vector<std::string>{"1"});
 }
 
+// kill -9 of one rank's worker during a 2-rank distill job: the whole gang stops, the next
+// attempt (fresh rendezvous, other workers) resumes from the latest committed checkpoint, the job
+// ends exactly at its target step, and at most one checkpoint interval is redone.
+TEST_F(ClusterTest, GangRestartsFromTheLatestCommittedCheckpointAfterARankIsKilled) {
+  Up(3);
+  const std::string run = SubmitJson(WriteYaml("gang.yaml", R"(
+name: gang
+jobs:
+  - {name: tokenizer, type: tokenizer, params: {steps: 4, batch: 8, channels: 16, codebook_size: 32, train_limit: 256}}
+  - {name: teacher, type: teacher, after: [tokenizer], params: {steps: 4, batch: 8, width: 16, heads: 2, train_limit: 256}}
+  - {name: tune, type: tune, after: [teacher], params: {steps: 4, head_steps: 2, pool: 20, batch: 8, m: 2, head_width: 16}}
+  - name: distill
+    type: distill
+    after: [tune]
+    resources: {workers: 2}
+    params: {steps: 400, checkpoint_every: 40, k: 1, batch: 4, m: 2, collective_timeout_s: 30}
+)"));
+  ASSERT_EQ(run, "gang-1");
+  const std::string job = "gang-1/distill";
+  ASSERT_TRUE(WaitFor([&] {
+    return Sql("SELECT COUNT(*) FROM checkpoints WHERE job_id = '" + job + "'") != std::vector<std::string>{"0"};
+  }, 120));
+  const auto workers = Sql("SELECT worker_ids FROM attempts WHERE id = '" + job + "#1'");
+  ASSERT_EQ(workers.size(), 1u);
+  const std::string victim = workers[0].substr(workers[0].find(',') + 1);  // rank 1
+  ASSERT_EQ(::kill(Pid(home_ + "/workers/" + victim + "/pid"), SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; }, 180)) << RunState(run);
+
+  EXPECT_EQ(Sql("SELECT step || '/' || total FROM jobs WHERE id = '" + job + "'"), std::vector<std::string>{"400/400"});
+  EXPECT_EQ(Sql("SELECT state FROM attempts WHERE id = '" + job + "#1'"), std::vector<std::string>{"lost"});
+  const auto last_attempt = Sql("SELECT id FROM attempts WHERE job_id = '" + job + "' ORDER BY number DESC LIMIT 1");
+  ASSERT_EQ(last_attempt.size(), 1u);
+  EXPECT_EQ(Sql("SELECT worker_ids NOT LIKE '%" + victim + "%' FROM attempts WHERE id = '" + last_attempt[0] + "'"),
+            std::vector<std::string>{"1"});
+  // The failure point: the first attempt's end. Compare the resume step with what was committed
+  // and reached before it.
+  const std::string lost_at = "(SELECT finished_ms FROM attempts WHERE id = '" + job + "#1')";
+  const auto committed = Sql("SELECT MAX(step) FROM checkpoints WHERE job_id = '" + job + "' AND attempt_id = '" + job + "#1'");
+  const auto reached = Sql("SELECT MAX(step) FROM metrics WHERE job_id = '" + job + "' AND ts_ms <= " + lost_at);
+  const auto resumed = Sql("SELECT detail FROM events WHERE kind = 'attempt_resumed' AND attempt_id = '" + last_attempt[0] + "'");
+  ASSERT_EQ(committed.size(), 1u);
+  ASSERT_EQ(resumed.size(), 1u);
+  EXPECT_EQ(resumed[0], "step " + committed[0]);
+  ASSERT_EQ(reached.size(), 1u);
+  EXPECT_LE(std::stoll(reached[0]) - std::stoll(committed[0]), 40) << "more than one checkpoint interval redone";
+  EXPECT_TRUE(std::filesystem::exists(home_ + "/artifacts/gang-1/distill/final.pt"));
+  Json ckpts = CtlJson({"ckpt", "ls", run});
+  EXPECT_FALSE(ckpts["checkpoints"].empty());
+}
+
+// SIGUSR1 to a worker mid-job: the job checkpoints at once, its attempt ends "preempted", it is
+// rescheduled and resumes there, and no retry is used (retries: 0).
+TEST_F(ClusterTest, SigusrOnAWorkerPreemptsItsJobWithoutUsingARetry) {
+  Up(1);
+  const std::string run = SubmitJson(WriteYaml("preempt.yaml", R"(
+name: preempt
+jobs:
+  - {name: net, type: featurenet, retries: 0,
+     params: {steps: 1000, checkpoint_every: 400, batch: 8, train_limit: 256}}
+)"));
+  const std::string job = "preempt-1/net";
+  ASSERT_TRUE(WaitFor([&] {
+    auto step = Sql("SELECT step FROM jobs WHERE id = '" + job + "'");
+    return !step.empty() && std::stoll(step[0]) >= 20;
+  }, 120));
+  ASSERT_EQ(::kill(Pid(home_ + "/workers/local-1/pid"), SIGUSR1), 0);
+  ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; }, 180)) << RunState(run);
+  EXPECT_EQ(Sql("SELECT state FROM attempts WHERE id = '" + job + "#1'"), std::vector<std::string>{"preempted"});
+  EXPECT_EQ(Sql("SELECT state FROM attempts WHERE id = '" + job + "#2'"), std::vector<std::string>{"succeeded"});
+  const auto at = Sql("SELECT step FROM checkpoints WHERE attempt_id = '" + job + "#1'");
+  ASSERT_EQ(at.size(), 1u) << "the preemption checkpoint";
+  EXPECT_NE(std::stoll(at[0]) % 400, 0) << "written at once, not at the next interval";
+  EXPECT_EQ(Sql("SELECT detail FROM events WHERE kind = 'attempt_resumed' AND attempt_id = '" + job + "#2'"),
+            std::vector<std::string>{"step " + at[0]});
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM events WHERE kind = 'job_retrying'"), std::vector<std::string>{"0"});
+}
+
 TEST_F(ClusterTest, UnreachableCoordinatorGivesExitCodeFour) {
   auto r = RunCommand({kBin + "/dd2ctl", "--endpoint", "tcp://127.0.0.1:1", "--timeout-ms", "200", "status"});
   EXPECT_EQ(r.exit_code, 4) << r.err;
