@@ -31,24 +31,29 @@ params() { echo "{\"steps\": $steps, \"k\": 5, \"m\": 2, \"batch\": $1, \"checkp
 last_metric() {  # file key
   grep -o "$2=[0-9.e+-]*" "$1" | tail -n1 | cut -d= -f2
 }
+two_ranks() {  # log threads_per_rank
+  rm -rf "$tmp/run/distill"
+  local port=$(( 30000 + RANDOM % 20000 ))
+  OMP_NUM_THREADS=$2 run distill distill "$(params "$batch")" --rank 0 --world-size 2 --rendezvous "tcp://127.0.0.1:$port" >"$1" &
+  local r0=$!
+  OMP_NUM_THREADS=$2 run distill distill "$(params "$batch")" --rank 1 --world-size 2 --rendezvous "tcp://127.0.0.1:$port" >/dev/null
+  wait $r0
+}
+cores=$(nproc)
 rm -rf "$tmp/run/distill"
-run distill distill "$(params "$batch")" >"$tmp/one.log"
-rm -rf "$tmp/run/distill"
-port=$(( 30000 + RANDOM % 20000 ))
-run distill distill "$(params "$batch")" --rank 0 --world-size 2 --rendezvous "tcp://127.0.0.1:$port" >"$tmp/two.log" &
-r0=$!
-run distill distill "$(params "$batch")" --rank 1 --world-size 2 --rendezvous "tcp://127.0.0.1:$port" >"$tmp/two1.log"
-wait $r0
-one=$(last_metric "$tmp/one.log" steps_per_s)
-two=$(last_metric "$tmp/two.log" steps_per_s)
-ar=$(last_metric "$tmp/two.log" allreduce_ms_per_step)
-echo "distill, per-rank batch $batch, K = 5, m = 2, $steps generator steps; $(nproc) cores"
+OMP_NUM_THREADS=$cores run distill distill "$(params "$batch")" >"$tmp/one.log"
+two_ranks "$tmp/two.log" "$cores"
+two_ranks "$tmp/two-split.log" $(( cores / 2 > 0 ? cores / 2 : 1 ))
+echo "distill, per-rank batch $batch, K = 5, m = 2, $steps generator steps, $cores cores, one machine"
+echo "(all-reduce ms/step includes waiting for the slower rank; sequences/s counts the K guidance"
+echo " updates and the generator update of each step: 6 batches)"
 echo
-echo "| ranks | global batch | generator steps/s | sequences/s | all-reduce ms/step |"
-echo "|---|---|---|---|---|"
-awk -v b="$batch" -v s1="$one" -v s2="$two" -v ar="$ar" 'BEGIN {
-  printf "| 1 | %d | %.3f | %.1f | - |\n", b, s1, s1 * b * 6;
-  printf "| 2 | %d | %.3f | %.1f | %.1f |\n", 2 * b, s2, s2 * 2 * b * 6, ar;
-}'
-echo
-echo "(sequences/s counts the K guidance updates and the generator update of each step: 6 batches)"
+echo "| ranks | threads per rank | global batch | generator steps/s | sequences/s | all-reduce ms/step |"
+echo "|---|---|---|---|---|---|"
+row() {  # ranks threads log
+  awk -v r="$1" -v t="$2" -v b="$batch" -v s="$(last_metric "$3" steps_per_s)" -v ar="$(last_metric "$3" allreduce_ms_per_step)" \
+    'BEGIN { printf "| %d | %d | %d | %.3f | %.1f | %s |\n", r, t, r * b, s, s * r * b * 6, (ar == "" ? "-" : sprintf("%.1f", ar)) }'
+}
+row 1 "$cores" "$tmp/one.log"
+row 2 "$cores" "$tmp/two.log"
+row 2 $(( cores / 2 > 0 ? cores / 2 : 1 )) "$tmp/two-split.log"

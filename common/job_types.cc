@@ -22,6 +22,11 @@ ParamSpec CheckpointEvery(const char* default_steps) {
   return {"checkpoint_every", ParamKind::kInt, 0, 1e7, default_steps, "steps between checkpoints (0: only at the end)"};
 }
 
+ParamSpec CarryState() {
+  return {"carry_state", ParamKind::kBool, 0, 0, "true",
+          "from a distill/align init: continue its Adam moments and generator-step count (EMA rate)"};
+}
+
 ParamSpec CollectiveTimeout() {
   return {"collective_timeout_s", ParamKind::kNumber, 1, 86400, "300",
           "a gang collective blocked this long fails the attempt (cause: collective timeout)"};
@@ -142,11 +147,13 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"alpha", ParamKind::kNumber, 0, 10, "1.0", "SiD alpha"},
               {"omega", ParamKind::kString, 0, 0, "\"sid\"", "sid: 1 / mean|q - x0_Phi| per sequence; one: 1", {"sid", "one"}},
               {"ema_max", ParamKind::kNumber, 0, 1, "0.9999", "EMA rate min(ema_max, (s + 1) / (s + 10))"},
+              CarryState(),
               CheckpointEvery("100"), CollectiveTimeout()}})},
       {"align",
        "performance alignment: generator <- its EMA, then guidance-only updates",
        Join({Dd2Common(),
              {JobName("init", "distill", "distill job to align"),
+              CarryState(),
               {"steps", ParamKind::kInt, 1, 1e7, "100", "guidance updates"},
               {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
               CheckpointEvery("100"), CollectiveTimeout()}})},

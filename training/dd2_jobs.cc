@@ -73,8 +73,11 @@ absl::StatusOr<std::pair<VqVae, ArTransformer>> LoadInputs(JobContext& ctx) {
   return std::make_pair(*tok, *teacher);
 }
 
-absl::Status WriteDd2Config(JobContext& ctx, const Json& init_config) {
-  Json c = {{"kind", "dd2"}, {"backbone", init_config.at("backbone")}, {"head", init_config.at("head")}};
+// `generator_steps`: generator updates behind this job's output, counted across the schedule
+// (the progressive EMA continues from it).
+absl::Status WriteDd2Config(JobContext& ctx, const Json& init_config, int64_t generator_steps) {
+  Json c = {{"kind", "dd2"}, {"backbone", init_config.at("backbone")}, {"head", init_config.at("head")},
+            {"generator_steps", generator_steps}};
   return WriteJson(ctx.out_dir() + "/config.json", c);
 }
 
@@ -178,11 +181,17 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   auto inputs = LoadInputs(ctx);
   if (!inputs.ok()) return Fail(inputs.status());
   auto& [tok, teacher] = *inputs;
-  auto models = LoadDd2Init(ctx, p.value("init", std::string(guidance_only ? "distill" : "tune")));
+  const std::string init_name = p.value("init", std::string(guidance_only ? "distill" : "tune"));
+  auto models = LoadDd2Init(ctx, init_name);
   if (!models.ok()) return Fail(models.status());
   if (guidance_only) CopyParameters(*models->generator, *models->ema);  // generator <- EMA
   std::filesystem::create_directories(ctx.out_dir());
-  if (auto st = WriteDd2Config(ctx, models->config); !st.ok()) return Fail(st);
+  // A schedule (distill -> align -> distill) continues one optimisation: the init job's Adam
+  // moments and its generator-step count (for the EMA rate), unless carry_state is false.
+  const bool carry = p.value("carry_state", true) && models->config.value("kind", "") == "dd2";
+  const int64_t steps_before = carry ? models->config.value("generator_steps", int64_t{0}) : 0;
+  const int64_t steps_here = guidance_only ? 0 : p.value("steps", int64_t{300});
+  if (auto st = WriteDd2Config(ctx, models->config, steps_before + steps_here); !st.ok()) return Fail(st);
   const auto codebook = tok->Codebook().detach();
   const SamplingConfig sampling = SamplingFromParams(p);
   ArDiffusion& g = models->generator;
@@ -190,6 +199,14 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   const double lr_g = p.value("lr", 1e-4), lr_psi = p.value("guidance_lr", 1e-4);
   torch::optim::Adam opt_g(g->parameters(), torch::optim::AdamOptions(lr_g).betas({0.9, 0.95}));
   torch::optim::Adam opt_psi(psi->parameters(), torch::optim::AdamOptions(lr_psi).betas({0.9, 0.95}));
+  if (carry) {
+    const std::string init_path = ctx.ArtifactDir(init_name) + "/final.pt";
+    auto loaded = LoadCheckpoint(init_path, {}, {{"generator", &opt_g}, {"guidance", &opt_psi}});
+    if (!loaded.ok()) {
+      std::printf("carry_state: %s has no optimizer state (%s); starting Adam afresh\n", init_path.c_str(),
+                  std::string(loaded.status().message()).c_str());
+    }
+  }
   const int64_t k = guidance_only ? 1 : p.value("k", 5), m = p.value("m", 4), batch = p.value("batch", 32);
   const int64_t warmup = p.value("warmup", 0);
   const double t_min = p.value("t_min", 0.01), t_max = p.value("t_max", 0.99), ema_max = p.value("ema_max", 0.9999);
@@ -207,6 +224,7 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   loop.checkpoint_every = p.value("checkpoint_every", 100);
   loop.modules = {{"generator", g.ptr()}, {"guidance", psi.ptr()}, {"ema", models->ema.ptr()}};
   loop.optimizers = {{"generator", &opt_g}, {"guidance", &opt_psi}};
+  loop.final_with_optimizers = true;
   loop.step = [&](int64_t step) {
     auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));
     // Linear warm-up from 1e-6, counted in guidance updates (dd2-method §5.3).
@@ -236,7 +254,7 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
       auto noise = dist.Shard(torch::randn({global_batch, bo.tokens, bo.code_dim}, gen));
       auto loss = TokensCsdLoss(z, psi, teacher, codebook, classes, t, noise, sampling, csd);
       dist.Step(opt_g, loss);
-      const double rate = EmaRate(step, ema_max);
+      const double rate = EmaRate(steps_before + step, ema_max);
       EmaUpdate(*models->ema, *g, rate);
       out["csd_loss"] = loss.item<double>();
       out["ema_rate"] = rate;

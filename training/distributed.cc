@@ -2,9 +2,6 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef DD2_WITH_NCCL
-#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
-#endif
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -55,14 +52,6 @@ absl::StatusOr<std::unique_ptr<Distributed>> Distributed::Create(const Distribut
     so.numWorkers = o.world_size;
     so.timeout = o.timeout;
     d->group_->store = c10::make_intrusive<c10d::TCPStore>(host, so);
-#ifdef DD2_WITH_NCCL
-    if (torch::cuda::is_available()) {
-      auto nccl = c10d::ProcessGroupNCCL::Options::create();
-      nccl->timeout = o.timeout;
-      d->group_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(d->group_->store, o.rank, o.world_size, nccl);
-      return d;
-    }
-#endif
     auto go = c10d::ProcessGroupGloo::Options::create(o.timeout);
     go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(o.host));
     d->group_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(d->group_->store, o.rank, o.world_size, go);

@@ -1,6 +1,6 @@
 // Data parallelism for the LibTorch job types (DESIGN.md, Gangs): a c10d process group over the
-// attempt's rendezvous (ProcessGroupGloo on CPU; ProcessGroupNCCL only where the LibTorch has
-// CUDA), gradient averaging, parameter broadcast from rank 0, global-batch sharding, and a
+// attempt's rendezvous (ProcessGroupGloo; the NCCL group for CUDA builds is not written yet),
+// gradient averaging, parameter broadcast from rank 0, global-batch sharding, and a
 // collective stop vote so every rank checkpoints at the same step. With world size 1 every call
 // is a local no-op, so a single worker pays nothing. A collective that fails raises
 // CollectiveError whose message starts with its cause ("collective timeout" or "gang peer

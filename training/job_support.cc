@@ -96,7 +96,10 @@ int RunLoop(JobContext& ctx, Loop& loop) {
     }
   }
   if (dist.is_chief()) {
-    if (auto st = SaveCheckpoint(ctx.out_dir() + "/final.pt", loop.modules, {}, loop.steps); !st.ok()) {
+    const NamedOptimizers none;
+    if (auto st = SaveCheckpoint(ctx.out_dir() + "/final.pt", loop.modules,
+                                 loop.final_with_optimizers ? loop.optimizers : none, loop.steps);
+        !st.ok()) {
       return Fail(st);
     }
   }

@@ -62,6 +62,7 @@ struct Loop {
   int64_t report_every = 10;
   NamedModules modules;
   NamedOptimizers optimizers;
+  bool final_with_optimizers = false;  // final.pt also holds the optimizers (a later job continues them)
   // One optimisation step; returns metrics to report.
   std::function<Metrics(int64_t step)> step;
 };

@@ -57,6 +57,32 @@ TEST(RunSpecTest, SmokeExampleParsesWithDefaultsFilled) {
   EXPECT_TRUE(ValidateRunSpec(*spec).ok());
 }
 
+TEST(RunSpecTest, QualityPipelineCarriesRetentionAndCheckpointEvals) {
+  auto spec = LoadRunSpec(std::string(DD2_SOURCE_DIR) + "/examples/fmnist.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(ValidateRunSpec(*spec).ok());
+  std::map<std::string, proto::JobSpec> jobs;
+  for (const auto& j : spec->jobs()) jobs[j.name()] = j;
+  const auto& distill = jobs["distill"];
+  EXPECT_EQ(distill.retention().keep_latest(), 2u);
+  EXPECT_EQ(distill.eval_every().steps(), 1000u);
+  EXPECT_THAT(distill.after(), ::testing::Contains("featurenet"));
+  auto eval = nlohmann::json::parse(distill.eval_every().params_json());
+  EXPECT_EQ(eval["sampler"], "dd2");
+  EXPECT_EQ(eval["samples"], 500);
+  EXPECT_EQ(eval["featurenet"], "featurenet");
+  EXPECT_FALSE(jobs["eval-dd2"].has_retention());
+  EXPECT_EQ(jobs["eval-dd2"].resources().workers(), 1u);
+}
+
+TEST(RunSpecTest, GangPipelineKeepsEvalsOnOneWorker) {
+  auto spec = ParseRunSpec("name: g\npipeline: dd2\nresources: {workers: 2}\n", "g.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  for (const auto& j : spec->jobs()) {
+    EXPECT_EQ(j.resources().workers(), j.type() == "eval" ? 1u : 2u) << j.name();
+  }
+}
+
 TEST(RunSpecTest, Dd2PipelineExpandsIntoTheJobDag) {
   auto spec = LoadRunSpec(std::string(DD2_SOURCE_DIR) + "/examples/fmnist-quick.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status();
