@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Sample quality and speed of every sampler of a `pipeline: dd2` run, as one table:
 # FID, IS, precision, recall, class accuracy, sampling steps, latency at batch 1 and 256.
-#   bench/quality.sh                      # run examples/fmnist-quick.yaml on a local cluster, then report
-#                                         # (the quality configuration, examples/fmnist.yaml, does not exist yet)
-#   bench/quality.sh --yaml FILE          # another pipeline file
+#   bench/quality.sh                      # run examples/fmnist.yaml (the quality configuration) on a
+#                                         # local cluster of 2 workers, then report
+#   bench/quality.sh --yaml FILE          # another pipeline file (examples/fmnist-quick.yaml: quick)
 #   bench/quality.sh --run RUN            # report a finished run only
 # Uses $DD2_HOME (default ./.dd2) and build/bin/dd2ctl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DD2CTL=${DD2_BUILD:-build}/bin/dd2ctl
-yaml=examples/fmnist-quick.yaml
+yaml=examples/fmnist.yaml
 run=""
 while [ $# -gt 0 ]; do
   case "$1" in
