@@ -395,7 +395,12 @@ absl::Status CoordinatorService::HandleHeartbeat(const std::string& peer, const 
   }
   it->second.peer = peer;
   it->second.last_seen_ms = clock_->NowMs();
-  if (w->second.state == state::kSuspect) {
+  if (env.heartbeat().draining() && w->second.state == state::kAlive) {
+    Staged s(this);  // shutting down: keeps its attempts until they report, gets no new work
+    s.Worker(env.sender()).state = state::kSuspect;
+    Event(s, "worker_draining", "", "", "", env.sender());
+    DD2_RETURN_IF_ERROR(Commit(s));
+  } else if (!env.heartbeat().draining() && w->second.state == state::kSuspect) {
     Staged s(this);
     s.Worker(env.sender()).state = state::kAlive;
     Event(s, "worker_recovered", "", "", "", env.sender());

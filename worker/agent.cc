@@ -89,6 +89,8 @@ absl::Status WorkerAgent::Run() {
   while (true) {
     if (stop_ && drain_until_ms == 0) {
       PreemptChildren();
+      draining_ = true;
+      if (registered_) SendHeartbeat();  // tell the coordinator now: no new work here
       drain_until_ms = NowMs() + config_.shutdown_grace_ms;
     }
     if (drain_until_ms > 0 && ((children_.empty() && unacked_.empty()) || NowMs() >= drain_until_ms)) break;
@@ -140,12 +142,7 @@ absl::Status WorkerAgent::Run() {
       if (!registered_) {
         SendHello();
       } else {
-        proto::Envelope hb;
-        hb.mutable_heartbeat()->set_worker_id(config_.worker_id);
-        for (const auto& [id, c] : children_) {
-          if (!c.fenced) hb.mutable_heartbeat()->add_running_attempts(id);
-        }
-        Send(std::move(hb));
+        SendHeartbeat();
         for (const auto& [id, f] : unacked_) {
           proto::Envelope env;
           *env.mutable_attempt_finished() = f;
@@ -206,6 +203,26 @@ void WorkerAgent::HandleMessage(const proto::Envelope& env) {
   }
 }
 
+void WorkerAgent::SendHeartbeat() {
+  proto::Envelope hb;
+  hb.mutable_heartbeat()->set_worker_id(config_.worker_id);
+  hb.mutable_heartbeat()->set_draining(draining_);
+  for (const auto& [id, c] : children_) {
+    if (!c.fenced) hb.mutable_heartbeat()->add_running_attempts(id);
+  }
+  Send(std::move(hb));
+}
+
+void WorkerAgent::AddMetrics(const nlohmann::json& metrics, google::protobuf::RepeatedPtrField<proto::Metric>* out) {
+  if (!metrics.is_object()) return;
+  for (const auto& [key, v] : metrics.items()) {
+    if (!v.is_number()) continue;
+    auto* m = out->Add();
+    m->set_key(key);
+    m->set_value(v.get<double>());
+  }
+}
+
 void WorkerAgent::FailToStart(const std::string& attempt_id, const std::string& cause) {
   proto::AttemptFinished f;
   f.set_attempt_id(attempt_id);
@@ -216,6 +233,15 @@ void WorkerAgent::FailToStart(const std::string& attempt_id, const std::string& 
 
 void WorkerAgent::StartAttempt(const proto::Assign& assign) {
   if (children_.count(assign.attempt_id()) || unacked_.count(assign.attempt_id())) return;  // duplicate
+  if (draining_) {  // sent before the coordinator heard we are stopping: hand it back unused
+    proto::AttemptFinished f;
+    f.set_attempt_id(assign.attempt_id());
+    f.set_exit_code(kStoppedExitCode);
+    f.set_preempted(true);
+    f.set_cause("worker shutting down");
+    unacked_[assign.attempt_id()] = f;
+    return;
+  }
   int out[2], prog[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(prog, O_CLOEXEC) != 0) {
     FailToStart(assign.attempt_id(), "worker could not create pipes");
@@ -363,14 +389,7 @@ void WorkerAgent::DrainProgress(Child& c) {
       k->set_path(j.value("path", ""));
       k->set_sha256(j.value("sha256", ""));
       k->set_bytes(j.value("bytes", 0ULL));
-      if (j.contains("metrics") && j["metrics"].is_object()) {
-        for (auto& [key, v] : j["metrics"].items()) {
-          if (!v.is_number()) continue;
-          auto* m = k->add_metrics();
-          m->set_key(key);
-          m->set_value(v.get<double>());
-        }
-      }
+      if (j.contains("metrics")) AddMetrics(j["metrics"], k->mutable_metrics());
     } else if (kind == "resumed") {
       env.mutable_attempt_resumed()->set_attempt_id(c.attempt_id);
       env.mutable_attempt_resumed()->set_step(j.value("step", 0ULL));
@@ -386,14 +405,7 @@ void WorkerAgent::DrainProgress(Child& c) {
   p->set_attempt_id(c.attempt_id);
   p->set_step(j.value("step", 0ULL));
   p->set_total(j.value("total", 0ULL));
-  if (j.contains("metrics") && j["metrics"].is_object()) {
-    for (auto& [k, v] : j["metrics"].items()) {
-      if (!v.is_number()) continue;
-      auto* m = p->add_metrics();
-      m->set_key(k);
-      m->set_value(v.get<double>());
-    }
-  }
+  if (j.contains("metrics")) AddMetrics(j["metrics"], p->mutable_metrics());
   Send(std::move(env));
 }
 

@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "absl/status/status.h"
@@ -74,6 +75,9 @@ class WorkerAgent {
   void DrainOutput(Child& c);
   void DrainProgress(Child& c);
   void PreemptChildren();
+  void SendHeartbeat();
+  // Adds the numeric members of a JSON object as Metric entries.
+  static void AddMetrics(const nlohmann::json& metrics, google::protobuf::RepeatedPtrField<proto::Metric>* out);
   void ReapChildren();
 
   WorkerConfig config_;
@@ -84,6 +88,7 @@ class WorkerAgent {
   std::map<std::string, Child> children_;
   std::map<std::string, proto::AttemptFinished> unacked_;  // resent until FinishedAck
   bool registered_ = false;
+  bool draining_ = false;   // after Stop(): no new attempts; heartbeats say so
   int64_t last_heard_ms_ = 0;
   int64_t next_heartbeat_ms_ = 0;
   uint64_t next_request_id_ = 1;

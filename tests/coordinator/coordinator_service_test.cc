@@ -589,6 +589,19 @@ jobs:
   EXPECT_THAT(names, ::testing::ElementsAre("d", "d-eval-200"));
 }
 
+TEST_F(CoordinatorServiceTest, DrainingWorkerGetsNoNewWork) {
+  Hello("w1");
+  proto::Envelope env;
+  env.mutable_heartbeat()->set_worker_id("w1");
+  env.mutable_heartbeat()->set_draining(true);
+  Frame("w1", env);
+  Submit("name: d\njobs:\n  - {name: a, type: sleep}\n");
+  EXPECT_TRUE(Assigns("w1").empty());
+  EXPECT_EQ(CountEvents("worker_draining"), 1u);
+  Hello("w2");
+  EXPECT_EQ(Assigns("w2").size(), 1u);
+}
+
 TEST_F(CoordinatorServiceTest, WorkerWhoseConnectionIsGoneIsLost) {
   Hello("w1");
   svc_->CountSendFailure("w1", /*gone=*/true);

@@ -324,14 +324,16 @@ tokenizer: {steps: 20, batch: 16, channels: 16, codebook_size: 32, train_limit: 
 featurenet: {steps: 20, batch: 32, train_limit: 512}
 teacher: {steps: 20, batch: 16, width: 16, heads: 2, train_limit: 512}
 tune: {steps: 6, head_steps: 3, pool: 20, batch: 8, m: 2, head_width: 16}
-distill: {steps: 4, k: 2, batch: 8, m: 2}
+distill: {steps: 4, k: 2, batch: 8, m: 2, checkpoint_every: 2}
+eval_every: {steps: 2, params: {samples: 50, batch: 50}}
 align: {steps: 3, batch: 8, m: 2}
 distill_after_align: {steps: 3, k: 1, batch: 8, m: 2}
 eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
 )"), "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   Json results = CtlJson({"results", "tiny-1"});
-  ASSERT_EQ(results["evals"].size(), 6u);
+  ASSERT_EQ(results["evals"].size(), 7u) << "six pipeline evals and one of distill's checkpoint at step 2";
+  EXPECT_EQ(results["evals"][6]["job"], "distill-eval-2");
   for (const auto& e : results["evals"]) {
     EXPECT_EQ(e["state"], "succeeded");
     for (const char* key : {"fid", "inception_score", "precision", "recall", "class_accuracy", "latency_ms_b1",
