@@ -38,13 +38,22 @@ for j in tokenizer teacher featurenet tune; do cp -r "$src/$j" "$tmp/run/$j"; do
 common='"batch": 32, "m": 2, "lr": 3e-4, "guidance_lr": 3e-4, "checkpoint_every": 0'
 first=$(( steps * 2 / 3 ))
 start=$(date +%s)
-job distill none "{\"steps\": $steps, \"k\": 4, \"init\": \"tune\", $common}"
-job distill first "{\"steps\": $first, \"k\": 4, \"init\": \"tune\", $common}"
-job align aligned '{"steps": 100, "init": "first", "batch": 32, "m": 2, "guidance_lr": 3e-4, "checkpoint_every": 0}'
-job distill second "{\"steps\": $(( steps - first )), \"k\": 2, \"init\": \"aligned\", $common}"
-for g in none second; do
-  job eval "eval-$g" "{\"sampler\": \"dd2\", \"generator\": \"$g\", \"samples\": $samples}"
-done
+# The two schedules run side by side, half the cores each.
+threads=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+(
+  export OMP_NUM_THREADS=$threads
+  job distill none "{\"steps\": $steps, \"k\": 4, \"init\": \"tune\", $common}"
+  job eval eval-none "{\"sampler\": \"dd2\", \"generator\": \"none\", \"samples\": $samples}"
+) &
+arm=$!
+(
+  export OMP_NUM_THREADS=$threads
+  job distill first "{\"steps\": $first, \"k\": 4, \"init\": \"tune\", $common}"
+  job align aligned '{"steps": 100, "init": "first", "batch": 32, "m": 2, "guidance_lr": 3e-4, "checkpoint_every": 0}'
+  job distill second "{\"steps\": $(( steps - first )), \"k\": 2, \"init\": \"aligned\", $common}"
+  job eval eval-second "{\"sampler\": \"dd2\", \"generator\": \"second\", \"samples\": $samples}"
+)
+wait $arm
 metric() { python3 -c "import json,sys; print('%.4g' % json.load(open(sys.argv[1]))[sys.argv[2]])" "$tmp/run/eval-$1/metrics.json" "$2"; }
 echo "alignment vs none, $steps generator updates each, from $run's tune output; $samples samples; $(( $(date +%s) - start )) s"
 echo
