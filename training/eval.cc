@@ -1,5 +1,6 @@
 #include "training/eval.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "training/metrics.h"
@@ -51,8 +52,10 @@ class SetPredictionSampler : public TokenSampler {
 };
 
 // Wall time per image of sampling tokens, and of decoding them too when `decode`.
+// Median over `repeats` timed calls (after a warm-up), per image; InferenceMode for both the
+// sampler and the teacher it is compared with.
 double MsPerImage(TokenSampler& sampler, VqVae& tok, int64_t batch, int repeats, uint64_t seed, bool decode = true) {
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;
   auto gen = MakeGenerator(seed);
   auto classes = torch::arange(batch, torch::kLong) % 10;
   auto run = [&] {
@@ -60,10 +63,14 @@ double MsPerImage(TokenSampler& sampler, VqVae& tok, int64_t batch, int repeats,
     if (decode) tok->Decode(tokens);
   };
   run();  // warm-up
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int r = 0; r < repeats; ++r) run();
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  return ms / repeats / static_cast<double>(batch);
+  std::vector<double> ms;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::nth_element(ms.begin(), ms.begin() + repeats / 2, ms.end());
+  return ms[repeats / 2] / static_cast<double>(batch);
 }
 
 torch::Tensor Batched(int64_t n, int64_t batch, const std::function<torch::Tensor(int64_t, int64_t)>& fn) {
@@ -201,13 +208,13 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
   m["recall"] = pr.recall;
   m["class_accuracy"] = fake_probs.argmax(1).eq(classes).to(torch::kFloat64).mean().item<double>();
   m["codebook_distance"] = nearest_sum.item<double>() / static_cast<double>(o.samples * 49);
-  m["latency_ms_b1"] = MsPerImage(sampler, tok, 1, 5, o.seed + 7);
+  m["latency_ms_b1"] = MsPerImage(sampler, tok, 1, 21, o.seed + 7);
   m["latency_ms_b256"] = MsPerImage(sampler, tok, 256, 1, o.seed + 8);
   if (teacher != nullptr) {
-    m["speedup_vs_teacher_b1"] = MsPerImage(*teacher, tok, 1, 5, o.seed + 7) / m["latency_ms_b1"];
+    m["speedup_vs_teacher_b1"] = MsPerImage(*teacher, tok, 1, 21, o.seed + 7) / m["latency_ms_b1"];
     // Token sampling alone (the decoder is the same for every sampler).
-    m["token_speedup_vs_teacher_b1"] = MsPerImage(*teacher, tok, 1, 5, o.seed + 7, false) /
-                                       MsPerImage(sampler, tok, 1, 5, o.seed + 7, false);
+    m["token_speedup_vs_teacher_b1"] = MsPerImage(*teacher, tok, 1, 21, o.seed + 7, false) /
+                                       MsPerImage(sampler, tok, 1, 21, o.seed + 7, false);
   }
   if (!o.grid_path.empty()) {
     auto grid_gen = MakeGenerator(o.seed + 9);
