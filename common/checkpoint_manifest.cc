@@ -72,23 +72,31 @@ absl::StatusOr<CheckpointManifest> CommitCheckpoint(const std::string& path, int
   return m;
 }
 
+absl::StatusOr<CheckpointManifest> ReadManifest(const std::string& checkpoint_path) {
+  const std::string path = ManifestPathFor(checkpoint_path);
+  auto text = ReadFile(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("no committed checkpoint: ", path, " is missing"));
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j.contains("sha256")) {
+    return absl::DataLossError(absl::StrCat(path, ": not a checkpoint manifest"));
+  }
+  CheckpointManifest m;
+  m.step = j.value("step", int64_t{0});
+  m.path = (std::filesystem::path(path).parent_path() / j.value("file", std::string())).string();
+  m.sha256 = j.value("sha256", std::string());
+  m.bytes = j.value("bytes", int64_t{0});
+  m.attempt_id = j.value("attempt_id", std::string());
+  return m;
+}
+
 std::vector<CheckpointManifest> ListCheckpoints(const std::string& dir) {
   std::vector<CheckpointManifest> out;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const auto& p = entry.path();
     if (p.extension() != ".json" || p.filename().string().rfind("step-", 0) != 0) continue;
-    auto text = ReadFile(p.string());
-    if (!text.ok()) continue;
-    auto j = nlohmann::json::parse(*text, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j.contains("sha256")) continue;
-    CheckpointManifest m;
-    m.step = j.value("step", int64_t{0});
-    m.path = (p.parent_path() / j.value("file", std::string())).string();
-    m.sha256 = j.value("sha256", std::string());
-    m.bytes = j.value("bytes", int64_t{0});
-    m.attempt_id = j.value("attempt_id", std::string());
-    out.push_back(std::move(m));
+    auto m = ReadManifest(std::filesystem::path(p).replace_extension(".pt").string());
+    if (m.ok()) out.push_back(*std::move(m));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step > b.step; });
   return out;

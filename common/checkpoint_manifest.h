@@ -35,6 +35,10 @@ absl::StatusOr<std::string> Sha256File(const std::string& path);
 absl::StatusOr<CheckpointManifest> CommitCheckpoint(const std::string& path, int64_t step,
                                                     const std::string& attempt_id);
 
+// The manifest of the checkpoint at `checkpoint_path` (unverified); NotFound when there is
+// none, DataLoss when it does not parse.
+absl::StatusOr<CheckpointManifest> ReadManifest(const std::string& checkpoint_path);
+
 // Every manifest in `dir` that parses, newest step first (unverified).
 std::vector<CheckpointManifest> ListCheckpoints(const std::string& dir);
 

@@ -197,15 +197,7 @@ void CoordinatorService::Fold(const Staged& s) {
     }
   }
   for (auto& [id, r] : s.workers) workers_[id] = r;
-  for (auto& c : s.checkpoints) {
-    CheckpointRecord& slot = checkpoints_[c.job_id][c.step];
-    const bool known = !slot.job_id.empty();
-    const std::string run_id = known ? slot.run_id : c.run_id;
-    const int64_t created = known ? slot.created_ms : c.created_ms;
-    slot = c;
-    slot.run_id = run_id;
-    slot.created_ms = created;
-  }
+  for (auto& c : s.checkpoints) checkpoints_[c.job_id][c.step] = c;
   for (auto& m : s.metrics) latest_metrics_[m.job_id][m.key] = m.value;
   dirty_ = true;
 }
@@ -483,7 +475,7 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   JobRecord& job = s.Job(a.job_id);
   const bool ok = f.exit_code() == 0 && f.signal() == 0 && !f.cancelled();
   std::vector<std::string> ranks = absl::StrSplit(a.worker_ids, ',');
-  std::pair<std::string, bool> victims_after_commit;  // (generator job, run its retention)
+  std::string retention_job;  // a generator whose checkpoint an eval just scored
   if (ok && ranks.size() > 1) {
     auto& done = finished_ranks_[a.id];
     done.insert(env.sender());
@@ -519,20 +511,17 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
     Event(s, "job_succeeded", job.run_id, job.id, a.id, "");
     PromoteDependents(s, job.id);
     // An eval of a checkpoint scores it (keep_best may read that) and releases its pin.
-    Json params = Json::parse(job.params_json, nullptr, false);
-    if (job.type == "eval" && params.is_object() && params.value("checkpoint_step", int64_t{0}) > 0) {
-      const std::string gen_id = absl::StrCat(job.run_id, "/", params.value("generator", std::string()));
-      auto it = checkpoints_.find(gen_id);
-      const int64_t step = params.value("checkpoint_step", int64_t{0});
-      if (it != checkpoints_.end() && it->second.count(step)) {
-        CheckpointRecord c = it->second.at(step);
+    if (auto target = CheckpointEvalTarget(job)) {
+      retention_job = absl::StrCat(job.run_id, "/", target->first);
+      auto it = checkpoints_.find(retention_job);
+      if (it != checkpoints_.end() && it->second.count(target->second)) {
+        CheckpointRecord c = it->second.at(target->second);
         Json m = Json::parse(c.metrics_json, nullptr, false);
         if (!m.is_object()) m = Json::object();
         for (const auto& [k, v] : latest_metrics_[job.id]) m[k] = v;
         c.metrics_json = m.dump();
         s.checkpoints.push_back(c);
       }
-      victims_after_commit = std::make_pair(gen_id, true);
     }
   } else {
     a.state = state::kFailed;
@@ -555,12 +544,7 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   ack.set_sender("coordinator");
   s.outbox.push_back({peer, ack});
   DD2_RETURN_IF_ERROR(Commit(s));
-  if (victims_after_commit.second) {
-    Staged r(this);
-    auto victims = StageRetention(r, victims_after_commit.first);
-    if (!victims.empty() && Commit(r).ok()) FinishDeletions(victims);
-  }
-  return absl::OkStatus();
+  return retention_job.empty() ? absl::OkStatus() : ApplyRetention(retention_job);
 }
 
 void CoordinatorService::RetryOrFail(Staged& s, const std::string& job_id, const std::string& cause,
@@ -678,7 +662,6 @@ void CoordinatorService::MarkLost(const std::string& worker_id, const std::strin
 }
 
 void CoordinatorService::Tick() {
-  MarkUnreachableWorkersLost();
   const int64_t now = clock_->NowMs();
   std::vector<std::string> lost;
   for (auto& [id, live] : live_) {
@@ -777,9 +760,10 @@ absl::Status CoordinatorService::HandleCheckpointCommitted(const proto::Envelope
   }
   const JobRecord& job = jobs_[a.job_id];
   const int64_t step = static_cast<int64_t>(c.step());
-  auto& known = checkpoints_[a.job_id];
-  if (auto k = known.find(step); k != known.end() && k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) {
-    return absl::OkStatus();  // a duplicate report
+  int64_t created_ms = clock_->NowMs();
+  if (auto k = checkpoints_[a.job_id].find(step); k != checkpoints_[a.job_id].end()) {
+    if (k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) return absl::OkStatus();  // duplicate
+    created_ms = k->second.created_ms;  // the same step written again: the row keeps its creation time
   }
   Json metrics = Json::object();
   for (const auto& m : c.metrics()) {
@@ -787,17 +771,27 @@ absl::Status CoordinatorService::HandleCheckpointCommitted(const proto::Envelope
   }
   Staged s(this);
   s.checkpoints.push_back({job.run_id, job.id, a.id, step, c.path(), c.sha256(), static_cast<int64_t>(c.bytes()),
-                           state::kCommitted, clock_->NowMs(), metrics.dump()});
+                           state::kCommitted, created_ms, metrics.dump()});
   Event(s, "checkpoint_committed", job.run_id, job.id, a.id, absl::StrCat("step ", step));
   const std::string eval_id = MaybeAddCheckpointEval(s, job, step);
   DD2_RETURN_IF_ERROR(Commit(s));
   if (!eval_id.empty()) AddDynamicJobIndex(jobs_[eval_id]);
-  Staged r(this);
-  auto victims = StageRetention(r, job.id);
-  if (!victims.empty()) {
-    DD2_RETURN_IF_ERROR(Commit(r));
-    FinishDeletions(victims);
-  }
+  return ApplyRetention(job.id);
+}
+
+std::optional<std::pair<std::string, int64_t>> CoordinatorService::CheckpointEvalTarget(const JobRecord& job) {
+  if (job.type != "eval") return std::nullopt;
+  Json p = Json::parse(job.params_json, nullptr, false);
+  if (!p.is_object() || p.value("checkpoint_step", int64_t{0}) <= 0) return std::nullopt;
+  return std::make_pair(p.value("generator", std::string()), p.value("checkpoint_step", int64_t{0}));
+}
+
+absl::Status CoordinatorService::ApplyRetention(const std::string& job_id) {
+  Staged s(this);
+  auto victims = StageRetention(s, job_id);
+  if (victims.empty()) return absl::OkStatus();
+  DD2_RETURN_IF_ERROR(Commit(s));
+  FinishDeletions(victims);
   return absl::OkStatus();
 }
 
@@ -854,9 +848,8 @@ std::vector<CheckpointRecord> CoordinatorService::StageRetention(Staged& s, cons
   const JobRecord& job = jobs_[job_id];
   for (const auto& id : jobs_by_run_[job.run_id]) {
     const JobRecord& j = jobs_[id];
-    if (j.type != "eval" || IsTerminal(j.state)) continue;
-    Json p = Json::parse(j.params_json, nullptr, false);
-    if (p.is_object() && p.value("generator", std::string()) == job.name) pinned.insert(p.value("checkpoint_step", int64_t{0}));
+    if (IsTerminal(j.state)) continue;
+    if (auto target = CheckpointEvalTarget(j); target && target->first == job.name) pinned.insert(target->second);
   }
   std::vector<CheckpointRecord> victims;
   for (int64_t step : CheckpointsToDelete(committed, policy, pinned)) {

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -92,6 +93,10 @@ class CoordinatorService {
   // Stages the retention policy of `job_id`: victims move to "deleting" (journaled). Returns
   // them; after the commit, FinishDeletions removes their files and records them deleted.
   std::vector<CheckpointRecord> StageRetention(Staged& s, const std::string& job_id);
+  // StageRetention, its commit and the deletions, for one job.
+  absl::Status ApplyRetention(const std::string& job_id);
+  // (generator job name, step) when `job` evaluates a committed checkpoint.
+  static std::optional<std::pair<std::string, int64_t>> CheckpointEvalTarget(const JobRecord& job);
   void FinishDeletions(const std::vector<CheckpointRecord>& victims);
   void MarkUnreachableWorkersLost();
   void MarkLost(const std::string& worker_id, const std::string& cause);

@@ -46,11 +46,10 @@ absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name, 
   Dd2Models m{ArDiffusion(bo, ho), ArDiffusion(bo, ho), ArDiffusion(bo, ho), *config};
   std::string path = ctx.ArtifactDir(name) + "/final.pt";
   if (checkpoint_step > 0) {  // a committed checkpoint, verified against its manifest
-    path = CheckpointPath(ctx.ArtifactDir(name) + "/checkpoints", checkpoint_step);
-    auto manifest = ReadJson(ManifestPathFor(path));
-    if (!manifest.ok()) return absl::NotFoundError(absl::StrCat("no committed checkpoint of ", name, " at step ", checkpoint_step));
-    CheckpointManifest m{checkpoint_step, path, manifest->value("sha256", ""), manifest->value("bytes", int64_t{0}), ""};
-    if (auto st = VerifyCheckpoint(m); !st.ok()) return st;
+    auto manifest = ReadManifest(CheckpointPath(ctx.ArtifactDir(name) + "/checkpoints", checkpoint_step));
+    if (!manifest.ok()) return manifest.status();
+    if (auto st = VerifyCheckpoint(*manifest); !st.ok()) return st;
+    path = manifest->path;
   }
   if (config->value("kind", "") == "ardiffusion") {
     auto st = LoadCheckpoint(path, {{"ardiffusion", m.generator.ptr()}}, {});
