@@ -37,12 +37,28 @@ absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules
   return absl::OkStatus();
 }
 
+namespace {
+
+torch::Device TargetDevice(const NamedModules& modules, const NamedOptimizers& optimizers) {
+  for (const auto& [name, module] : modules) {
+    for (const auto& p : module->parameters()) return p.device();
+  }
+  for (const auto& [name, optimizer] : optimizers) {
+    for (const auto& group : optimizer->param_groups()) {
+      for (const auto& p : group.params()) return p.device();
+    }
+  }
+  return torch::kCPU;
+}
+
+}  // namespace
+
 absl::StatusOr<int64_t> LoadCheckpoint(const std::string& path, const NamedModules& modules,
                                        const NamedOptimizers& optimizers) {
   if (!std::filesystem::exists(path)) return absl::NotFoundError(absl::StrCat("no checkpoint at ", path));
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    archive.load_from(path, TargetDevice(modules, optimizers));
     for (const auto& [name, module] : modules) {
       torch::serialize::InputArchive sub;
       archive.read("module/" + name, sub);

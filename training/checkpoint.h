@@ -22,8 +22,9 @@ using NamedOptimizers = std::vector<std::pair<std::string, torch::optim::Optimiz
 absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules,
                             const NamedOptimizers& optimizers, int64_t step);
 
-// Restores what SaveCheckpoint wrote and returns its step. NotFound when `path` does not
-// exist; DataLoss when it cannot be read.
+// Restores what SaveCheckpoint wrote and returns its step, onto the device the modules' (or
+// else the optimizers') parameters are on, whichever device wrote it. NotFound when `path` does
+// not exist; DataLoss when it cannot be read.
 absl::StatusOr<int64_t> LoadCheckpoint(const std::string& path, const NamedModules& modules,
                                        const NamedOptimizers& optimizers);
 

@@ -43,7 +43,10 @@ absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name, 
   if (!config.ok()) return config.status();
   const TransformerOptions bo = TransformerOptionsFromJson(config->at("backbone"));
   const HeadOptions ho = HeadOptionsFromJson(config->at("head"));
+  auto device = JobDevice(ctx);
+  if (!device.ok()) return device.status();
   Dd2Models m{ArDiffusion(bo, ho), ArDiffusion(bo, ho), ArDiffusion(bo, ho), *config};
+  for (auto* net : {&m.generator, &m.guidance, &m.ema}) (*net)->to(*device);
   std::string path = ctx.ArtifactDir(name) + "/final.pt";
   if (checkpoint_step > 0) {  // a committed checkpoint, verified against its manifest
     auto manifest = ReadManifest(CheckpointPath(ctx.ArtifactDir(name) + "/checkpoints", checkpoint_step));
@@ -100,6 +103,9 @@ int RunTuneJob(JobContext& ctx) {
   const Json& p = ctx.params();
   const uint64_t seed = p.value("seed", 0);
   torch::manual_seed(seed);
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
   auto inputs = LoadInputs(ctx);
   if (!inputs.ok()) return Fail(inputs.status());
   auto& [tok, teacher] = *inputs;
@@ -112,6 +118,7 @@ int RunTuneJob(JobContext& ctx) {
   ho.width = p.value("head_width", 128);
   ho.depth = p.value("head_depth", 2);
   ArDiffusion model(bo, ho);
+  model->to(dist.device());
   CopyParameters(*model->backbone(), *teacher);
   std::filesystem::create_directories(ctx.out_dir());
   if (auto st = WriteJson(ctx.out_dir() + "/config.json", {{"kind", "ardiffusion"},
@@ -122,7 +129,7 @@ int RunTuneJob(JobContext& ctx) {
   }
   // Teacher samples, the stage-1 data (same settings as evaluation).
   const int64_t pool = p.value("pool", 2000), n = bo.tokens;
-  auto pool_classes = torch::arange(pool, torch::kLong) % bo.classes;
+  auto pool_classes = (torch::arange(pool, torch::kLong) % bo.classes).to(dist.device());
   std::vector<torch::Tensor> parts;
   auto pool_gen = MakeGenerator(seed * 31 + 5);
   for (int64_t i = 0; i < pool; i += 250) {
@@ -133,9 +140,6 @@ int RunTuneJob(JobContext& ctx) {
   const int64_t head_steps = p.value("head_steps", 200), m = p.value("m", 4);
   const double t_min = p.value("t_min", 0.01), t_max = p.value("t_max", 0.99);
   const bool gts = p.value("target", std::string("gts")) == "gts";
-  auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
-  Distributed& dist = **gang;
   const int64_t global_batch = p.value("batch", 32) * dist.world_size();
   Batcher batcher(pool, global_batch, seed);
   Loop loop;
@@ -177,6 +181,9 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   const Json& p = ctx.params();
   const uint64_t seed = p.value("seed", 0);
   torch::manual_seed(seed);
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
   auto inputs = LoadInputs(ctx);
   if (!inputs.ok()) return Fail(inputs.status());
   auto& [tok, teacher] = *inputs;
@@ -213,9 +220,6 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   csd.alpha = p.value("alpha", 1.0);
   csd.normalise = p.value("omega", std::string("sid")) == "sid";
   const TransformerOptions bo = g->backbone()->options();
-  auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
-  Distributed& dist = **gang;
   const int64_t global_batch = batch * dist.world_size();
   Loop loop;
   loop.dist = &dist;

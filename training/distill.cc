@@ -81,7 +81,7 @@ torch::Tensor ArDiffusionImpl::Generate(const torch::Tensor& classes, const torc
 torch::Tensor SampleTimes(const torch::Tensor& like, double t_min, double t_max, at::Generator& gen) {
   auto sizes = like.sizes().vec();
   sizes.pop_back();
-  return torch::rand(sizes, gen) * (t_max - t_min) + t_min;
+  return (torch::rand(sizes, gen) * (t_max - t_min) + t_min).to(like.device());
 }
 
 torch::Tensor TuneLoss(const torch::Tensor& v_pred, const torch::Tensor& x_t, const torch::Tensor& t,

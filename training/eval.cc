@@ -34,21 +34,23 @@ class SetPredictionSampler : public TokenSampler {
     auto counts = torch::zeros({k, n, v}, torch::kFloat64);
     for (int64_t done = 0; done < marginal_samples; done += 250) {
       auto classes = torch::arange(done, std::min(done + 250, marginal_samples), torch::kLong) % k;
-      auto idx = SampleAr(teacher, codebook_, classes, sampling, gen);          // [b, n]
+      auto idx = SampleAr(teacher, codebook_, classes.to(codebook_.device()), sampling, gen).cpu();  // [b, n]
       auto flat = (classes.unsqueeze(1) * n + torch::arange(n, torch::kLong).unsqueeze(0)) * v + idx;
       counts.view(-1).index_add_(0, flat.view(-1), torch::ones({flat.numel()}, torch::kFloat64));
     }
     marginals_ = (counts / counts.sum(-1, true).clamp_min(1)).to(torch::kFloat32);
   }
   torch::Tensor Sample(const torch::Tensor& classes, at::Generator& generator) override {
-    auto probs = marginals_.index_select(0, classes);                          // [B, n, V]
-    auto idx = torch::multinomial(probs.view({-1, probs.size(2)}), 1, false, generator).view({classes.size(0), -1});
+    auto probs = marginals_.index_select(0, classes.cpu());                    // [B, n, V]
+    auto idx = torch::multinomial(probs.view({-1, probs.size(2)}), 1, false, generator)
+                   .view({classes.size(0), -1})
+                   .to(codebook_.device());
     return codebook_.index_select(0, idx.view(-1)).view({idx.size(0), idx.size(1), codebook_.size(1)});
   }
 
  private:
   torch::Tensor codebook_;
-  torch::Tensor marginals_;  // [classes, tokens, V]
+  torch::Tensor marginals_;  // [classes, tokens, V], on the CPU with the generator
 };
 
 // Wall time per image of sampling tokens, and of decoding them too when `decode`.
@@ -57,10 +59,12 @@ class SetPredictionSampler : public TokenSampler {
 double MsPerImage(TokenSampler& sampler, VqVae& tok, int64_t batch, int repeats, uint64_t seed, bool decode = true) {
   c10::InferenceMode inference;
   auto gen = MakeGenerator(seed);
-  auto classes = torch::arange(batch, torch::kLong) % 10;
+  const torch::Device device = tok->Codebook().device();
+  auto classes = (torch::arange(batch, torch::kLong) % 10).to(device);
   auto run = [&] {
     auto tokens = sampler.Sample(classes, gen);
-    if (decode) tok->Decode(tokens);
+    if (decode) tokens = tok->Decode(tokens);
+    if (device.is_cuda()) torch::cuda::synchronize();
   };
   run();  // warm-up
   std::vector<double> ms;
@@ -89,7 +93,7 @@ class OneStepSampler : public TokenSampler {
   OneStepSampler(ArDiffusion generator, int64_t code_dim) : generator_(std::move(generator)), code_dim_(code_dim) {}
   torch::Tensor Sample(const torch::Tensor& classes, at::Generator& gen) override {
     const int64_t n = generator_->backbone()->options().tokens;
-    return generator_->Generate(classes, torch::randn({classes.size(0), n, code_dim_}, gen));
+    return generator_->Generate(classes, torch::randn({classes.size(0), n, code_dim_}, gen).to(classes.device()));
   }
 
  private:
@@ -109,7 +113,7 @@ class MultiStepSampler : public TokenSampler {
     if (snap_) x = Snap(x, codebook_);
     for (int64_t i = std::max<int64_t>(1, n - k_ + 1); i < n; ++i) {
       auto log_p = TeacherLogProbsFor(teacher_, classes, x.slice(1, 0, i), sampling_).select(1, i);
-      auto idx = torch::multinomial(log_p.exp(), 1, false, gen).squeeze(1);
+      auto idx = torch::multinomial(log_p.exp().cpu(), 1, false, gen).squeeze(1).to(x.device());
       x = x.clone();
       x.select(1, i).copy_(codebook_.index_select(0, idx));
     }
@@ -131,12 +135,12 @@ class EulerSampler : public TokenSampler {
       : model_(std::move(model)), steps_(steps), codebook_(std::move(codebook)), snap_(snap) {}
   torch::Tensor Sample(const torch::Tensor& classes, at::Generator& gen) override {
     const int64_t n = model_->backbone()->options().tokens, c = codebook_.size(1), b = classes.size(0);
-    auto x = torch::zeros({b, n, c});
+    auto x = torch::zeros({b, n, c}, codebook_.options());
     for (int64_t i = 0; i < n; ++i) {
       auto f = model_->Features(classes, x).select(1, i);  // causal: reads tokens < i only
-      auto xi = torch::randn({b, c}, gen);
+      auto xi = torch::randn({b, c}, gen).to(x.device());
       for (int64_t s = 0; s < steps_; ++s) {
-        auto t = torch::full({b}, 1.0 - static_cast<double>(s) / steps_);
+        auto t = torch::full({b}, 1.0 - static_cast<double>(s) / steps_, x.options());
         xi = xi - model_->Velocity(xi, t, f) / static_cast<double>(steps_);
       }
       if (snap_) xi = Snap(xi, codebook_);
@@ -185,9 +189,9 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
                                                        const EvalOptions& o) {
   torch::NoGradGuard no_grad;
   auto gen = MakeGenerator(o.seed);
-  auto classes = torch::arange(o.samples, torch::kLong) % 10;
   auto codebook = tok->Codebook();
-  torch::Tensor nearest_sum = torch::zeros({}, torch::kFloat64);
+  auto classes = (torch::arange(o.samples, torch::kLong) % 10).to(codebook.device());
+  torch::Tensor nearest_sum = torch::zeros({}, codebook.options().dtype(torch::kFloat64));
   auto images = Batched(o.samples, o.batch, [&](int64_t a, int64_t b) {
     auto vectors = sampler.Sample(classes.slice(0, a, b), gen);
     auto d = torch::cdist(vectors.reshape({-1, vectors.size(2)}), codebook).amin(-1);
@@ -197,7 +201,7 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
   auto fake_feats = Batched(o.samples, 500, [&](int64_t a, int64_t b) { return features->Features(images.slice(0, a, b)); });
   auto fake_probs = features->Classify(fake_feats).softmax(-1);  // no second pass over the images
   auto real_feats = Batched(real.images.size(0), 1000, [&](int64_t a, int64_t b) {
-    return features->Features(real.images.slice(0, a, b));
+    return features->Features(real.images.slice(0, a, b).to(codebook.device()));
   });
   std::map<std::string, double> m;
   m["fid"] = Fid(fake_feats, real_feats);
@@ -218,10 +222,10 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
   }
   if (!o.grid_path.empty()) {
     auto grid_gen = MakeGenerator(o.seed + 9);
-    auto grid_classes = torch::div(torch::arange(100, torch::kLong), 10, "floor");  // row = class
+    auto grid_classes = torch::div(torch::arange(100, torch::kLong), 10, "floor").to(codebook.device());  // row = class
     auto grid = tok->Decode(sampler.Sample(grid_classes, grid_gen)).clamp(0, 1);  // [100, 1, 28, 28]
     auto tiled = grid.view({10, 10, 28, 28}).permute({0, 2, 1, 3}).reshape({280, 280});
-    auto bytes = (tiled * 255).round().to(torch::kUInt8).contiguous();
+    auto bytes = (tiled * 255).round().to(torch::kUInt8).cpu().contiguous();
     std::vector<uint8_t> pixels(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel());
     if (auto st = WriteGrayPng(o.grid_path, 280, 280, pixels); !st.ok()) return st;
   }

@@ -21,7 +21,8 @@ namespace dd2 {
 class TokenSampler {
  public:
   virtual ~TokenSampler() = default;
-  // classes [B] -> token vectors [B, tokens, C].
+  // classes [B] -> token vectors [B, tokens, C], on the device of `classes` (the models'); the
+  // generator is a CPU one.
   virtual torch::Tensor Sample(const torch::Tensor& classes, at::Generator& generator) = 0;
 };
 
@@ -57,7 +58,8 @@ struct EvalOptions {
 // fid, inception_score, precision, recall, class_accuracy, latency_ms_b1, latency_ms_b256
 // (per image), speedup_vs_teacher_b1 and token_speedup_vs_teacher_b1 (decoding excluded) when
 // `teacher` is given, codebook_distance (mean
-// distance of sampled vectors to their nearest codebook entry).
+// distance of sampled vectors to their nearest codebook entry). Runs on the tokenizer's device;
+// `real` may live on the CPU.
 absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, VqVae& tokenizer,
                                                        FeatureNet& features, const ImageSet& real,
                                                        const EvalOptions& options);

@@ -4,12 +4,12 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_manifest.h"
 #include "common/home.h"
 
 namespace dd2 {
-
 
 int Fail(const std::string& what) {
   std::fprintf(stderr, "dd2 job: %s\n", what.c_str());
@@ -18,8 +18,36 @@ int Fail(const std::string& what) {
 
 int Fail(const absl::Status& st) { return Fail(std::string(st.message())); }
 
+absl::StatusOr<torch::Device> JobDevice(const JobContext& ctx) {
+  const std::string param = ctx.params().value("device", std::string("auto"));
+  const std::string& worker = ctx.gang().device;  // cpu, cuda:N or auto
+  const bool cuda = torch::cuda::is_available();
+  std::string want = param == "auto" ? worker : param;
+  if (want == "auto") want = cuda ? "cuda" : "cpu";
+  if (want == "cpu") return torch::Device(torch::kCPU);
+  if (want == "cuda" && absl::StartsWith(worker, "cuda:")) want = worker;  // the worker's GPU
+  try {
+    torch::Device device(want);
+    if (device.is_cuda() && !cuda) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device ", want, " asked for (job param device: ", param, ", worker device: ", worker,
+          "), but this LibTorch has no CUDA or sees no GPU; use device: cpu"));
+    }
+    if (device.is_cuda() && device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", want, " asked for, but only ", torch::cuda::device_count(), " GPU(s) are visible"));
+    }
+    return device.is_cuda() && !device.has_index() ? torch::Device(torch::kCUDA, 0) : device;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("device '", want, "' is not cpu, cuda or cuda:N"));
+  }
+}
+
 absl::StatusOr<std::unique_ptr<Distributed>> JoinGang(JobContext& ctx) {
+  auto device = JobDevice(ctx);
+  if (!device.ok()) return device.status();
   DistributedOptions o;
+  o.device = *device;
   o.rank = ctx.gang().rank;
   o.world_size = ctx.gang().world_size;
   o.rendezvous = ctx.gang().rendezvous;
@@ -65,6 +93,8 @@ int RunLoop(JobContext& ctx, Loop& loop) {
     std::printf("checkpoint of step %lld rejected: %s\n", static_cast<long long>(manifest.step),
                 std::string(ok.message()).c_str());
   }
+  std::printf("training on %s (collectives: %s, %d rank(s))\n", dist.device().str().c_str(), dist.backend().c_str(),
+              dist.world_size());
   const auto t0 = std::chrono::steady_clock::now();
   Metrics last;
   int64_t since_report = 0;
@@ -148,7 +178,10 @@ TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok) {
 absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name) {
   auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
   if (!config.ok()) return config.status();
+  auto device = JobDevice(ctx);
+  if (!device.ok()) return device.status();
   VqVae model(TokenizerOptions(*config));
+  model->to(*device);
   auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"vqvae", model.ptr()}}, {});
   if (!st.ok()) return st.status();
   model->eval();
@@ -158,7 +191,10 @@ absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name) {
 absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name) {
   auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
   if (!config.ok()) return config.status();
+  auto device = JobDevice(ctx);
+  if (!device.ok()) return device.status();
   ArTransformer model(TransformerOptionsFromJson(*config));
+  model->to(*device);
   auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"teacher", model.ptr()}}, {});
   if (!st.ok()) return st.status();
   model->eval();
@@ -166,14 +202,16 @@ absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& na
 }
 
 absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name) {
+  auto device = JobDevice(ctx);
+  if (!device.ok()) return device.status();
   FeatureNet model;
+  model->to(*device);
   auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"featurenet", model.ptr()}}, {});
   if (!st.ok()) return st.status();
   model->eval();
   return model;
 }
 
-// Token indices of images, in chunks, without gradients: [N, 49].
 torch::Tensor Tokenize(VqVae& tok, const torch::Tensor& images) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;

@@ -51,7 +51,13 @@ class Batcher {
   torch::Tensor perm_;
 };
 
-// Joins this attempt's gang (world size 1: no collectives). Uses the job's
+// The job's `device` param: cpu, cuda (the worker's GPU when it named one; an error when this
+// LibTorch has no CUDA or sees no GPU), or auto (the worker's device; cuda when the worker did
+// not say and a GPU is visible). Models are moved there; random numbers are still drawn on the
+// CPU, so a run gives the same numbers on any device up to floating-point rounding.
+absl::StatusOr<torch::Device> JobDevice(const JobContext& ctx);
+
+// Joins this attempt's gang (world size 1: no collectives) on the job's device. Uses the job's
 // `collective_timeout_s`.
 absl::StatusOr<std::unique_ptr<Distributed>> JoinGang(JobContext& ctx);
 
@@ -85,7 +91,7 @@ TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok);
 TransformerOptions TransformerOptionsFromJson(const Json& config);
 Json TransformerOptionsToJson(const TransformerOptions& o);
 
-// Trained models from the artifacts of job `name`, in eval mode.
+// Trained models from the artifacts of job `name`, in eval mode, on the job's device.
 absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name);
 absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name);
 absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name);

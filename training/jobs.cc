@@ -20,10 +20,15 @@ namespace dd2 {
 int RunTokenizerJob(JobContext& ctx) {
   const Json& p = ctx.params();
   torch::manual_seed(p.value("seed", 0));
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
   auto data = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "train", p.value("train_limit", 0));
   if (!data.ok()) return Fail(data.status());
+  data->images = data->images.to(dist.device());
   VqVaeOptions opts = TokenizerOptions(p);
   VqVae model(opts);
+  model->to(dist.device());
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(p.value("lr", 1e-3)));
   std::filesystem::create_directories(ctx.out_dir());
   if (auto st = WriteJson(ctx.out_dir() + "/config.json", Json{{"codebook_size", opts.codebook_size},
@@ -36,9 +41,6 @@ int RunTokenizerJob(JobContext& ctx) {
   const int64_t restart_every = p.value("restart_every", 50);
   const int64_t restart_until = static_cast<int64_t>(p.value("steps", 1000) * 0.8);  // settle at the end
   int64_t restarted = 0;
-  auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
-  Distributed& dist = **gang;
   Batcher batcher(data->images.size(0), p.value("batch", 64) * dist.world_size(), seed);
   Loop loop;
   loop.dist = &dist;
@@ -63,6 +65,7 @@ int RunTokenizerJob(JobContext& ctx) {
   // Held-out reconstruction and codebook usage.
   auto test = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "test", 2000);
   if (!test.ok()) return Fail(test.status());
+  test->images = test->images.to(dist.device());
   torch::NoGradGuard no_grad;
   model->eval();
   auto idx = Tokenize(model, test->images);
@@ -80,12 +83,16 @@ int RunTokenizerJob(JobContext& ctx) {
 int RunTeacherJob(JobContext& ctx) {
   const Json& p = ctx.params();
   torch::manual_seed(p.value("seed", 0));
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return Fail(gang.status());
+  Distributed& dist = **gang;
   auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
   if (!tok.ok()) return Fail(tok.status());
   const std::string data_dir = p.value("data_dir", std::string(kFashionMnistDir));
   auto data = LoadFashionMnist(data_dir, "train", p.value("train_limit", 0));
   if (!data.ok()) return Fail(data.status());
-  auto tokens = Tokenize(*tok, data->images);
+  data->labels = data->labels.to(dist.device());
+  auto tokens = Tokenize(*tok, data->images.to(dist.device()));
   auto codebook = (*tok)->Codebook().detach();
   TransformerOptions opts = TeacherOptions(p, (*tok)->options());
   std::filesystem::create_directories(ctx.out_dir());
@@ -94,12 +101,10 @@ int RunTeacherJob(JobContext& ctx) {
     return Fail(st);
   }
   ArTransformer model(opts);
+  model->to(dist.device());
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(p.value("lr", 3e-4)).betas({0.9, 0.95}));
   const double dropout = p.value("label_dropout", 0.1);
   const uint64_t seed = p.value("seed", 0);
-  auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
-  Distributed& dist = **gang;
   Batcher batcher(tokens.size(0), p.value("batch", 64) * dist.world_size(), seed);
   Loop loop;
   loop.dist = &dist;
@@ -126,9 +131,9 @@ int RunTeacherJob(JobContext& ctx) {
   if (!test.ok()) return Fail(test.status());
   torch::NoGradGuard no_grad;
   model->eval();
-  auto test_tokens = Tokenize(*tok, test->images);
+  auto test_tokens = Tokenize(*tok, test->images.to(dist.device()));
   auto prefix = codebook.index_select(0, test_tokens.slice(1, 0, 48).reshape(-1)).view({test_tokens.size(0), 48, opts.code_dim});
-  auto logits = model->forward(test->labels, prefix);
+  auto logits = model->forward(test->labels.to(dist.device()), prefix);
   auto nll = torch::cross_entropy_loss(logits.reshape({-1, opts.vocab}), test_tokens.reshape(-1));
   ReportFinal(ctx, {{"test_nll", nll.item<double>()}}, loop.steps);
   return 0;
@@ -141,11 +146,14 @@ int RunFeatureNetJob(JobContext& ctx) {
   auto data = LoadFashionMnist(data_dir, "train", p.value("train_limit", 0));
   if (!data.ok()) return Fail(data.status());
   std::filesystem::create_directories(ctx.out_dir());
-  FeatureNet model;
-  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(p.value("lr", 1e-3)));
   auto gang = JoinGang(ctx);
   if (!gang.ok()) return Fail(gang.status());
   Distributed& dist = **gang;
+  data->images = data->images.to(dist.device());
+  data->labels = data->labels.to(dist.device());
+  FeatureNet model;
+  model->to(dist.device());
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(p.value("lr", 1e-3)));
   Batcher batcher(data->images.size(0), p.value("batch", 128) * dist.world_size(), p.value("seed", 0));
   Loop loop;
   loop.dist = &dist;
@@ -170,13 +178,17 @@ int RunFeatureNetJob(JobContext& ctx) {
   if (!test.ok()) return Fail(test.status());
   torch::NoGradGuard no_grad;
   model->eval();
-  auto correct = model->forward(test->images).argmax(1).eq(test->labels).to(torch::kFloat64).mean();
+  auto correct = model->forward(test->images.to(dist.device())).argmax(1).eq(test->labels.to(dist.device()))
+                     .to(torch::kFloat64).mean();
   ReportFinal(ctx, {{"test_accuracy", correct.item<double>()}}, loop.steps);
   return 0;
 }
 
 int RunEvalJob(JobContext& ctx) {
   const Json& p = ctx.params();
+  auto device = JobDevice(ctx);
+  if (!device.ok()) return Fail(device.status());
+  std::printf("sampling on %s\n", device->str().c_str());
   auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
   if (!tok.ok()) return Fail(tok.status());
   auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")));

@@ -4,7 +4,7 @@ namespace dd2 {
 namespace {
 
 torch::Tensor SqrtPsd(const torch::Tensor& m) {
-  auto eig = torch::linalg::eigh(m, "L");
+  auto eig = torch::linalg_eigh(m, "L");
   auto values = std::get<0>(eig).clamp_min(0).sqrt();
   auto vectors = std::get<1>(eig);
   return torch::matmul(vectors * values.unsqueeze(0), vectors.transpose(0, 1));
@@ -32,7 +32,7 @@ double FrechetDistance(const torch::Tensor& mu1, const torch::Tensor& sigma1, co
   auto root1 = SqrtPsd(s1);
   auto middle = torch::matmul(torch::matmul(root1, s2), root1);
   middle = (middle + middle.transpose(0, 1)) / 2;
-  auto cross = std::get<0>(torch::linalg::eigh(middle, "L")).clamp_min(0).sqrt().sum();
+  auto cross = std::get<0>(torch::linalg_eigh(middle, "L")).clamp_min(0).sqrt().sum();
   auto diff = (mu1 - mu2).to(torch::kFloat64);
   return (diff.dot(diff) + s1.trace() + s2.trace() - 2 * cross).item<double>();
 }

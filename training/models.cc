@@ -37,7 +37,7 @@ int64_t VqVaeImpl::TrackAndRestart(const torch::Tensor& indices, const torch::Te
   const int64_t n = dead.size(0);
   if (n > 0) {
     auto pool = latents.detach().reshape({-1, options_.code_dim});
-    auto pick = torch::randint(pool.size(0), {n}, generator, torch::kLong);
+    auto pick = torch::randint(pool.size(0), {n}, generator, torch::kLong).to(pool.device());  // drawn on the CPU
     codebook_->weight.index_copy_(0, dead, pool.index_select(0, pick));
   }
   usage_.zero_();
@@ -97,7 +97,7 @@ torch::Tensor ArTransformerImpl::Embed(const torch::Tensor& classes, const torch
   // Sequence: [class, q_1 .. q_T]; positions offset .. offset + T.
   torch::Tensor x = class_embed_->forward(classes).unsqueeze(1);
   if (prefix.defined() && prefix.size(1) > 0) x = torch::cat({x, token_in_->forward(prefix)}, 1);
-  auto pos = torch::arange(offset, offset + x.size(1), torch::kLong);
+  auto pos = torch::arange(offset, offset + x.size(1), torch::TensorOptions(torch::kLong).device(x.device()));
   return x + pos_embed_->forward(pos).unsqueeze(0);
 }
 
@@ -122,7 +122,7 @@ torch::Tensor ArTransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
     auto att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh));
     if (t > 1) {
       // Query i (absolute past + i) sees keys 0 .. past + i.
-      auto mask = torch::ones({t, past + t}, torch::kBool).triu(past + 1);
+      auto mask = torch::ones({t, past + t}, x.options().dtype(torch::kBool)).triu(past + 1);
       att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
     }
     auto y = torch::matmul(att.softmax(-1), v).permute({0, 2, 1, 3}).reshape({b, t, options_.width});
@@ -180,7 +180,8 @@ torch::Tensor SampleAr(ArTransformer& model, const torch::Tensor& codebook, cons
     }
     auto log_p = guided ? TeacherLogProbs(logits.slice(0, 0, b), logits.slice(0, b), sampling)
                         : TeacherLogProbs(logits, torch::Tensor(), sampling);
-    auto idx = torch::multinomial(log_p.exp(), 1, /*replacement=*/false, generator).squeeze(1);
+    // Drawn on the CPU (the generator's device): the same tokens on any device.
+    auto idx = torch::multinomial(log_p.exp().cpu(), 1, /*replacement=*/false, generator).squeeze(1).to(log_p.device());
     picked.push_back(idx);
     prev = codebook.index_select(0, idx);
     if (guided) prev = torch::cat({prev, prev});

@@ -258,7 +258,8 @@ void WorkerAgent::StartAttempt(const proto::Assign& assign) {
                                    "--attempt-id", assign.attempt_id(), "--attempt",
                                    std::to_string(assign.attempt()), "--work-dir", work,
                                    "--run-dir", config_.artifacts_root + "/" + assign.run_id(),
-                                   "--job-name", job_name, "--progress-fd", "3"};
+                                   "--job-name", job_name, "--progress-fd", "3", "--device",
+                                   config_.device == "cuda" ? "cuda:" + std::to_string(config_.device_index) : "cpu"};
   if (assign.world_size() > 1) {
     for (const std::string& a : {std::string("--rank"), std::to_string(assign.rank()), std::string("--world-size"),
                                  std::to_string(assign.world_size()), std::string("--rendezvous"), assign.rendezvous(),

@@ -113,6 +113,7 @@ int JobRunMain(int argc, char** argv) {
   app.add_option("--world-size", gang.world_size, "ranks in the gang");
   app.add_option("--rendezvous", gang.rendezvous, "tcp://HOST:PORT of rank 0's store");
   app.add_option("--host", gang.host, "address this rank's collectives listen on");
+  app.add_option("--device", gang.device, "the worker's device for `device: auto` jobs: cpu, cuda:N or auto");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -17,12 +17,16 @@ namespace dd2 {
 // The exit code of a job that stopped on request after checkpointing (cancel or preemption).
 inline constexpr int kStoppedExitCode = 143;
 
-// This attempt's place in its gang (DESIGN.md, Gangs). world_size 1: no collectives.
+// This attempt's place in its gang (DESIGN.md, Gangs) and its worker's device. world_size 1: no
+// collectives.
 struct GangPlace {
   int rank = 0;
   int world_size = 1;
   std::string rendezvous;        // tcp://HOST:PORT of rank 0's store
   std::string host = "127.0.0.1";  // where this rank's collectives listen
+  // The worker's device, for jobs whose `device` param is auto: "cpu", "cuda:N", or "auto"
+  // (no worker said: cuda when this LibTorch sees a GPU).
+  std::string device = "auto";
 };
 
 // What a running job may use. Lives in the job child process.

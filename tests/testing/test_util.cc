@@ -1,6 +1,7 @@
 #include "tests/testing/test_util.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,10 +21,13 @@ TempDir::TempDir() {
   path_ = made ? made : pattern;
 }
 
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
+namespace {
+int RemoveEntry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+}  // namespace
+
+// nftw, not std::filesystem::remove_all: python3's libtorch.so exports a broken copy of the
+// latter, which a test binary linked against it calls (a null jump; seen with torch 2.11).
+TempDir::~TempDir() { ::nftw(path_.c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS); }
 
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
   TempDir dir;

@@ -23,7 +23,7 @@ TEST(MetricsTest, FrechetDistanceIsInvariantToACommonRotation) {
   // Rotate diagonal Gaussians by the same orthogonal Q: the distance must not change, which
   // exercises the non-commuting path of the matrix square root.
   torch::manual_seed(0);
-  auto q = std::get<0>(torch::linalg::qr(torch::randn({4, 4}, torch::kFloat64)));
+  auto q = std::get<0>(torch::linalg_qr(torch::randn({4, 4}, torch::kFloat64)));
   auto a = torch::tensor({1.0, 2.0, 3.0, 0.5}, torch::kFloat64), b = torch::tensor({0.3, 2.5, 1.0, 4.0}, torch::kFloat64);
   auto mu1 = torch::randn({4}, torch::kFloat64), mu2 = torch::randn({4}, torch::kFloat64);
   auto s1 = q.matmul(torch::diag(a)).matmul(q.t()), s2 = q.matmul(torch::diag(b)).matmul(q.t());
