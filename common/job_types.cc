@@ -78,6 +78,8 @@ const std::vector<JobTypeSpec>& JobTypes() {
            {"exit_code", ParamKind::kInt, 1, 255, "1", "exit code used at fail_at_step"},
            {"fail_attempts", ParamKind::kInt, 0, 1000, "0",
             "fail only in attempts 1..N (0: in every attempt)"},
+           {"checkpoint_every", ParamKind::kInt, 0, 1000000, "0",
+            "commit a small checkpoint (file + manifest) every N steps and report it (0: none)"},
        }},
       {"tokenizer",
        "VQ-VAE tokenizer on Fashion-MNIST: 7x7 grid, L2-normalised codebook",

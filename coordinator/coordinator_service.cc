@@ -269,7 +269,7 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
     case proto::Envelope::kProgress: st = HandleProgress(env); is_request = false; break;
     case proto::Envelope::kLogChunk: st = HandleLogChunk(env); is_request = false; break;
     case proto::Envelope::kAttemptFinished: st = HandleAttemptFinished(peer, env); break;
-    case proto::Envelope::kCheckpointCommitted: st = HandleCheckpointCommitted(env); is_request = false; break;
+    case proto::Envelope::kCheckpointCommitted: st = HandleCheckpointCommitted(peer, env); is_request = false; break;
     case proto::Envelope::kAttemptResumed: st = HandleAttemptResumed(env); is_request = false; break;
     case proto::Envelope::kCheckpoints: st = HandleCheckpoints(peer, env); break;
     case proto::Envelope::kSubmit: st = HandleSubmit(peer, env); break;
@@ -748,21 +748,36 @@ void CoordinatorService::ScheduleReady() {
 
 // ---------------------------------------------------------------- checkpoints
 
-absl::Status CoordinatorService::HandleCheckpointCommitted(const proto::Envelope& env) {
+absl::Status CoordinatorService::HandleCheckpointCommitted(const std::string& peer, const proto::Envelope& env) {
   const proto::CheckpointCommitted& c = env.checkpoint_committed();
+  // Acknowledged once recorded, or when it never will be (fenced, duplicate, malformed); only a
+  // failed commit leaves it unacknowledged, and the worker sends it again.
+  proto::Envelope ack;
+  ack.mutable_checkpoint_ack()->set_attempt_id(c.attempt_id());
+  ack.mutable_checkpoint_ack()->set_step(c.step());
   auto it = attempts_.find(c.attempt_id());
-  if (it == attempts_.end() || !Holds(it->second, env.sender())) return absl::OkStatus();
+  if (it == attempts_.end() || !Holds(it->second, env.sender())) {
+    Reply(peer, env, ack);
+    return absl::OkStatus();
+  }
   const AttemptRecord& a = it->second;
   // Only the job's newest attempt may commit: a fenced straggler must not add checkpoints.
-  if (attempts_by_job_[a.job_id].empty() || attempts_by_job_[a.job_id].back() != a.id) return absl::OkStatus();
+  if (attempts_by_job_[a.job_id].empty() || attempts_by_job_[a.job_id].back() != a.id) {
+    Reply(peer, env, ack);
+    return absl::OkStatus();
+  }
   if (c.path().empty() || c.sha256().size() != 64) {
+    Reply(peer, env, ack);
     return absl::InvalidArgumentError("CheckpointCommitted needs a path and a 64-hex-digit sha256");
   }
   const JobRecord& job = jobs_[a.job_id];
   const int64_t step = static_cast<int64_t>(c.step());
   int64_t created_ms = clock_->NowMs();
   if (auto k = checkpoints_[a.job_id].find(step); k != checkpoints_[a.job_id].end()) {
-    if (k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) return absl::OkStatus();  // duplicate
+    if (k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) {  // duplicate
+      Reply(peer, env, ack);
+      return absl::OkStatus();
+    }
     created_ms = k->second.created_ms;  // the same step written again: the row keeps its creation time
   }
   Json metrics = Json::object();
@@ -775,6 +790,7 @@ absl::Status CoordinatorService::HandleCheckpointCommitted(const proto::Envelope
   Event(s, "checkpoint_committed", job.run_id, job.id, a.id, absl::StrCat("step ", step));
   const std::string eval_id = MaybeAddCheckpointEval(s, job, step);
   DD2_RETURN_IF_ERROR(Commit(s));
+  Reply(peer, env, ack);
   if (!eval_id.empty()) AddDynamicJobIndex(jobs_[eval_id]);
   return ApplyRetention(job.id);
 }

@@ -69,7 +69,7 @@ class CoordinatorService {
   absl::Status HandleProgress(const proto::Envelope& env);
   absl::Status HandleLogChunk(const proto::Envelope& env);
   absl::Status HandleAttemptFinished(const std::string& peer, const proto::Envelope& env);
-  absl::Status HandleCheckpointCommitted(const proto::Envelope& env);
+  absl::Status HandleCheckpointCommitted(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleAttemptResumed(const proto::Envelope& env);
   absl::Status HandleCheckpoints(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleSubmit(const std::string& peer, const proto::Envelope& env);

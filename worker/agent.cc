@@ -52,7 +52,8 @@ void WorkerAgent::Send(proto::Envelope env) {
   env.set_sender(config_.worker_id);
   if (env.request_id() == 0) env.set_request_id(next_request_id_++);
   // Dropped when the coordinator is unreachable (ZMQ_IMMEDIATE): heartbeats and Hello are
-  // resent on the next tick and finished reports stay in unacked_ until acknowledged.
+  // resent on the next tick; finished and checkpoint reports stay in unacked_ and
+  // unacked_checkpoints_ until acknowledged.
   SendFrames(socket_, {EncodeEnvelope(std::move(env))}).IgnoreError();
 }
 
@@ -93,7 +94,10 @@ absl::Status WorkerAgent::Run() {
       if (registered_) SendHeartbeat();  // tell the coordinator now: no new work here
       drain_until_ms = NowMs() + config_.shutdown_grace_ms;
     }
-    if (drain_until_ms > 0 && ((children_.empty() && unacked_.empty()) || NowMs() >= drain_until_ms)) break;
+    if (drain_until_ms > 0 &&
+        ((children_.empty() && unacked_.empty() && unacked_checkpoints_.empty()) || NowMs() >= drain_until_ms)) {
+      break;
+    }
     if (preempt_.exchange(false)) PreemptChildren();
     std::vector<zmq::pollitem_t> items;
     items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
@@ -143,11 +147,7 @@ absl::Status WorkerAgent::Run() {
         SendHello();
       } else {
         SendHeartbeat();
-        for (const auto& [id, f] : unacked_) {
-          proto::Envelope env;
-          *env.mutable_attempt_finished() = f;
-          Send(std::move(env));
-        }
+        ResendUnacked();
       }
     }
   }
@@ -170,12 +170,8 @@ void WorkerAgent::HandleMessage(const proto::Envelope& env) {
         unacked_.erase(id);
         CancelChild(id, 0, true);
       }
-      // Finished reports held across a coordinator restart go out now.
-      for (const auto& [id, f] : unacked_) {
-        proto::Envelope out;
-        *out.mutable_attempt_finished() = f;
-        Send(std::move(out));
-      }
+      // Reports held across a coordinator restart go out now.
+      ResendUnacked();
       break;
     }
     case proto::Envelope::kHeartbeatAck:
@@ -193,6 +189,9 @@ void WorkerAgent::HandleMessage(const proto::Envelope& env) {
       break;
     case proto::Envelope::kFinishedAck:
       unacked_.erase(env.finished_ack().attempt_id());
+      break;
+    case proto::Envelope::kCheckpointAck:
+      unacked_checkpoints_.erase({env.checkpoint_ack().attempt_id(), env.checkpoint_ack().step()});
       break;
     case proto::Envelope::kError:
       std::fprintf(stderr, "dd2-worker: coordinator refused: %s\n", env.error().message().c_str());
@@ -220,6 +219,19 @@ void WorkerAgent::AddMetrics(const nlohmann::json& metrics, google::protobuf::Re
     auto* m = out->Add();
     m->set_key(key);
     m->set_value(v.get<double>());
+  }
+}
+
+void WorkerAgent::ResendUnacked() {
+  for (const auto& [key, c] : unacked_checkpoints_) {
+    proto::Envelope env;
+    *env.mutable_checkpoint_committed() = c;
+    Send(std::move(env));
+  }
+  for (const auto& [id, f] : unacked_) {
+    proto::Envelope env;
+    *env.mutable_attempt_finished() = f;
+    Send(std::move(env));
   }
 }
 
@@ -391,6 +403,7 @@ void WorkerAgent::DrainProgress(Child& c) {
       k->set_sha256(j.value("sha256", ""));
       k->set_bytes(j.value("bytes", 0ULL));
       if (j.contains("metrics")) AddMetrics(j["metrics"], k->mutable_metrics());
+      unacked_checkpoints_[{k->attempt_id(), k->step()}] = *k;
     } else if (kind == "resumed") {
       env.mutable_attempt_resumed()->set_attempt_id(c.attempt_id);
       env.mutable_attempt_resumed()->set_step(j.value("step", 0ULL));

@@ -79,6 +79,8 @@ class WorkerAgent {
   // Adds the numeric members of a JSON object as Metric entries.
   static void AddMetrics(const nlohmann::json& metrics, google::protobuf::RepeatedPtrField<proto::Metric>* out);
   void ReapChildren();
+  // Sends every unacknowledged checkpoint report, then every unacknowledged finished report.
+  void ResendUnacked();
 
   WorkerConfig config_;
   std::atomic<bool> stop_{false};
@@ -87,6 +89,8 @@ class WorkerAgent {
   zmq::socket_t socket_;
   std::map<std::string, Child> children_;
   std::map<std::string, proto::AttemptFinished> unacked_;  // resent until FinishedAck
+  // Checkpoint reports by (attempt, step), resent until CheckpointAck.
+  std::map<std::pair<std::string, uint64_t>, proto::CheckpointCommitted> unacked_checkpoints_;
   bool registered_ = false;
   bool draining_ = false;   // after Stop(): no new attempts; heartbeats say so
   int64_t last_heard_ms_ = 0;

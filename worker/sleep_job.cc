@@ -1,14 +1,30 @@
 // The `sleep` job type: exercises the control plane without LibTorch. It sleeps `seconds` split
 // over `steps`, reports progress and a fake `loss` metric each step, and can fail on purpose
-// (fail_at_step, exit_code, fail_attempts). SIGTERM stops it at the next 10 ms tick (exit 143).
+// (fail_at_step, exit_code, fail_attempts). With checkpoint_every it commits a small checkpoint
+// (file, then manifest) every N steps and reports it, as the training jobs do, so the checkpoint
+// protocol can be tested without LibTorch. SIGTERM stops it at the next 10 ms tick (exit 143).
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "common/checkpoint_manifest.h"
+#include "common/home.h"
 #include "worker/job_registry.h"
 
 namespace dd2 {
 namespace {
+
+// <out>/checkpoints/step-N.pt holding one line, then its manifest.
+absl::StatusOr<CheckpointManifest> CommitSmallCheckpoint(JobContext& ctx, int64_t step) {
+  const std::string dir = ctx.out_dir() + "/checkpoints";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = CheckpointPath(dir, step);
+  if (auto st = WriteFileAtomic(path, absl::StrCat("sleep checkpoint of step ", step, "\n")); !st.ok()) return st;
+  return CommitCheckpoint(path, step, ctx.attempt_id());
+}
 
 int RunSleep(JobContext& ctx) {
   const auto& p = ctx.params();
@@ -17,6 +33,7 @@ int RunSleep(JobContext& ctx) {
   const int64_t fail_at = p.value("fail_at_step", 0);
   const int exit_code = p.value("exit_code", 1);
   const int64_t fail_attempts = p.value("fail_attempts", 0);
+  const int64_t checkpoint_every = p.value("checkpoint_every", 0);
   const auto per_step = std::chrono::duration<double>(seconds / static_cast<double>(steps));
   std::printf("sleep: %lld steps over %.3f s (attempt %d)\n", static_cast<long long>(steps), seconds,
               ctx.attempt());
@@ -34,6 +51,15 @@ int RunSleep(JobContext& ctx) {
     ctx.ReportProgress(step, steps, {{"loss", 1.0 / static_cast<double>(step)}});
     std::printf("sleep: step %lld/%lld\n", static_cast<long long>(step), static_cast<long long>(steps));
     std::fflush(stdout);
+    if (checkpoint_every > 0 && step % checkpoint_every == 0 && step < steps) {
+      auto manifest = CommitSmallCheckpoint(ctx, step);
+      if (!manifest.ok()) {
+        std::fprintf(stderr, "sleep: %s\n", std::string(manifest.status().message()).c_str());
+        return 1;
+      }
+      ctx.ReportEvent("checkpoint", {{"step", step}, {"path", manifest->path}, {"sha256", manifest->sha256},
+                                     {"bytes", manifest->bytes}, {"metrics", {{"loss", 1.0 / static_cast<double>(step)}}}});
+    }
     if (fail_at > 0 && step == fail_at && (fail_attempts == 0 || ctx.attempt() <= fail_attempts)) {
       std::fprintf(stderr, "sleep: failing on purpose at step %lld with exit code %d\n",
                    static_cast<long long>(step), exit_code);

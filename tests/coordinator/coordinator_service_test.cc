@@ -510,8 +510,29 @@ TEST_F(CoordinatorServiceTest, CheckpointsOfAReplacedAttemptAreIgnored) {
   Hello("w1");
   const std::string run = Submit(kRetained);
   Started("w1", "keep-1/d#1");
+  Take("w1");
   Checkpoint("w1", "keep-1/d#2", 100);  // not an attempt it holds
   EXPECT_TRUE(CheckpointSteps(run, "committed").empty());
+  auto msgs = Take("w1");  // acknowledged all the same, so the worker stops resending it
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].checkpoint_ack().attempt_id(), "keep-1/d#2");
+}
+
+TEST_F(CoordinatorServiceTest, CheckpointReportIsAcknowledgedOnceRecordedAndAgainWhenResent) {
+  Hello("w1");
+  const std::string run = Submit(kRetained);
+  Started("w1", "keep-1/d#1");
+  Take("w1");
+  Checkpoint("w1", "keep-1/d#1", 100);
+  Checkpoint("w1", "keep-1/d#1", 100);  // resent: the first ack was lost
+  EXPECT_THAT(CheckpointSteps(run, "committed"), ::testing::ElementsAre(100));
+  EXPECT_EQ(CountEvents("checkpoint_committed"), 1u);
+  auto msgs = Take("w1");
+  ASSERT_EQ(msgs.size(), 2u);
+  for (const auto& m : msgs) {
+    EXPECT_EQ(m.checkpoint_ack().attempt_id(), "keep-1/d#1");
+    EXPECT_EQ(m.checkpoint_ack().step(), 100u);
+  }
 }
 
 TEST_F(CoordinatorServiceTest, PreemptedAttemptIsRescheduledWithoutUsingARetry) {

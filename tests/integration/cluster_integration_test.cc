@@ -20,6 +20,8 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
+#include "absl/strings/str_join.h"
+#include "common/checkpoint_manifest.h"
 #include "common/home.h"
 #include "common/protocol.h"
 #include "tests/testing/test_util.h"
@@ -187,6 +189,30 @@ jobs:
   auto completions = Sql("SELECT job_id FROM events WHERE kind = 'job_succeeded' ORDER BY job_id");
   EXPECT_EQ(completions, (std::vector<std::string>{run + "/a", run + "/b", run + "/c", run + "/d"}));
   EXPECT_FALSE(Sql("SELECT id FROM events WHERE kind = 'coordinator_started'").size() < 2);
+}
+
+TEST_F(ClusterTest, CheckpointsCommittedWhileTheCoordinatorIsDownAreRecordedAfterItsRestart) {
+  Up(1);
+  const std::string run = SubmitJson(WriteYaml("ckpt.yaml", R"(
+name: ckpt
+jobs:
+  - {name: a, type: sleep, params: {seconds: 3, steps: 30, checkpoint_every: 5}}
+)"));
+  ASSERT_FALSE(run.empty());
+  ASSERT_TRUE(WaitFor([&] { return CtlJson({"status", run})["run"]["jobs"][0]["state"] == "running"; }));
+  const int pid = Pid(home_ + "/coordinator.pid");
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return ::kill(pid, 0) != 0; }, 10));
+  // The job goes on without a coordinator: its reports of the commits from here on are dropped
+  // at the socket, and must be sent again once the coordinator is back.
+  const std::string last = CheckpointPath(home_ + "/artifacts/" + run + "/a/checkpoints", 25);
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ManifestPathFor(last)); }, 30));
+  Up(1);
+  ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; })) << RunState(run);
+  ASSERT_TRUE(WaitFor([&] {
+    return Sql("SELECT step FROM checkpoints WHERE state = 'committed' ORDER BY step") ==
+           std::vector<std::string>{"5", "10", "15", "20", "25"};
+  }, 10)) << absl::StrJoin(Sql("SELECT step FROM checkpoints ORDER BY step"), ",");
 }
 
 TEST_F(ClusterTest, MalformedRunYamlIsRejectedAndLeavesNothingInTheDatabase) {
