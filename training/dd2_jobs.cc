@@ -104,10 +104,10 @@ int RunTuneJob(JobContext& ctx) {
   const uint64_t seed = p.value("seed", 0);
   torch::manual_seed(seed);
   auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
+  if (!gang.ok()) return Fail(ctx, gang.status());
   Distributed& dist = **gang;
   auto inputs = LoadInputs(ctx);
-  if (!inputs.ok()) return Fail(inputs.status());
+  if (!inputs.ok()) return Fail(ctx, inputs.status());
   auto& [tok, teacher] = *inputs;
   const auto codebook = tok->Codebook().detach();
   const SamplingConfig sampling = SamplingFromParams(p);
@@ -125,7 +125,7 @@ int RunTuneJob(JobContext& ctx) {
                                                            {"backbone", TransformerOptionsToJson(bo)},
                                                            {"head", HeadOptionsToJson(ho)}});
       !st.ok()) {
-    return Fail(st);
+    return Fail(ctx, st);
   }
   // Teacher samples, the stage-1 data (same settings as evaluation).
   const int64_t pool = p.value("pool", 2000), n = bo.tokens;
@@ -182,14 +182,14 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   const uint64_t seed = p.value("seed", 0);
   torch::manual_seed(seed);
   auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
+  if (!gang.ok()) return Fail(ctx, gang.status());
   Distributed& dist = **gang;
   auto inputs = LoadInputs(ctx);
-  if (!inputs.ok()) return Fail(inputs.status());
+  if (!inputs.ok()) return Fail(ctx, inputs.status());
   auto& [tok, teacher] = *inputs;
   const std::string init_name = p.value("init", std::string(guidance_only ? "distill" : "tune"));
   auto models = LoadDd2Init(ctx, init_name);
-  if (!models.ok()) return Fail(models.status());
+  if (!models.ok()) return Fail(ctx, models.status());
   if (guidance_only) CopyParameters(*models->generator, *models->ema);  // generator <- EMA
   std::filesystem::create_directories(ctx.out_dir());
   // A schedule (distill -> align -> distill) continues one optimisation: the init job's Adam
@@ -197,7 +197,7 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   const bool carry = p.value("carry_state", true) && models->config.value("kind", "") == "dd2";
   const int64_t steps_before = carry ? models->config.value("generator_steps", int64_t{0}) : 0;
   const int64_t steps_here = guidance_only ? 0 : p.value("steps", int64_t{300});
-  if (auto st = WriteDd2Config(ctx, models->config, steps_before + steps_here); !st.ok()) return Fail(st);
+  if (auto st = WriteDd2Config(ctx, models->config, steps_before + steps_here); !st.ok()) return Fail(ctx, st);
   const auto codebook = tok->Codebook().detach();
   const SamplingConfig sampling = SamplingFromParams(p);
   ArDiffusion& g = models->generator;

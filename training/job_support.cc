@@ -11,12 +11,13 @@
 
 namespace dd2 {
 
-int Fail(const std::string& what) {
+int Fail(JobContext& ctx, const std::string& what) {
   std::fprintf(stderr, "dd2 job: %s\n", what.c_str());
+  ctx.ReportEvent("cause", {{"cause", what.substr(0, 500)}});
   return 1;
 }
 
-int Fail(const absl::Status& st) { return Fail(std::string(st.message())); }
+int Fail(JobContext& ctx, const absl::Status& st) { return Fail(ctx, std::string(st.message())); }
 
 absl::StatusOr<torch::Device> JobDevice(const JobContext& ctx) {
   const std::string param = ctx.params().value("device", std::string("auto"));
@@ -54,9 +55,7 @@ absl::StatusOr<std::unique_ptr<Distributed>> JoinGang(JobContext& ctx) {
   o.host = ctx.gang().host;
   o.timeout = std::chrono::milliseconds(
       static_cast<int64_t>(1000 * ctx.params().value("collective_timeout_s", 300.0)));
-  auto gang = Distributed::Create(o);
-  if (!gang.ok()) ctx.ReportEvent("cause", {{"cause", std::string(gang.status().message())}});
-  return gang;
+  return Distributed::Create(o);
 }
 
 namespace {
@@ -122,7 +121,7 @@ int RunLoop(JobContext& ctx, Loop& loop) {
       std::fflush(stdout);
     }
     if (dist.is_chief() && loop.checkpoint_every > 0 && done % loop.checkpoint_every == 0 && done < loop.steps) {
-      if (auto st = CommitStep(ctx, loop, done, last); !st.ok()) return Fail(st);
+      if (auto st = CommitStep(ctx, loop, done, last); !st.ok()) return Fail(ctx, st);
     }
   }
   if (dist.is_chief()) {
@@ -130,7 +129,7 @@ int RunLoop(JobContext& ctx, Loop& loop) {
     if (auto st = SaveCheckpoint(ctx.out_dir() + "/final.pt", loop.modules,
                                  loop.final_with_optimizers ? loop.optimizers : none, loop.steps);
         !st.ok()) {
-      return Fail(st);
+      return Fail(ctx, st);
     }
   }
   return 0;

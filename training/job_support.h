@@ -23,9 +23,10 @@ namespace dd2 {
 using Json = nlohmann::json;
 using Metrics = std::map<std::string, double>;
 
-// Prints "dd2 job: <what>" to stderr and returns exit code 1.
-int Fail(const std::string& what);
-int Fail(const absl::Status& st);
+// Prints "dd2 job: <what>" to stderr, reports it as the attempt's cause (shown by `dd2ctl
+// jobs`) and returns exit code 1.
+int Fail(JobContext& ctx, const std::string& what);
+int Fail(JobContext& ctx, const absl::Status& st);
 
 // Deterministic minibatches: epoch e is a permutation seeded by (seed, e); step s takes the
 // s-th slice. Nothing to save for exact resume. In a gang, `batch` is the whole gang's batch

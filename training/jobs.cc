@@ -21,10 +21,10 @@ int RunTokenizerJob(JobContext& ctx) {
   const Json& p = ctx.params();
   torch::manual_seed(p.value("seed", 0));
   auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
+  if (!gang.ok()) return Fail(ctx, gang.status());
   Distributed& dist = **gang;
   auto data = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "train", p.value("train_limit", 0));
-  if (!data.ok()) return Fail(data.status());
+  if (!data.ok()) return Fail(ctx, data.status());
   data->images = data->images.to(dist.device());
   VqVaeOptions opts = TokenizerOptions(p);
   VqVae model(opts);
@@ -35,7 +35,7 @@ int RunTokenizerJob(JobContext& ctx) {
                                                                {"code_dim", opts.code_dim},
                                                                {"channels", opts.channels}});
       !st.ok()) {
-    return Fail(st);
+    return Fail(ctx, st);
   }
   const uint64_t seed = p.value("seed", 0);
   const int64_t restart_every = p.value("restart_every", 50);
@@ -64,7 +64,7 @@ int RunTokenizerJob(JobContext& ctx) {
   if (int code = RunLoop(ctx, loop); code != 0) return code;
   // Held-out reconstruction and codebook usage.
   auto test = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "test", 2000);
-  if (!test.ok()) return Fail(test.status());
+  if (!test.ok()) return Fail(ctx, test.status());
   test->images = test->images.to(dist.device());
   torch::NoGradGuard no_grad;
   model->eval();
@@ -84,21 +84,21 @@ int RunTeacherJob(JobContext& ctx) {
   const Json& p = ctx.params();
   torch::manual_seed(p.value("seed", 0));
   auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
+  if (!gang.ok()) return Fail(ctx, gang.status());
   Distributed& dist = **gang;
   auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
-  if (!tok.ok()) return Fail(tok.status());
+  if (!tok.ok()) return Fail(ctx, tok.status());
   const std::string data_dir = p.value("data_dir", std::string(kFashionMnistDir));
   auto data = LoadFashionMnist(data_dir, "train", p.value("train_limit", 0));
-  if (!data.ok()) return Fail(data.status());
+  if (!data.ok()) return Fail(ctx, data.status());
   data->labels = data->labels.to(dist.device());
   auto tokens = Tokenize(*tok, data->images.to(dist.device()));
   auto codebook = (*tok)->Codebook().detach();
   TransformerOptions opts = TeacherOptions(p, (*tok)->options());
   std::filesystem::create_directories(ctx.out_dir());
-  if (opts.width % opts.heads != 0) return Fail("teacher.width must be a multiple of teacher.heads");
+  if (opts.width % opts.heads != 0) return Fail(ctx, "teacher.width must be a multiple of teacher.heads");
   if (auto st = WriteJson(ctx.out_dir() + "/config.json", TransformerOptionsToJson(opts)); !st.ok()) {
-    return Fail(st);
+    return Fail(ctx, st);
   }
   ArTransformer model(opts);
   model->to(dist.device());
@@ -128,7 +128,7 @@ int RunTeacherJob(JobContext& ctx) {
   };
   if (int code = RunLoop(ctx, loop); code != 0) return code;
   auto test = LoadFashionMnist(data_dir, "test", 2000);
-  if (!test.ok()) return Fail(test.status());
+  if (!test.ok()) return Fail(ctx, test.status());
   torch::NoGradGuard no_grad;
   model->eval();
   auto test_tokens = Tokenize(*tok, test->images.to(dist.device()));
@@ -144,10 +144,10 @@ int RunFeatureNetJob(JobContext& ctx) {
   torch::manual_seed(p.value("seed", 0));
   const std::string data_dir = p.value("data_dir", std::string(kFashionMnistDir));
   auto data = LoadFashionMnist(data_dir, "train", p.value("train_limit", 0));
-  if (!data.ok()) return Fail(data.status());
+  if (!data.ok()) return Fail(ctx, data.status());
   std::filesystem::create_directories(ctx.out_dir());
   auto gang = JoinGang(ctx);
-  if (!gang.ok()) return Fail(gang.status());
+  if (!gang.ok()) return Fail(ctx, gang.status());
   Distributed& dist = **gang;
   data->images = data->images.to(dist.device());
   data->labels = data->labels.to(dist.device());
@@ -175,7 +175,7 @@ int RunFeatureNetJob(JobContext& ctx) {
   };
   if (int code = RunLoop(ctx, loop); code != 0) return code;
   auto test = LoadFashionMnist(data_dir, "test");
-  if (!test.ok()) return Fail(test.status());
+  if (!test.ok()) return Fail(ctx, test.status());
   torch::NoGradGuard no_grad;
   model->eval();
   auto correct = model->forward(test->images.to(dist.device())).argmax(1).eq(test->labels.to(dist.device()))
@@ -187,16 +187,16 @@ int RunFeatureNetJob(JobContext& ctx) {
 int RunEvalJob(JobContext& ctx) {
   const Json& p = ctx.params();
   auto device = JobDevice(ctx);
-  if (!device.ok()) return Fail(device.status());
+  if (!device.ok()) return Fail(ctx, device.status());
   std::printf("sampling on %s\n", device->str().c_str());
   auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
-  if (!tok.ok()) return Fail(tok.status());
+  if (!tok.ok()) return Fail(ctx, tok.status());
   auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")));
-  if (!teacher.ok()) return Fail(teacher.status());
+  if (!teacher.ok()) return Fail(ctx, teacher.status());
   auto features = LoadFeatureNet(ctx, p.value("featurenet", std::string("featurenet")));
-  if (!features.ok()) return Fail(features.status());
+  if (!features.ok()) return Fail(ctx, features.status());
   auto test = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "test");
-  if (!test.ok()) return Fail(test.status());
+  if (!test.ok()) return Fail(ctx, test.status());
   const SamplingConfig sampling = SamplingFromParams(p);
   EvalOptions options;
   options.samples = p.value("samples", 1000);
@@ -213,7 +213,7 @@ int RunEvalJob(JobContext& ctx) {
                                        p.value("marginal_samples", 2000), options.seed + 1);
   } else if (kind == "dd2" || kind == "dd2_multistep") {
     auto generator = LoadDd2Generator(ctx, p.value("generator", std::string("distill")), p.value("checkpoint_step", 0));
-    if (!generator.ok()) return Fail(generator.status());
+    if (!generator.ok()) return Fail(ctx, generator.status());
     if (kind == "dd2") {
       sampler = MakeOneStepSampler(*generator, (*tok)->options().code_dim);
     } else {
@@ -222,14 +222,14 @@ int RunEvalJob(JobContext& ctx) {
     }
   } else if (kind == "stage1") {
     auto stage1 = LoadStage1(ctx, p.value("stage1", std::string("tune")));
-    if (!stage1.ok()) return Fail(stage1.status());
+    if (!stage1.ok()) return Fail(ctx, stage1.status());
     sampler = MakeEulerSampler(*stage1, p.value("euler_steps", 10), (*tok)->Codebook().detach(), p.value("snap", false));
   } else {
-    return Fail(absl::StrCat("unknown sampler '", kind, "'"));
+    return Fail(ctx, absl::StrCat("unknown sampler '", kind, "'"));
   }
   auto teacher_sampler = MakeTeacherSampler(*teacher, (*tok)->Codebook().detach(), sampling);
   auto result = Evaluate(*sampler, teacher_sampler.get(), *tok, *features, *test, options);
-  if (!result.ok()) return Fail(result.status());
+  if (!result.ok()) return Fail(ctx, result.status());
   ReportFinal(ctx, *result, 1);
   std::printf("sample grid: %s\n", options.grid_path.c_str());
   return 0;

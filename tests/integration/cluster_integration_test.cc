@@ -320,6 +320,19 @@ jobs:
   EXPECT_EQ(att[1]["state"], "succeeded");
 }
 
+TEST_F(ClusterTest, TrainingJobThatCannotStartSaysWhyInItsAttempt) {
+  Up(1);
+  auto r = Ctl({"submit", WriteYaml("orphan.yaml", "name: orphan\njobs: [{name: t, type: teacher, params: {steps: 1}}]\n"),
+                "--wait"});
+  EXPECT_NE(r.exit_code, 0);
+  Json jobs = CtlJson({"jobs", "orphan-1"});
+  const Json& att = jobs["jobs"][0]["attempts_detail"];
+  ASSERT_EQ(att.size(), 1u);
+  EXPECT_EQ(att[0]["exit_code"], 1);
+  EXPECT_THAT(att[0]["cause"].get<std::string>(),
+              ::testing::HasSubstr("tokenizer/config.json: missing (did the upstream job succeed?)"));
+}
+
 TEST_F(ClusterTest, CancelStopsARunningJobOnItsWorker) {
   Up(1);
   const std::string run = SubmitJson(WriteYaml("long.yaml", R"(
