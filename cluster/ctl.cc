@@ -170,6 +170,9 @@ int RunCtl(int argc, char** argv) {
   auto* up_cmd = app.add_subcommand("up", "start a local coordinator and workers in the background");
   up_cmd->add_option("--workers", up.workers, "workers to start")->check(CLI::Range(0, 64))->capture_default_str();
   up_cmd->add_option("--slots", up.slots, "slots per worker")->check(CLI::Range(1, 64))->capture_default_str();
+  up_cmd->add_option("--threads", up.threads, "intra-op threads per job on each worker (0: LibTorch's default, all cores)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   up_cmd->add_option("--heartbeat-ms", heartbeat_ms, "coordinator heartbeat interval");
   up_cmd->add_option("--lost-after-ms", lost_after_ms, "silence before a worker is lost");
   up_cmd->add_option("--retry-backoff-ms", backoff_ms, "first retry backoff");

@@ -142,7 +142,8 @@ absl::Status Up(const UpOptions& o) {
     fs::create_directories(dir, ec);
     if (PidFileAlive(dir + "/pid")) continue;
     std::vector<std::string> argv = {bin + "/dd2-worker", "--coordinator", endpoint, "--id", id, "--advertise-host", "127.0.0.1",
-                                     "--home", o.home, "--slots", std::to_string(o.slots)};
+                                     "--home", o.home, "--slots", std::to_string(o.slots),
+                                     "--threads", std::to_string(o.threads)};
     DD2_ASSIGN_OR_RETURN(int pid, StartDaemon(argv, dir + "/worker.log", dir + "/pid", o.wait_ms));
     (void)pid;
   }

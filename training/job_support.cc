@@ -92,8 +92,8 @@ int RunLoop(JobContext& ctx, Loop& loop) {
     std::printf("checkpoint of step %lld rejected: %s\n", static_cast<long long>(manifest.step),
                 std::string(ok.message()).c_str());
   }
-  std::printf("training on %s (collectives: %s, %d rank(s))\n", dist.device().str().c_str(), dist.backend().c_str(),
-              dist.world_size());
+  std::printf("training on %s (collectives: %s, %d rank(s), %d intra-op thread(s))\n", dist.device().str().c_str(),
+              dist.backend().c_str(), dist.world_size(), static_cast<int>(torch::get_num_threads()));
   const auto t0 = std::chrono::steady_clock::now();
   Metrics last;
   int64_t since_report = 0;

@@ -287,6 +287,7 @@ void WorkerAgent::StartAttempt(const proto::Assign& assign) {
     ::dup2(out[1], 2);
     ::dup2(prog[1], 3);
     if (::chdir(work.c_str()) != 0) _exit(126);
+    if (config_.threads > 0) ::setenv("OMP_NUM_THREADS", std::to_string(config_.threads).c_str(), 1);
     ExecOrExit(args);
   }
   ::close(out[1]);

@@ -33,6 +33,10 @@ int main(int argc, char** argv) {
   app.add_option("--device", config.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--device-index", config.device_index, "GPU index")->capture_default_str();
   app.add_option("--slots", config.slots, "attempts run at once")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--threads", config.threads,
+                 "intra-op threads per job (sets OMP_NUM_THREADS for job children; 0: inherit)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   app.add_option("--work-dir", config.work_dir, "scratch and attempt logs (default <home>/workers/<id>)");
   app.add_option("--artifacts", config.artifacts_root,
                  "where jobs write their outputs, <root>/<run>/<job>; shared by all workers (default <home>/artifacts)");

@@ -333,6 +333,18 @@ TEST_F(ClusterTest, TrainingJobThatCannotStartSaysWhyInItsAttempt) {
               ::testing::HasSubstr("tokenizer/config.json: missing (did the upstream job succeed?)"));
 }
 
+TEST_F(ClusterTest, UpThreadsSetsTheIntraOpThreadsOfEveryJob) {
+  auto up = Ctl({"up", "--workers", "1", "--threads", "1", "--heartbeat-ms", "200"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  auto r = Ctl({"submit",
+                WriteYaml("threads.yaml", "name: threads\njobs: [{name: f, type: featurenet, "
+                                          "params: {steps: 2, batch: 8, train_limit: 64}}]\n"),
+                "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto logs = Ctl({"logs", "threads-1/f"});
+  EXPECT_THAT(logs.out, ::testing::HasSubstr("1 intra-op thread(s)")) << logs.out;
+}
+
 TEST_F(ClusterTest, CancelStopsARunningJobOnItsWorker) {
   Up(1);
   const std::string run = SubmitJson(WriteYaml("long.yaml", R"(
