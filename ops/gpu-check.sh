@@ -88,7 +88,7 @@ run() {
   export LD_LIBRARY_PATH="$BUNDLE/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   local status=0  # each test in its own process, as in the suite
   ctest --test-dir build-gpu -L gpu --output-on-failure -V >build-gpu/gpu_test.log 2>&1 || status=1
-  grep -E "\[ +(OK|FAILED) +\]|loss: cpu|Failure|Expected|Which is|SEGFAULT|Exception|tests passed|tests failed" \
+  grep -E "\[ +(OK|FAILED|SKIPPED) +\]|Skipped|loss: cpu|Failure|Expected|Which is|SEGFAULT|Exception|tests passed|tests failed" \
     build-gpu/gpu_test.log || true
   [ "${DD2_GPU_CHECK_TABLE:-1}" = 1 ] || return "$status"  # DD2_GPU_CHECK_TABLE=0: the tests alone
 

@@ -108,6 +108,14 @@ absl::StatusOr<std::unique_ptr<Distributed>> Distributed::Create(const Distribut
   return d;
 }
 
+bool Distributed::HasNccl() {
+#ifdef DD2_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
 Distributed::Distributed(const DistributedOptions& options) : options_(options) {}
 Distributed::~Distributed() {
   if (group_) group_->ops.shutdown();

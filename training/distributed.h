@@ -38,6 +38,8 @@ struct DistributedOptions {
 
 class Distributed {
  public:
+  // Whether this build has the NCCL process group (a CUDA LibTorch with nccl.h at build time).
+  static bool HasNccl();
   // Joins the group (blocks until every rank arrived, or fails after the timeout).
   static absl::StatusOr<std::unique_ptr<Distributed>> Create(const DistributedOptions& options);
   ~Distributed();
