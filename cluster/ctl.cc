@@ -95,10 +95,12 @@ double JobFraction(const Json& j) {
   return total > 0 ? j.value("step", 0) / total : 0.0;
 }
 
+// "key=value ..." of the numeric members of a metrics object ("" for anything else).
 std::string MetricsText(const Json& m) {
   std::string out;
+  if (!m.is_object()) return out;
   for (auto& [k, v] : m.items()) {
-    absl::StrAppend(&out, out.empty() ? "" : " ", k, "=", absl::StrFormat("%.4g", v.get<double>()));
+    if (v.is_number()) absl::StrAppend(&out, out.empty() ? "" : " ", k, "=", absl::StrFormat("%.4g", v.get<double>()));
   }
   return out;
 }
@@ -411,15 +413,9 @@ int RunCtl(int argc, char** argv) {
     }
     std::vector<std::vector<std::string>> rows = {{"JOB", "STEP", "STATE", "SIZE", "SHA256", "METRICS", "PATH"}};
     for (const auto& c : (*st)["checkpoints"]) {
-      std::string metrics;
-      if (c["metrics"].is_object()) {
-        for (const auto& [k, v] : c["metrics"].items()) {
-          if (v.is_number()) absl::StrAppend(&metrics, metrics.empty() ? "" : " ", k, "=", absl::StrFormat("%.4g", v.get<double>()));
-        }
-      }
       rows.push_back({c["job"], std::to_string(c["step"].get<int64_t>()), c["state"],
                       absl::StrFormat("%.1f MB", c["bytes"].get<int64_t>() / 1e6), c["sha256"].get<std::string>().substr(0, 12),
-                      metrics, c["path"]});
+                      MetricsText(c["metrics"]), c["path"]});
     }
     PrintTable(rows);
     return kExitOk;

@@ -755,29 +755,25 @@ absl::Status CoordinatorService::HandleCheckpointCommitted(const std::string& pe
   proto::Envelope ack;
   ack.mutable_checkpoint_ack()->set_attempt_id(c.attempt_id());
   ack.mutable_checkpoint_ack()->set_step(c.step());
+  auto acked = [&](absl::Status st) {
+    Reply(peer, env, ack);
+    return st;
+  };
   auto it = attempts_.find(c.attempt_id());
-  if (it == attempts_.end() || !Holds(it->second, env.sender())) {
-    Reply(peer, env, ack);
-    return absl::OkStatus();
-  }
-  const AttemptRecord& a = it->second;
-  // Only the job's newest attempt may commit: a fenced straggler must not add checkpoints.
-  if (attempts_by_job_[a.job_id].empty() || attempts_by_job_[a.job_id].back() != a.id) {
-    Reply(peer, env, ack);
-    return absl::OkStatus();
+  // Only the job's newest attempt, held by the sender, may commit: a fenced straggler must not.
+  if (it == attempts_.end() || !Holds(it->second, env.sender()) ||
+      attempts_by_job_[it->second.job_id].back() != c.attempt_id()) {
+    return acked(absl::OkStatus());
   }
   if (c.path().empty() || c.sha256().size() != 64) {
-    Reply(peer, env, ack);
-    return absl::InvalidArgumentError("CheckpointCommitted needs a path and a 64-hex-digit sha256");
+    return acked(absl::InvalidArgumentError("CheckpointCommitted needs a path and a 64-hex-digit sha256"));
   }
+  const AttemptRecord& a = it->second;
   const JobRecord& job = jobs_[a.job_id];
   const int64_t step = static_cast<int64_t>(c.step());
   int64_t created_ms = clock_->NowMs();
   if (auto k = checkpoints_[a.job_id].find(step); k != checkpoints_[a.job_id].end()) {
-    if (k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) {  // duplicate
-      Reply(peer, env, ack);
-      return absl::OkStatus();
-    }
+    if (k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) return acked(absl::OkStatus());  // duplicate
     created_ms = k->second.created_ms;  // the same step written again: the row keeps its creation time
   }
   Json metrics = Json::object();
@@ -789,8 +785,8 @@ absl::Status CoordinatorService::HandleCheckpointCommitted(const std::string& pe
                            state::kCommitted, created_ms, metrics.dump()});
   Event(s, "checkpoint_committed", job.run_id, job.id, a.id, absl::StrCat("step ", step));
   const std::string eval_id = MaybeAddCheckpointEval(s, job, step);
-  DD2_RETURN_IF_ERROR(Commit(s));
-  Reply(peer, env, ack);
+  DD2_RETURN_IF_ERROR(Commit(s));  // unacknowledged when this fails: the worker resends
+  acked(absl::OkStatus());
   if (!eval_id.empty()) AddDynamicJobIndex(jobs_[eval_id]);
   return ApplyRetention(job.id);
 }

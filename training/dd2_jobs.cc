@@ -38,15 +38,14 @@ struct Dd2Models {
 
 // Loads the networks of a tune job (kind "ardiffusion": both networks start from it) or of a
 // distill/align job (kind "dd2").
-absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name, int64_t checkpoint_step = 0) {
+absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name, const torch::Device& device,
+                                      int64_t checkpoint_step = 0) {
   auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
   if (!config.ok()) return config.status();
   const TransformerOptions bo = TransformerOptionsFromJson(config->at("backbone"));
   const HeadOptions ho = HeadOptionsFromJson(config->at("head"));
-  auto device = JobDevice(ctx);
-  if (!device.ok()) return device.status();
   Dd2Models m{ArDiffusion(bo, ho), ArDiffusion(bo, ho), ArDiffusion(bo, ho), *config};
-  for (auto* net : {&m.generator, &m.guidance, &m.ema}) (*net)->to(*device);
+  for (auto* net : {&m.generator, &m.guidance, &m.ema}) (*net)->to(device);
   std::string path = ctx.ArtifactDir(name) + "/final.pt";
   if (checkpoint_step > 0) {  // a committed checkpoint, verified against its manifest
     auto manifest = ReadManifest(CheckpointPath(ctx.ArtifactDir(name) + "/checkpoints", checkpoint_step));
@@ -67,10 +66,10 @@ absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name, 
 }
 
 // The tokenizer and teacher named by a DD2 job's `tokenizer` and `teacher` params.
-absl::StatusOr<std::pair<VqVae, ArTransformer>> LoadInputs(JobContext& ctx) {
-  auto tok = LoadTokenizer(ctx, ctx.params().value("tokenizer", std::string("tokenizer")));
+absl::StatusOr<std::pair<VqVae, ArTransformer>> LoadInputs(JobContext& ctx, const torch::Device& device) {
+  auto tok = LoadTokenizer(ctx, ctx.params().value("tokenizer", std::string("tokenizer")), device);
   if (!tok.ok()) return tok.status();
-  auto teacher = LoadTeacher(ctx, ctx.params().value("teacher", std::string("teacher")));
+  auto teacher = LoadTeacher(ctx, ctx.params().value("teacher", std::string("teacher")), device);
   if (!teacher.ok()) return teacher.status();
   return std::make_pair(*tok, *teacher);
 }
@@ -106,7 +105,7 @@ int RunTuneJob(JobContext& ctx) {
   auto gang = JoinGang(ctx);
   if (!gang.ok()) return Fail(ctx, gang.status());
   Distributed& dist = **gang;
-  auto inputs = LoadInputs(ctx);
+  auto inputs = LoadInputs(ctx, dist.device());
   if (!inputs.ok()) return Fail(ctx, inputs.status());
   auto& [tok, teacher] = *inputs;
   const auto codebook = tok->Codebook().detach();
@@ -184,11 +183,11 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   auto gang = JoinGang(ctx);
   if (!gang.ok()) return Fail(ctx, gang.status());
   Distributed& dist = **gang;
-  auto inputs = LoadInputs(ctx);
+  auto inputs = LoadInputs(ctx, dist.device());
   if (!inputs.ok()) return Fail(ctx, inputs.status());
   auto& [tok, teacher] = *inputs;
   const std::string init_name = p.value("init", std::string(guidance_only ? "distill" : "tune"));
-  auto models = LoadDd2Init(ctx, init_name);
+  auto models = LoadDd2Init(ctx, init_name, dist.device());
   if (!models.ok()) return Fail(ctx, models.status());
   if (guidance_only) CopyParameters(*models->generator, *models->ema);  // generator <- EMA
   std::filesystem::create_directories(ctx.out_dir());
@@ -270,15 +269,16 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
 int RunDistillJob(JobContext& ctx) { return RunDistillOrAlign(ctx, false); }
 int RunAlignJob(JobContext& ctx) { return RunDistillOrAlign(ctx, true); }
 
-absl::StatusOr<ArDiffusion> LoadStage1(JobContext& ctx, const std::string& name) {
-  auto m = LoadDd2Init(ctx, name);
+absl::StatusOr<ArDiffusion> LoadStage1(JobContext& ctx, const std::string& name, const torch::Device& device) {
+  auto m = LoadDd2Init(ctx, name, device);
   if (!m.ok()) return m.status();
   m->generator->eval();
   return m->generator;
 }
 
-absl::StatusOr<ArDiffusion> LoadDd2Generator(JobContext& ctx, const std::string& name, int64_t checkpoint_step) {
-  auto m = LoadDd2Init(ctx, name, checkpoint_step);
+absl::StatusOr<ArDiffusion> LoadDd2Generator(JobContext& ctx, const std::string& name, const torch::Device& device,
+                                             int64_t checkpoint_step) {
+  auto m = LoadDd2Init(ctx, name, device, checkpoint_step);
   if (!m.ok()) return m.status();
   m->ema->eval();
   return m->ema;  // sampling uses the EMA weights

@@ -174,37 +174,31 @@ TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok) {
 }
 
 // Loads a trained tokenizer from the artifacts of job `name`.
-absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name) {
+absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name, const torch::Device& device) {
   auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
   if (!config.ok()) return config.status();
-  auto device = JobDevice(ctx);
-  if (!device.ok()) return device.status();
   VqVae model(TokenizerOptions(*config));
-  model->to(*device);
+  model->to(device);
   auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"vqvae", model.ptr()}}, {});
   if (!st.ok()) return st.status();
   model->eval();
   return model;
 }
 
-absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name) {
+absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name, const torch::Device& device) {
   auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
   if (!config.ok()) return config.status();
-  auto device = JobDevice(ctx);
-  if (!device.ok()) return device.status();
   ArTransformer model(TransformerOptionsFromJson(*config));
-  model->to(*device);
+  model->to(device);
   auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"teacher", model.ptr()}}, {});
   if (!st.ok()) return st.status();
   model->eval();
   return model;
 }
 
-absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name) {
-  auto device = JobDevice(ctx);
-  if (!device.ok()) return device.status();
+absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name, const torch::Device& device) {
   FeatureNet model;
-  model->to(*device);
+  model->to(device);
   auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"featurenet", model.ptr()}}, {});
   if (!st.ok()) return st.status();
   model->eval();

@@ -92,10 +92,10 @@ TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok);
 TransformerOptions TransformerOptionsFromJson(const Json& config);
 Json TransformerOptionsToJson(const TransformerOptions& o);
 
-// Trained models from the artifacts of job `name`, in eval mode, on the job's device.
-absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name);
-absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name);
-absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name);
+// Trained models from the artifacts of job `name`, in eval mode, on `device`.
+absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name, const torch::Device& device);
+absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name, const torch::Device& device);
+absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name, const torch::Device& device);
 
 // Token indices of images, in chunks, without gradients: [N, 49].
 torch::Tensor Tokenize(VqVae& tok, const torch::Tensor& images);

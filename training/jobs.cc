@@ -86,7 +86,7 @@ int RunTeacherJob(JobContext& ctx) {
   auto gang = JoinGang(ctx);
   if (!gang.ok()) return Fail(ctx, gang.status());
   Distributed& dist = **gang;
-  auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
+  auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")), dist.device());
   if (!tok.ok()) return Fail(ctx, tok.status());
   const std::string data_dir = p.value("data_dir", std::string(kFashionMnistDir));
   auto data = LoadFashionMnist(data_dir, "train", p.value("train_limit", 0));
@@ -189,11 +189,11 @@ int RunEvalJob(JobContext& ctx) {
   auto device = JobDevice(ctx);
   if (!device.ok()) return Fail(ctx, device.status());
   std::printf("sampling on %s\n", device->str().c_str());
-  auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")));
+  auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")), *device);
   if (!tok.ok()) return Fail(ctx, tok.status());
-  auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")));
+  auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")), *device);
   if (!teacher.ok()) return Fail(ctx, teacher.status());
-  auto features = LoadFeatureNet(ctx, p.value("featurenet", std::string("featurenet")));
+  auto features = LoadFeatureNet(ctx, p.value("featurenet", std::string("featurenet")), *device);
   if (!features.ok()) return Fail(ctx, features.status());
   auto test = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "test");
   if (!test.ok()) return Fail(ctx, test.status());
@@ -212,7 +212,8 @@ int RunEvalJob(JobContext& ctx) {
     sampler = MakeSetPredictionSampler(*teacher, (*tok)->Codebook().detach(), sampling,
                                        p.value("marginal_samples", 2000), options.seed + 1);
   } else if (kind == "dd2" || kind == "dd2_multistep") {
-    auto generator = LoadDd2Generator(ctx, p.value("generator", std::string("distill")), p.value("checkpoint_step", 0));
+    auto generator = LoadDd2Generator(ctx, p.value("generator", std::string("distill")), *device,
+                                      p.value("checkpoint_step", 0));
     if (!generator.ok()) return Fail(ctx, generator.status());
     if (kind == "dd2") {
       sampler = MakeOneStepSampler(*generator, (*tok)->options().code_dim);
@@ -221,7 +222,7 @@ int RunEvalJob(JobContext& ctx) {
                                      p.value("multistep_k", 2), p.value("snap", false));
     }
   } else if (kind == "stage1") {
-    auto stage1 = LoadStage1(ctx, p.value("stage1", std::string("tune")));
+    auto stage1 = LoadStage1(ctx, p.value("stage1", std::string("tune")), *device);
     if (!stage1.ok()) return Fail(ctx, stage1.status());
     sampler = MakeEulerSampler(*stage1, p.value("euler_steps", 10), (*tok)->Codebook().detach(), p.value("snap", false));
   } else {

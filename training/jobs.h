@@ -25,8 +25,9 @@ int RunAlignJob(JobContext& ctx);
 
 // The stage-1 model of a tune job, and the EMA generator of a distill/align job, for eval
 // (checkpoint_step > 0: from its committed checkpoint at that step, checksum verified).
-absl::StatusOr<ArDiffusion> LoadStage1(JobContext& ctx, const std::string& name);
-absl::StatusOr<ArDiffusion> LoadDd2Generator(JobContext& ctx, const std::string& name, int64_t checkpoint_step = 0);
+absl::StatusOr<ArDiffusion> LoadStage1(JobContext& ctx, const std::string& name, const torch::Device& device);
+absl::StatusOr<ArDiffusion> LoadDd2Generator(JobContext& ctx, const std::string& name, const torch::Device& device,
+                                             int64_t checkpoint_step = 0);
 
 // Registers the job types above in this process's job registry.
 void RegisterTrainingJobTypes();

@@ -379,14 +379,13 @@ void WorkerAgent::DrainProgress(Child& c) {
     break;
   }
   size_t nl;
-  std::string last;  // of the progress lines only the newest matters
+  nlohmann::json last;  // of the progress lines only the newest matters
   while ((nl = c.progress_buf.find('\n')) != std::string::npos) {
-    std::string line = c.progress_buf.substr(0, nl);
+    auto j = nlohmann::json::parse(c.progress_buf.substr(0, nl), nullptr, false);
     c.progress_buf.erase(0, nl + 1);
-    auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object()) continue;
     if (!j.contains("event")) {
-      last = std::move(line);
+      last = std::move(j);
       continue;
     }
     const std::string kind = j.value("event", "");
@@ -413,14 +412,13 @@ void WorkerAgent::DrainProgress(Child& c) {
     }
     Send(std::move(env));
   }
-  if (last.empty() || c.fenced) return;
-  auto j = nlohmann::json::parse(last, nullptr, false);
+  if (last.is_null() || c.fenced) return;
   proto::Envelope env;
   auto* p = env.mutable_progress();
   p->set_attempt_id(c.attempt_id);
-  p->set_step(j.value("step", 0ULL));
-  p->set_total(j.value("total", 0ULL));
-  if (j.contains("metrics")) AddMetrics(j["metrics"], p->mutable_metrics());
+  p->set_step(last.value("step", 0ULL));
+  p->set_total(last.value("total", 0ULL));
+  if (last.contains("metrics")) AddMetrics(last["metrics"], p->mutable_metrics());
   Send(std::move(env));
 }
 
