@@ -36,16 +36,14 @@ std::string ManifestPathFor(const std::string& checkpoint_path) {
   return p.replace_extension(".json").string();
 }
 
-absl::StatusOr<std::string> Sha256File(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+namespace {
+
+// Hex sha256 of what `feed` passes to its argument, chunk by chunk.
+template <typename Feed>
+std::string Sha256Of(Feed feed) {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 16);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
-  }
+  feed([ctx](const char* data, size_t n) { EVP_DigestUpdate(ctx, data, n); });
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx, digest, &len);
@@ -53,6 +51,24 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
   std::string hex;
   for (unsigned int i = 0; i < len; ++i) absl::StrAppendFormat(&hex, "%02x", digest[i]);
   return hex;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Sha256File(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  return Sha256Of([&in](auto update) {
+    std::vector<char> buf(1 << 16);
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      update(buf.data(), static_cast<size_t>(in.gcount()));
+    }
+  });
+}
+
+std::string Sha256Hex(std::string_view data) {
+  return Sha256Of([data](auto update) { update(data.data(), data.size()); });
 }
 
 absl::StatusOr<CheckpointManifest> CommitCheckpoint(const std::string& path, int64_t step,

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -29,6 +30,8 @@ std::string ManifestPathFor(const std::string& checkpoint_path);
 
 // Hex sha256 of a file's bytes; NotFound when it does not exist.
 absl::StatusOr<std::string> Sha256File(const std::string& path);
+// Hex sha256 of `data`.
+std::string Sha256Hex(std::string_view data);
 
 // fsyncs a written file and its directory, hashes it and writes the manifest atomically (the
 // commit point). Returns what it wrote.

@@ -25,6 +25,9 @@ struct JobTypeSpec {
   std::string type;
   std::string doc;
   std::vector<ParamSpec> params;
+  // Part of every job identity of this type: bump it when the type's semantics change, so jobs
+  // that succeeded before are not reused.
+  int version = 1;
 };
 
 // Every known job type; nullptr from FindJobType when `type` is unknown.

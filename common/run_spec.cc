@@ -2,17 +2,17 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/home.h"
 #include "common/job_types.h"
+#include "common/yaml_checker.h"
 #include "common/status_macros.h"
 
 namespace dd2 {
@@ -20,114 +20,8 @@ namespace {
 
 using Json = nlohmann::json;
 
-bool ValidName(const std::string& s) {
-  if (s.empty() || s.size() > 63) return false;
-  if (!std::isalnum(static_cast<unsigned char>(s[0]))) return false;
-  for (char c : s) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
-  }
-  return true;
-}
-
-// Builds located errors for one source file.
-class Checker {
- public:
-  explicit Checker(std::string source) : source_(std::move(source)) {}
-
-  absl::Status Error(const YAML::Mark& mark, const std::string& key, const std::string& what) const {
-    int line = mark.line >= 0 ? mark.line + 1 : 1;
-    int column = mark.column >= 0 ? mark.column + 1 : 1;
-    return absl::InvalidArgumentError(absl::StrCat(source_, ":", line, ":", column, ": ",
-                                                   key.empty() ? "" : key + ": ", what));
-  }
-
-  // Checks that `node` is a map whose keys are all in `allowed` and unique.
-  absl::Status Keys(const YAML::Node& node, const std::string& path,
-                    const std::set<std::string>& allowed) const {
-    if (!node.IsMap()) return Error(node.Mark(), path, absl::StrCat("expected a mapping, got ", Kind(node)));
-    std::set<std::string> seen;
-    for (const auto& kv : node) {
-      if (!kv.first.IsScalar()) return Error(kv.first.Mark(), path, "keys must be plain strings");
-      const std::string key = kv.first.Scalar();
-      const std::string full = path.empty() ? key : path + "." + key;
-      if (!allowed.count(key)) {
-        return Error(kv.first.Mark(), full,
-                     absl::StrCat("unknown key; expected one of: ", absl::StrJoin(allowed, ", ")));
-      }
-      if (!seen.insert(key).second) return Error(kv.first.Mark(), full, "duplicate key");
-    }
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<std::string> String(const YAML::Node& node, const std::string& key) const {
-    if (!node.IsScalar()) return Error(node.Mark(), key, absl::StrCat("expected a string, got ", Kind(node)));
-    return node.Scalar();
-  }
-
-  absl::StatusOr<std::string> Name(const YAML::Node& node, const std::string& key) const {
-    DD2_ASSIGN_OR_RETURN(std::string s, String(node, key));
-    if (!ValidName(s)) {
-      return Error(node.Mark(), key,
-                   absl::StrCat("'", s, "' is not a valid name (1-63 letters, digits, '-' or '_', "
-                                "starting with a letter or digit)"));
-    }
-    return s;
-  }
-
-  absl::StatusOr<int64_t> Int(const YAML::Node& node, const std::string& key, int64_t min,
-                              int64_t max) const {
-    DD2_ASSIGN_OR_RETURN(double v, Number(node, key, static_cast<double>(min), static_cast<double>(max)));
-    if (v != std::floor(v) || node.Scalar().find_first_of(".eE") != std::string::npos) {
-      return Error(node.Mark(), key, absl::StrCat("expected an integer, got '", node.Scalar(), "'"));
-    }
-    return static_cast<int64_t>(v);
-  }
-
-  absl::StatusOr<double> Number(const YAML::Node& node, const std::string& key, double min,
-                                double max) const {
-    if (!node.IsScalar()) return Error(node.Mark(), key, absl::StrCat("expected a number, got ", Kind(node)));
-    const std::string& s = node.Scalar();
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != s.size() || !std::isfinite(v)) {
-      return Error(node.Mark(), key, absl::StrCat("expected a number, got '", s, "'"));
-    }
-    if (v < min || v > max) {
-      return Error(node.Mark(), key, absl::StrCat("value ", s, " is out of range [", min, ", ", max, "]"));
-    }
-    return v;
-  }
-
-  absl::StatusOr<bool> Bool(const YAML::Node& node, const std::string& key) const {
-    if (node.IsScalar()) {
-      const std::string& s = node.Scalar();
-      if (s == "true") return true;
-      if (s == "false") return false;
-    }
-    return Error(node.Mark(), key, "expected true or false");
-  }
-
-  static std::string Kind(const YAML::Node& node) {
-    switch (node.Type()) {
-      case YAML::NodeType::Null: return "nothing";
-      case YAML::NodeType::Scalar: return absl::StrCat("'", node.Scalar(), "'");
-      case YAML::NodeType::Sequence: return "a list";
-      case YAML::NodeType::Map: return "a mapping";
-      default: return "an undefined value";
-    }
-  }
-
- private:
-  std::string source_;
-};
-
 // `fixed`: params the caller sets itself, which the YAML may not name.
-absl::StatusOr<Json> ParseParams(const Checker& c, const YAML::Node& node, const std::string& path,
+absl::StatusOr<Json> ParseParams(const YamlChecker& c, const YAML::Node& node, const std::string& path,
                                  const JobTypeSpec& type, const std::set<std::string>& fixed = {}) {
   Json params = Json::object();
   std::set<std::string> allowed;
@@ -174,7 +68,7 @@ absl::StatusOr<Json> ParseParams(const Checker& c, const YAML::Node& node, const
   return params;
 }
 
-absl::StatusOr<proto::Resources> ParseResources(const Checker& c, const YAML::Node& res, const std::string& rpath) {
+absl::StatusOr<proto::Resources> ParseResources(const YamlChecker& c, const YAML::Node& res, const std::string& rpath) {
   proto::Resources out;
   out.set_workers(1);
   out.set_device("any");
@@ -194,7 +88,7 @@ absl::StatusOr<proto::Resources> ParseResources(const Checker& c, const YAML::No
   return out;
 }
 
-absl::StatusOr<proto::Retention> ParseRetention(const Checker& c, const YAML::Node& node, const std::string& path) {
+absl::StatusOr<proto::Retention> ParseRetention(const YamlChecker& c, const YAML::Node& node, const std::string& path) {
   proto::Retention out;
   DD2_RETURN_IF_ERROR(c.Keys(node, path, {"keep_latest", "keep_best", "metric", "mode"}));
   out.set_keep_latest(1);
@@ -224,7 +118,7 @@ absl::StatusOr<proto::Retention> ParseRetention(const Checker& c, const YAML::No
 }
 
 // `inputs`: eval params the caller fills in (the models the run's jobs are named after).
-absl::StatusOr<proto::EvalEvery> ParseEvalEvery(const Checker& c, const YAML::Node& node, const std::string& path,
+absl::StatusOr<proto::EvalEvery> ParseEvalEvery(const YamlChecker& c, const YAML::Node& node, const std::string& path,
                                                 const Json& inputs = Json::object()) {
   proto::EvalEvery out;
   DD2_RETURN_IF_ERROR(c.Keys(node, path, {"steps", "params"}));
@@ -245,7 +139,7 @@ absl::StatusOr<proto::EvalEvery> ParseEvalEvery(const Checker& c, const YAML::No
 // `pipeline: dd2`: the DD2 stages as sections, expanded into a DAG of jobs:
 //   tokenizer -> teacher -> tune -> distill [-> align -> distill-2]; featurenet;
 //   evals: teacher, set prediction, stage 1 (Euler), DD2 one-step, DD2 multi-step k = 2 and 4.
-absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::RunSpec& spec) {
+absl::Status ExpandDd2Pipeline(const YamlChecker& c, const YAML::Node& root, proto::RunSpec& spec) {
   DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "pipeline", "priority", "tokenizer", "teacher", "featurenet", "tune",
                                         "distill", "align", "distill_after_align", "eval", "resources", "retries",
                                         "retention", "eval_every"}));
@@ -321,7 +215,7 @@ absl::Status ExpandDd2Pipeline(const Checker& c, const YAML::Node& root, proto::
   return absl::OkStatus();
 }
 
-absl::StatusOr<proto::JobSpec> ParseJob(const Checker& c, const YAML::Node& node,
+absl::StatusOr<proto::JobSpec> ParseJob(const YamlChecker& c, const YAML::Node& node,
                                         const std::string& path) {
   DD2_RETURN_IF_ERROR(c.Keys(node, path,
                              {"name", "type", "params", "after", "resources", "retries", "priority",
@@ -344,7 +238,7 @@ absl::StatusOr<proto::JobSpec> ParseJob(const Checker& c, const YAML::Node& node
   if (YAML::Node after = node["after"]) {
     if (!after.IsSequence()) {
       return c.Error(after.Mark(), path + ".after",
-                     absl::StrCat("expected a list of job names, got ", Checker::Kind(after)));
+                     absl::StrCat("expected a list of job names, got ", YamlChecker::Kind(after)));
     }
     for (size_t i = 0; i < after.size(); ++i) {
       DD2_ASSIGN_OR_RETURN(std::string dep, c.Name(after[i], absl::StrCat(path, ".after[", i, "]")));
@@ -401,16 +295,24 @@ int FindCycle(const proto::RunSpec& spec) {
 
 }  // namespace
 
-absl::StatusOr<proto::RunSpec> ParseRunSpec(const std::string& yaml, const std::string& source) {
-  Checker c(source);
-  YAML::Node root;
+absl::StatusOr<YAML::Node> LoadYaml(const std::string& yaml, const std::string& source) {
+  YamlChecker c(source);
   try {
-    root = YAML::Load(yaml);
+    return YAML::Load(yaml);
   } catch (const YAML::ParserException& e) {
     return c.Error(e.mark, "", absl::StrCat("YAML syntax error: ", e.msg));
   } catch (const YAML::Exception& e) {
     return c.Error(e.mark, "", absl::StrCat("YAML error: ", e.msg));
   }
+}
+
+absl::StatusOr<proto::RunSpec> ParseRunSpec(const std::string& yaml, const std::string& source) {
+  DD2_ASSIGN_OR_RETURN(YAML::Node root, LoadYaml(yaml, source));
+  return ParseRunSpecNode(root, source);
+}
+
+absl::StatusOr<proto::RunSpec> ParseRunSpecNode(const YAML::Node& root, const std::string& source) {
+  YamlChecker c(source);
   try {
     if (!root || root.IsNull()) return c.Error(YAML::Mark(), "", "the file is empty; expected `name:` and `jobs:`");
     if (root.IsMap() && root["pipeline"]) {
@@ -441,7 +343,7 @@ absl::StatusOr<proto::RunSpec> ParseRunSpec(const std::string& yaml, const std::
     YAML::Node jobs = root["jobs"];
     if (!jobs) return c.Error(root.Mark(), "jobs", "missing required key");
     if (!jobs.IsSequence() || jobs.size() == 0) {
-      return c.Error(jobs.Mark(), "jobs", absl::StrCat("expected a non-empty list of jobs, got ", Checker::Kind(jobs)));
+      return c.Error(jobs.Mark(), "jobs", absl::StrCat("expected a non-empty list of jobs, got ", YamlChecker::Kind(jobs)));
     }
     std::map<std::string, YAML::Mark> names;
     for (size_t i = 0; i < jobs.size(); ++i) {
@@ -477,11 +379,9 @@ absl::StatusOr<proto::RunSpec> ParseRunSpec(const std::string& yaml, const std::
 }
 
 absl::StatusOr<proto::RunSpec> LoadRunSpec(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat(path, ":1:1: cannot open the file"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return ParseRunSpec(buf.str(), path);
+  auto text = ReadFile(path);
+  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ":1:1: cannot open the file"));
+  return ParseRunSpec(*text, path);
 }
 
 absl::Status ValidateRunSpec(const proto::RunSpec& spec) {

@@ -1,5 +1,6 @@
 // InMemoryJobStore: maps keyed like the SQLite tables. Apply validates first, then writes, so a
 // rejected batch changes nothing.
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
@@ -23,7 +24,18 @@ class InMemoryJobStore : public JobStore {
       }
       submissions[run.submission_id] = run.id;
     }
+    std::set<std::string> sweep_submissions;
+    for (const auto& [id, w] : sweeps_) sweep_submissions.insert(w.submission_id);
+    for (const auto& w : tx.sweeps) {
+      if (!sweep_submissions.insert(w.submission_id).second) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("submission id '", w.submission_id, "' already belongs to another sweep"));
+      }
+    }
     for (const auto& r : tx.runs) runs_[r.id] = r;
+    for (const auto& w : tx.sweeps) sweeps_[w.id] = w;
+    for (const auto& p : tx.points) points_[{p.sweep_id, p.identity}] = p;
+    for (const auto& d : tx.decisions) decisions_[{d.sweep_id, d.rung, d.identity}] = d;
     for (const auto& r : tx.jobs) jobs_[r.id] = r;
     for (const auto& r : tx.attempts) attempts_[r.id] = r;
     for (const auto& r : tx.workers) workers_[r.id] = r;
@@ -51,6 +63,12 @@ class InMemoryJobStore : public JobStore {
     for (const auto& [id, r] : attempts_) s.attempts.push_back(r);
     for (const auto& [id, r] : workers_) s.workers.push_back(r);
     for (const auto& [key, c] : checkpoints_) s.checkpoints.push_back(c);
+    for (const auto& [id, w] : sweeps_) s.sweeps.push_back(w);
+    for (const auto& [key, p] : points_) s.points.push_back(p);
+    std::sort(s.points.begin(), s.points.end(), [](const SweepPointRecord& a, const SweepPointRecord& b) {
+      return std::tie(a.sweep_id, a.number) < std::tie(b.sweep_id, b.number);
+    });
+    for (const auto& [key, d] : decisions_) s.decisions.push_back(d);
     return s;
   }
 
@@ -80,6 +98,9 @@ class InMemoryJobStore : public JobStore {
   std::map<std::string, WorkerRecord> workers_;
   std::map<std::pair<std::string, int64_t>, CheckpointRecord> checkpoints_;
   std::vector<EventRecord> events_;
+  std::map<std::string, SweepRecord> sweeps_;
+  std::map<std::pair<std::string, std::string>, SweepPointRecord> points_;
+  std::map<std::tuple<std::string, int64_t, std::string>, HalvingDecisionRecord> decisions_;
   std::map<std::tuple<std::string, std::string, int64_t>, MetricRecord> metrics_;
 };
 

@@ -24,6 +24,10 @@ inline constexpr char kFailed[] = "failed";
 inline constexpr char kCancelled[] = "cancelled";
 inline constexpr char kLost[] = "lost";
 inline constexpr char kPreempted[] = "preempted";  // attempt stopped by preemption; not a failure
+// Job waits for an identical job (same identity) of another run to finish, to reuse its outputs.
+inline constexpr char kWaiting[] = "waiting";
+// Job and run stopped by a sweep's successive halving: not cancelled by a user, not failed.
+inline constexpr char kStopped[] = "stopped";
 // Checkpoint states: committed -> deleting (journaled, file about to go) -> deleted.
 inline constexpr char kCommitted[] = "committed";
 inline constexpr char kDeleting[] = "deleting";
@@ -66,6 +70,10 @@ struct JobRecord {
   int64_t total = 0;
   std::string failure;
   int64_t updated_ms = 0;
+  std::string identity;        // job memoization key ("" for none)
+  std::string reused_from;     // succeeded: the job whose outputs it reuses; waiting: the job it waits for
+  std::string outputs_path;    // succeeded (ran itself): its outputs manifest
+  std::string outputs_sha256;  // and that file's sha256
   bool operator==(const JobRecord&) const = default;
 };
 
@@ -132,6 +140,38 @@ struct MetricRecord {
   bool operator==(const MetricRecord&) const = default;
 };
 
+struct SweepRecord {
+  std::string id;
+  std::string submission_id;
+  std::string name;
+  std::string spec;  // serialized proto::SweepSpec without points
+  int64_t seq = 0;
+  int64_t created_ms = 0;
+  bool operator==(const SweepRecord&) const = default;
+};
+
+// A point of a sweep, keyed by (sweep_id, identity).
+struct SweepPointRecord {
+  std::string sweep_id;
+  std::string identity;
+  int64_t number = 0;
+  std::string values_json;
+  std::string run_id;
+  bool operator==(const SweepPointRecord&) const = default;
+};
+
+// One point's outcome at one rung of successive halving, keyed by (sweep_id, rung, identity).
+struct HalvingDecisionRecord {
+  std::string sweep_id;
+  int64_t rung = 0;
+  std::string identity;
+  bool has_value = false;
+  double value = 0;
+  bool kept = false;
+  int64_t ts_ms = 0;
+  bool operator==(const HalvingDecisionRecord&) const = default;
+};
+
 // One atomic batch: rows are upserted by primary key; events and metrics are appended
 // (a metric with an existing (job, key, step) replaces it).
 struct StoreTx {
@@ -142,9 +182,12 @@ struct StoreTx {
   std::vector<CheckpointRecord> checkpoints;
   std::vector<EventRecord> events;
   std::vector<MetricRecord> metrics;
+  std::vector<SweepRecord> sweeps;          // inserted once, never changed
+  std::vector<SweepPointRecord> points;     // inserted once, never changed
+  std::vector<HalvingDecisionRecord> decisions;  // inserted once, never changed
   bool empty() const {
     return runs.empty() && jobs.empty() && attempts.empty() && workers.empty() && checkpoints.empty() &&
-           events.empty() && metrics.empty();
+           events.empty() && metrics.empty() && sweeps.empty() && points.empty() && decisions.empty();
   }
 };
 
@@ -155,6 +198,9 @@ struct StoreSnapshot {
   std::vector<AttemptRecord> attempts;
   std::vector<WorkerRecord> workers;
   std::vector<CheckpointRecord> checkpoints;  // ordered by (job_id, step)
+  std::vector<SweepRecord> sweeps;
+  std::vector<SweepPointRecord> points;       // ordered by (sweep_id, number)
+  std::vector<HalvingDecisionRecord> decisions;  // ordered by (sweep_id, rung, identity)
 };
 
 }  // namespace dd2

@@ -136,12 +136,13 @@ class SqliteJobStore : public JobStore {
     }
     Statement jobs(db_, "SELECT id, run_id, name, type, params_json, after_json, workers, device, "
                         "retries, priority, state, attempts, not_before_ms, step, total, failure, "
-                        "updated_ms FROM jobs ORDER BY id");
+                        "updated_ms, identity, reused_from, outputs_path, outputs_sha256 FROM jobs ORDER BY id");
     while (jobs.Step() == SQLITE_ROW) {
       s.jobs.push_back({jobs.Text(0), jobs.Text(1), jobs.Text(2), jobs.Text(3), jobs.Text(4),
                         jobs.Text(5), jobs.Int(6), jobs.Text(7), jobs.Int(8), jobs.Int(9),
                         jobs.Text(10), jobs.Int(11), jobs.Int(12), jobs.Int(13), jobs.Int(14),
-                        jobs.Text(15), jobs.Int(16)});
+                        jobs.Text(15), jobs.Int(16), jobs.Text(17), jobs.Text(18), jobs.Text(19),
+                        jobs.Text(20)});
     }
     Statement attempts(db_, "SELECT id, job_id, number, state, worker_ids, started_ms, finished_ms, "
                             "exit_code, signal, cause FROM attempts ORDER BY id");
@@ -162,6 +163,22 @@ class SqliteJobStore : public JobStore {
     while (ckpts.Step() == SQLITE_ROW) {
       s.checkpoints.push_back({ckpts.Text(0), ckpts.Text(1), ckpts.Text(2), ckpts.Int(3), ckpts.Text(4),
                                ckpts.Text(5), ckpts.Int(6), ckpts.Text(7), ckpts.Int(8), ckpts.Text(9)});
+    }
+    Statement sweeps(db_, "SELECT id, submission_id, name, spec, seq, created_ms FROM sweeps ORDER BY id");
+    while (sweeps.Step() == SQLITE_ROW) {
+      s.sweeps.push_back({sweeps.Text(0), sweeps.Text(1), sweeps.Text(2), sweeps.Text(3), sweeps.Int(4),
+                          sweeps.Int(5)});
+    }
+    Statement points(db_, "SELECT sweep_id, identity, number, values_json, run_id FROM sweep_points "
+                          "ORDER BY sweep_id, number");
+    while (points.Step() == SQLITE_ROW) {
+      s.points.push_back({points.Text(0), points.Text(1), points.Int(2), points.Text(3), points.Text(4)});
+    }
+    Statement decisions(db_, "SELECT sweep_id, rung, identity, value IS NOT NULL, IFNULL(value, 0), kept, ts_ms "
+                             "FROM sweep_decisions ORDER BY sweep_id, rung, identity");
+    while (decisions.Step() == SQLITE_ROW) {
+      s.decisions.push_back({decisions.Text(0), decisions.Int(1), decisions.Text(2), decisions.Int(3) != 0,
+                             decisions.Real(4), decisions.Int(5) != 0, decisions.Int(6)});
     }
     return s;
   }
@@ -214,15 +231,18 @@ class SqliteJobStore : public JobStore {
     for (const auto& r : tx.jobs) {
       Statement& s = Cached(
           "INSERT INTO jobs (id, run_id, name, type, params_json, after_json, workers, device, "
-          "retries, priority, state, attempts, not_before_ms, step, total, failure, updated_ms) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) "
+          "retries, priority, state, attempts, not_before_ms, step, total, failure, updated_ms, "
+          "identity, reused_from, outputs_path, outputs_sha256) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) "
           "ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, "
           "not_before_ms = excluded.not_before_ms, step = excluded.step, total = excluded.total, "
-          "failure = excluded.failure, updated_ms = excluded.updated_ms");
+          "failure = excluded.failure, updated_ms = excluded.updated_ms, reused_from = excluded.reused_from, "
+          "outputs_path = excluded.outputs_path, outputs_sha256 = excluded.outputs_sha256");
       s.Bind(1, r.id).Bind(2, r.run_id).Bind(3, r.name).Bind(4, r.type).Bind(5, r.params_json)
           .Bind(6, r.after_json).Bind(7, r.workers).Bind(8, r.device).Bind(9, r.retries)
           .Bind(10, r.priority).Bind(11, r.state).Bind(12, r.attempts).Bind(13, r.not_before_ms)
-          .Bind(14, r.step).Bind(15, r.total).Bind(16, r.failure).Bind(17, r.updated_ms);
+          .Bind(14, r.step).Bind(15, r.total).Bind(16, r.failure).Bind(17, r.updated_ms)
+          .Bind(18, r.identity).Bind(19, r.reused_from).Bind(20, r.outputs_path).Bind(21, r.outputs_sha256);
       DD2_RETURN_IF_ERROR(s.Run());
     }
     for (const auto& r : tx.attempts) {
@@ -273,6 +293,34 @@ class SqliteJobStore : public JobStore {
           "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
       s.Bind(1, m.run_id).Bind(2, m.job_id).Bind(3, m.key).Bind(4, m.step).Bind(5, m.value)
           .Bind(6, m.ts_ms);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& w : tx.sweeps) {
+      Statement& s = Cached(
+          "INSERT INTO sweeps (id, submission_id, name, spec, seq, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      s.Bind(1, w.id).Bind(2, w.submission_id).Bind(3, w.name).BindBlob(4, w.spec).Bind(5, w.seq).Bind(6, w.created_ms);
+      absl::Status st = s.Run();
+      if (absl::IsAlreadyExists(st)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("submission id '", w.submission_id, "' already belongs to another sweep"));
+      }
+      DD2_RETURN_IF_ERROR(st);
+    }
+    for (const auto& p : tx.points) {
+      Statement& s = Cached(
+          "INSERT INTO sweep_points (sweep_id, identity, number, values_json, run_id) VALUES (?1, ?2, ?3, ?4, ?5)");
+      s.Bind(1, p.sweep_id).Bind(2, p.identity).Bind(3, p.number).Bind(4, p.values_json).Bind(5, p.run_id);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& d : tx.decisions) {
+      Statement& s = Cached(
+          "INSERT INTO sweep_decisions (sweep_id, rung, identity, value, kept, ts_ms) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+      s.Bind(1, d.sweep_id).Bind(2, d.rung).Bind(3, d.identity);
+      if (d.has_value) {
+        s.Bind(4, d.value);
+      }  // else NULL: left unbound
+      s.Bind(5, static_cast<int64_t>(d.kept)).Bind(6, d.ts_ms);
       DD2_RETURN_IF_ERROR(s.Run());
     }
     return absl::OkStatus();

@@ -2,7 +2,8 @@
 // over `steps`, reports progress and a fake `loss` metric each step, and can fail on purpose
 // (fail_at_step, exit_code, fail_attempts). With checkpoint_every it commits a small checkpoint
 // (file, then manifest) every N steps and reports it, as the training jobs do, so the checkpoint
-// protocol can be tested without LibTorch. SIGTERM stops it at the next 10 ms tick (exit 143).
+// protocol can be tested without LibTorch. With output_bytes it leaves an artifact (output.bin)
+// for job reuse to verify. SIGTERM stops it at the next 10 ms tick (exit 143).
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -34,6 +35,8 @@ int RunSleep(JobContext& ctx) {
   const int exit_code = p.value("exit_code", 1);
   const int64_t fail_attempts = p.value("fail_attempts", 0);
   const int64_t checkpoint_every = p.value("checkpoint_every", 0);
+  const double loss_scale = p.value("loss_scale", 1.0);
+  const int64_t output_bytes = p.value("output_bytes", 0);
   const auto per_step = std::chrono::duration<double>(seconds / static_cast<double>(steps));
   std::printf("sleep: %lld steps over %.3f s (attempt %d)\n", static_cast<long long>(steps), seconds,
               ctx.attempt());
@@ -48,7 +51,8 @@ int RunSleep(JobContext& ctx) {
       std::this_thread::sleep_for(std::min<std::chrono::duration<double>>(
           std::chrono::milliseconds(10), until - std::chrono::steady_clock::now()));
     }
-    ctx.ReportProgress(step, steps, {{"loss", 1.0 / static_cast<double>(step)}});
+    const double loss = loss_scale / static_cast<double>(step);
+    ctx.ReportProgress(step, steps, {{"loss", loss}});
     std::printf("sleep: step %lld/%lld\n", static_cast<long long>(step), static_cast<long long>(steps));
     std::fflush(stdout);
     if (checkpoint_every > 0 && step % checkpoint_every == 0 && step < steps) {
@@ -58,12 +62,22 @@ int RunSleep(JobContext& ctx) {
         return 1;
       }
       ctx.ReportEvent("checkpoint", {{"step", step}, {"path", manifest->path}, {"sha256", manifest->sha256},
-                                     {"bytes", manifest->bytes}, {"metrics", {{"loss", 1.0 / static_cast<double>(step)}}}});
+                                     {"bytes", manifest->bytes}, {"metrics", {{"loss", loss}}}});
     }
     if (fail_at > 0 && step == fail_at && (fail_attempts == 0 || ctx.attempt() <= fail_attempts)) {
       std::fprintf(stderr, "sleep: failing on purpose at step %lld with exit code %d\n",
                    static_cast<long long>(step), exit_code);
       return exit_code;
+    }
+  }
+  if (output_bytes > 0) {
+    std::string bytes(static_cast<size_t>(output_bytes), '\0');
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>('a' + (i + p.value("seed", 0)) % 26);
+    std::error_code ec;
+    std::filesystem::create_directories(ctx.out_dir(), ec);
+    if (auto st = WriteFileAtomic(ctx.out_dir() + "/output.bin", bytes); !st.ok()) {
+      std::fprintf(stderr, "sleep: %s\n", std::string(st.message()).c_str());
+      return 1;
     }
   }
   return 0;
