@@ -13,38 +13,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cluster/ctl_output.h"
 #include "cluster/local_cluster.h"
+#include "cluster/sweep_commands.h"
 #include "common/client.h"
 #include "common/home.h"
 #include "common/run_spec.h"
+#include "common/sweep.h"
 
 namespace dd2 {
 namespace {
 
 using Json = nlohmann::json;
-
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitInvalid = 2;
-constexpr int kExitNotFound = 3;
-constexpr int kExitUnreachable = 4;
-
-int ExitCodeFor(const absl::Status& st) {
-  switch (st.code()) {
-    case absl::StatusCode::kOk: return kExitOk;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kFailedPrecondition: return kExitInvalid;
-    case absl::StatusCode::kNotFound: return kExitNotFound;
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded: return kExitUnreachable;
-    default: return kExitFailed;
-  }
-}
-
-int Fail(const absl::Status& st) {
-  std::fprintf(stderr, "dd2ctl: %s\n", std::string(st.message()).c_str());
-  return ExitCodeFor(st);
-}
 
 struct Common {
   std::string home;
@@ -57,54 +37,6 @@ absl::StatusOr<std::string> Endpoint(const Common& c) {
   return ReadEndpoint(ResolveHome(c.home));
 }
 
-absl::StatusOr<Json> CallJson(CoordinatorClient& client, proto::Envelope req) {
-  auto reply = client.Call(std::move(req));
-  if (!reply.ok()) return reply.status();
-  Json j = Json::parse(reply->json_reply().json(), nullptr, false);
-  if (j.is_discarded()) return absl::InternalError("coordinator sent invalid JSON");
-  return j;
-}
-
-std::string Bar(double fraction, int width = 20) {
-  fraction = std::clamp(fraction, 0.0, 1.0);
-  int filled = static_cast<int>(fraction * width + 0.5);
-  return absl::StrCat("[", std::string(filled, '#'), std::string(width - filled, '.'), "] ",
-                      absl::StrFormat("%3d%%", static_cast<int>(fraction * 100 + 0.5)));
-}
-
-// Prints rows as columns padded to the widest cell.
-void PrintTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> width;
-  for (const auto& r : rows) {
-    if (width.size() < r.size()) width.resize(r.size(), 0);
-    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
-  }
-  for (const auto& r : rows) {
-    std::string line;
-    for (size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
-    }
-    std::printf("%s\n", line.c_str());
-  }
-}
-
-double JobFraction(const Json& j) {
-  if (j["state"] == "succeeded") return 1.0;
-  double total = j.value("total", 0);
-  return total > 0 ? j.value("step", 0) / total : 0.0;
-}
-
-// "key=value ..." of the numeric members of a metrics object ("" for anything else).
-std::string MetricsText(const Json& m) {
-  std::string out;
-  if (!m.is_object()) return out;
-  for (auto& [k, v] : m.items()) {
-    if (v.is_number()) absl::StrAppend(&out, out.empty() ? "" : " ", k, "=", absl::StrFormat("%.4g", v.get<double>()));
-  }
-  return out;
-}
-
 void PrintRun(const Json& run) {
   std::printf("run %s (%s): %s, %lld/%lld jobs succeeded\n", run["id"].get<std::string>().c_str(),
               run["name"].get<std::string>().c_str(), run["state"].get<std::string>().c_str(),
@@ -113,7 +45,10 @@ void PrintRun(const Json& run) {
   std::vector<std::vector<std::string>> rows = {{"JOB", "TYPE", "STATE", "ATTEMPTS", "PROGRESS", "STEP", "METRICS"}};
   for (const auto& j : run["jobs"]) {
     std::string state = j["state"];
-    if (!j["failure"].get<std::string>().empty() && state != "succeeded") {
+    const std::string source = j.value("reused_from", "");
+    if (!source.empty()) {
+      state += state == "succeeded" ? " (reused " + source + ")" : " (for " + source + ")";
+    } else if (!j["failure"].get<std::string>().empty() && state != "succeeded") {
       state += " (" + j["failure"].get<std::string>() + ")";
     }
     rows.push_back({j["name"], j["type"], state, std::to_string(j["attempts"].get<int64_t>()),
@@ -149,8 +84,6 @@ void PrintRuns(const Json& status) {
   }
   PrintTable(rows);
 }
-
-bool Terminal(const std::string& s) { return s == "succeeded" || s == "failed" || s == "cancelled"; }
 
 std::string RandomId() {
   std::random_device rd;
@@ -189,6 +122,8 @@ int RunCtl(int argc, char** argv) {
   submit_cmd->add_option("--id", id, "submission id: the same id always returns the same run");
   submit_cmd->add_flag("--wait", wait, "wait for the run to finish; exit 1 unless it succeeded");
   submit_cmd->add_flag("--json", json, "print the reply as JSON");
+  bool no_reuse = false;
+  submit_cmd->add_flag("--no-reuse", no_reuse, "run every job, even where an identical job already succeeded");
 
   std::string target;
   auto* status_cmd = app.add_subcommand("status", "runs, or one run's jobs");
@@ -218,6 +153,29 @@ int RunCtl(int argc, char** argv) {
   std::string ckpt_run;
   ckpt_ls_cmd->add_option("run", ckpt_run, "run id")->required();
   ckpt_ls_cmd->add_flag("--json", json, "JSON output");
+  auto* sweep_cmd = app.add_subcommand("sweep", "sweeps: a run.yaml with a `sweep:` block, one run per point");
+  sweep_cmd->require_subcommand(1);
+  std::string sweep_id;
+  auto* sweep_ls_cmd = sweep_cmd->add_subcommand("ls", "every sweep");
+  sweep_ls_cmd->add_flag("--json", json, "JSON output");
+  auto* sweep_status_cmd = sweep_cmd->add_subcommand("status", "one row per point, the best marked, mean ± std over seeds");
+  sweep_status_cmd->add_option("sweep", sweep_id, "sweep id")->required();
+  sweep_status_cmd->add_flag("--json", json, "JSON output");
+  sweep_status_cmd->add_flag("--watch", watch, "refresh every second until the sweep ends");
+  auto* sweep_cancel_cmd = sweep_cmd->add_subcommand("cancel", "cancel every point of a sweep");
+  sweep_cancel_cmd->add_option("sweep", sweep_id, "sweep id")->required();
+  sweep_cancel_cmd->add_flag("--json", json, "JSON output");
+  auto* sweep_extend_cmd = sweep_cmd->add_subcommand("extend", "add the points of FILE that the sweep does not have yet");
+  sweep_extend_cmd->add_option("sweep", sweep_id, "sweep id")->required();
+  sweep_extend_cmd->add_option("file", file, "run.yaml with a `sweep:` block")->required();
+  sweep_extend_cmd->add_flag("--json", json, "JSON output");
+  sweep_extend_cmd->add_flag("--wait", wait, "wait for every point to end");
+
+  std::vector<std::string> compare_runs;
+  auto* compare_cmd = app.add_subcommand("compare", "runs side by side: params that differ, and every metric");
+  compare_cmd->add_option("runs", compare_runs, "run ids")->required();
+  compare_cmd->add_flag("--json", json, "JSON output");
+
   auto* workers_cmd = app.add_subcommand("workers", "registered workers");
   workers_cmd->add_flag("--json", json, "JSON output");
 
@@ -246,11 +204,17 @@ int RunCtl(int argc, char** argv) {
     std::printf("dd2 is down (home %s)\n", home.c_str());
     return kExitOk;
   }
-  if (submit_cmd->parsed()) {
-    // Validate before touching the coordinator: bad input never reaches the database.
-    auto spec = LoadRunSpec(file);
-    if (!spec.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(spec.status().message()).c_str());
+  // Validate before touching the coordinator: bad input never reaches the database.
+  Submission submission;
+  if (submit_cmd->parsed() || sweep_extend_cmd->parsed()) {
+    auto loaded = LoadSubmission(file);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
+      return kExitInvalid;
+    }
+    submission = *std::move(loaded);
+    if (sweep_extend_cmd->parsed() && !submission.sweep) {
+      std::fprintf(stderr, "%s:1:1: sweep: the file has no `sweep:` block to extend the sweep with\n", file.c_str());
       return kExitInvalid;
     }
   }
@@ -262,9 +226,18 @@ int RunCtl(int argc, char** argv) {
     std::printf("%s\n", endpoint->c_str());
     return kExitOk;
   }
+  if (submit_cmd->parsed() && submission.sweep) {
+    return SubmitSweep(client, *submission.sweep, id.empty() ? RandomId() : id, "", no_reuse, json, wait);
+  }
+  if (sweep_extend_cmd->parsed()) return SubmitSweep(client, *submission.sweep, "", sweep_id, false, json, wait);
+  if (sweep_ls_cmd->parsed()) return SweepList(client, json);
+  if (sweep_status_cmd->parsed()) return SweepStatus(client, sweep_id, json, watch);
+  if (sweep_cancel_cmd->parsed()) return SweepCancel(client, sweep_id, json);
+  if (compare_cmd->parsed()) return Compare(client, compare_runs, json);
   if (submit_cmd->parsed()) {
     proto::Envelope req;
-    *req.mutable_submit()->mutable_spec() = *LoadRunSpec(file);
+    *req.mutable_submit()->mutable_spec() = *submission.run;
+    req.mutable_submit()->mutable_spec()->set_no_reuse(no_reuse);
     req.mutable_submit()->set_submission_id(id.empty() ? RandomId() : id);
     auto reply = client.Call(req);
     if (!reply.ok()) return Fail(reply.status());
@@ -328,7 +301,13 @@ int RunCtl(int argc, char** argv) {
     }
     std::vector<std::vector<std::string>> rows = {{"JOB", "STATE", "ATTEMPT", "ATTEMPT STATE", "WORKERS", "EXIT", "CAUSE"}};
     for (const auto& j : (*st)["jobs"]) {
-      if (j["attempts_detail"].empty()) rows.push_back({j["id"], j["state"], "-", "-", "-", "-", j["failure"]});
+      const std::string source = j.value("reused_from", "");
+      if (!source.empty() && j["attempts_detail"].empty()) {
+        rows.push_back({j["id"], j["state"], "-", "-", "-", "-",
+                        j["state"] == "succeeded" ? "reused the outputs of " + source : "waits for identical " + source});
+      } else if (j["attempts_detail"].empty()) {
+        rows.push_back({j["id"], j["state"], "-", "-", "-", "-", j["failure"]});
+      }
       for (const auto& a : j["attempts_detail"]) {
         std::string workers;
         for (const auto& w : a["workers"]) absl::StrAppend(&workers, workers.empty() ? "" : ",", w.get<std::string>());

@@ -17,6 +17,8 @@
 #include "common/checkpoint_manifest.h"
 #include "coordinator/retention.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/staged.h"
+#include "coordinator/views.h"
 
 namespace dd2 {
 
@@ -24,7 +26,12 @@ using Json = nlohmann::json;
 
 bool IsTerminal(const std::string& s) {
   return s == state::kSucceeded || s == state::kFailed || s == state::kCancelled || s == state::kLost ||
-         s == state::kPreempted;
+         s == state::kPreempted || s == state::kStopped;
+}
+
+// Cancelled by a user or stopped by a sweep's halving: its attempts are stopped, never retried.
+static bool Withdrawn(const std::string& job_state) {
+  return job_state == state::kCancelled || job_state == state::kStopped;
 }
 
 absl::Status ValidateConfig(const CoordinatorConfig& c) {
@@ -45,40 +52,6 @@ absl::Status ValidateConfig(const CoordinatorConfig& c) {
   return absl::OkStatus();
 }
 
-// Copies of records being changed by one transition, read through to committed memory.
-class CoordinatorService::Staged {
- public:
-  explicit Staged(CoordinatorService* svc) : svc_(svc) {}
-
-  RunRecord& Run(const std::string& id) { return Touch(runs, svc_->runs_, id); }
-  JobRecord& Job(const std::string& id) { return Touch(jobs, svc_->jobs_, id); }
-  AttemptRecord& Attempt(const std::string& id) { return Touch(attempts, svc_->attempts_, id); }
-  WorkerRecord& Worker(const std::string& id) { return Touch(workers, svc_->workers_, id); }
-
-  std::map<std::string, RunRecord> runs;
-  std::map<std::string, JobRecord> jobs;
-  std::map<std::string, AttemptRecord> attempts;
-  std::map<std::string, WorkerRecord> workers;
-  std::vector<CheckpointRecord> checkpoints;
-  std::vector<EventRecord> events;
-  std::vector<MetricRecord> metrics;
-  // Messages to send once the transition is committed.
-  std::vector<std::pair<std::string, proto::Envelope>> outbox;
-
- private:
-  template <typename R>
-  static R& Touch(std::map<std::string, R>& staged, const std::map<std::string, R>& committed,
-                  const std::string& id) {
-    auto it = staged.find(id);
-    if (it != staged.end()) return it->second;
-    auto c = committed.find(id);
-    R& r = staged[id];
-    if (c != committed.end()) r = c->second;
-    return r;
-  }
-  CoordinatorService* svc_;
-};
-
 CoordinatorService::CoordinatorService(CoordinatorConfig config, JobStore* store, const Clock* clock,
                                        SendFn send)
     : config_(std::move(config)), store_(store), clock_(clock), send_(std::move(send)) {
@@ -96,32 +69,36 @@ absl::Status CoordinatorService::Recover() {
   for (auto& a : snap.attempts) s.attempts[a.id] = std::move(a);
   for (auto& w : snap.workers) s.workers[w.id] = std::move(w);
   s.checkpoints = std::move(snap.checkpoints);
+  s.sweeps = std::move(snap.sweeps);
+  s.points = std::move(snap.points);
+  s.decisions = std::move(snap.decisions);
   Fold(s);  // what is already stored: indexed, not written again
   // Indexes that need an order the maps do not give: jobs in spec order, attempts by number.
-  for (auto& [run_id, run] : runs_) {
+  for (auto& [run_id, run] : state_.runs) {
     proto::RunSpec spec;
     spec.ParseFromString(run.spec);
     IndexRunJobs(run_id, spec);
+    if (spec.no_reuse()) state_.no_reuse_runs.insert(run_id);
   }
-  for (const auto& [id, job] : jobs_) {  // jobs added while the run ran (checkpoint evals)
-    if (!job_specs_.count(id)) AddDynamicJobIndex(job);
+  for (const auto& [id, job] : state_.jobs) {  // jobs added while the run ran (checkpoint evals)
+    if (!state_.job_specs.count(id)) AddDynamicJobIndex(job);
   }
-  for (auto& [job_id, ids] : attempts_by_job_) {
+  for (auto& [job_id, ids] : state_.attempts_by_job) {
     std::sort(ids.begin(), ids.end(), [this](const std::string& x, const std::string& y) {
-      return attempts_[x].number < attempts_[y].number;
+      return state_.attempts[x].number < state_.attempts[y].number;
     });
   }
   const int64_t now = clock_->NowMs();
-  for (auto& [id, w] : workers_) {
-    if (w.state != state::kLost) live_[id] = WorkerLive{"", now};
+  for (auto& [id, w] : state_.workers) {
+    if (w.state != state::kLost) state_.live[id] = WorkerLive{"", now};
   }
   Staged boot(this);
   Event(boot, "coordinator_started", "", "", "",
-        absl::StrCat(runs_.size(), " runs, ", active_attempts_.size(), " active attempts recovered"));
+        absl::StrCat(state_.runs.size(), " runs, ", state_.active_attempts.size(), " active attempts recovered"));
   DD2_RETURN_IF_ERROR(Commit(boot));
   // Deletions journaled before a crash are finished now.
   std::vector<CheckpointRecord> pending;
-  for (const auto& [job_id, by_step] : checkpoints_) {
+  for (const auto& [job_id, by_step] : state_.checkpoints) {
     for (const auto& [step, c] : by_step) {
       if (c.state == state::kDeleting) pending.push_back(c);
     }
@@ -131,20 +108,20 @@ absl::Status CoordinatorService::Recover() {
 }
 
 void CoordinatorService::AddDynamicJobIndex(const JobRecord& job) {
-  auto& order = jobs_by_run_[job.run_id];
-  job_index_[job.id] = static_cast<int64_t>(order.size());
+  auto& order = state_.jobs_by_run[job.run_id];
+  state_.job_index[job.id] = static_cast<int64_t>(order.size());
   order.push_back(job.id);
 }
 
 void CoordinatorService::IndexRunJobs(const std::string& run_id, const proto::RunSpec& spec) {
-  auto& order = jobs_by_run_[run_id];
+  auto& order = state_.jobs_by_run[run_id];
   order.clear();
   for (int i = 0; i < spec.jobs_size(); ++i) {
     const std::string id = absl::StrCat(run_id, "/", spec.jobs(i).name());
     order.push_back(id);
-    job_index_[id] = i;
-    job_specs_[id] = spec.jobs(i);
-    for (const auto& dep : spec.jobs(i).after()) dependents_[absl::StrCat(run_id, "/", dep)].push_back(id);
+    state_.job_index[id] = i;
+    state_.job_specs[id] = spec.jobs(i);
+    for (const auto& dep : spec.jobs(i).after()) state_.dependents[absl::StrCat(run_id, "/", dep)].push_back(id);
   }
 }
 
@@ -155,6 +132,7 @@ void CoordinatorService::Event(Staged& s, const std::string& kind, const std::st
 }
 
 absl::Status CoordinatorService::Commit(Staged& s) {
+  SettleWaiters(s);
   StoreTx tx;
   for (auto& [id, r] : s.runs) tx.runs.push_back(r);
   for (auto& [id, r] : s.jobs) tx.jobs.push_back(r);
@@ -163,6 +141,9 @@ absl::Status CoordinatorService::Commit(Staged& s) {
   tx.checkpoints = s.checkpoints;
   tx.events = s.events;
   tx.metrics = s.metrics;
+  tx.sweeps = s.sweeps;
+  tx.points = s.points;
+  tx.decisions = s.decisions;
   absl::Status st = store_->Apply(tx);
   if (!st.ok()) return st;
   Fold(s);
@@ -172,33 +153,45 @@ absl::Status CoordinatorService::Commit(Staged& s) {
 
 void CoordinatorService::Fold(const Staged& s) {
   for (auto& [id, r] : s.runs) {
-    run_by_submission_[r.submission_id] = id;
-    runs_[id] = r;
+    state_.run_by_submission[r.submission_id] = id;
+    state_.runs[id] = r;
   }
   for (auto& [id, r] : s.jobs) {
-    auto old = jobs_.find(id);
-    const bool was_open = old != jobs_.end() && !IsTerminal(old->second.state);
-    open_jobs_[r.run_id] += static_cast<int64_t>(!IsTerminal(r.state)) - static_cast<int64_t>(was_open);
+    auto old = state_.jobs.find(id);
+    const bool was_open = old != state_.jobs.end() && !IsTerminal(old->second.state);
+    state_.open_jobs[r.run_id] += static_cast<int64_t>(!IsTerminal(r.state)) - static_cast<int64_t>(was_open);
+    if (!r.identity.empty()) state_.jobs_by_identity[r.identity].insert(id);
     if (r.state == state::kReady) {
-      ready_.insert(id);
+      state_.ready.insert(id);
     } else {
-      ready_.erase(id);
+      state_.ready.erase(id);
     }
-    jobs_[id] = r;
+    state_.jobs[id] = r;
   }
   for (auto& [id, r] : s.attempts) {
-    if (!attempts_.count(id)) attempts_by_job_[r.job_id].push_back(id);
-    attempts_[id] = r;
+    if (!state_.attempts.count(id)) state_.attempts_by_job[r.job_id].push_back(id);
+    state_.attempts[id] = r;
     if (IsTerminal(r.state)) {
-      active_attempts_.erase(id);
-      finished_ranks_.erase(id);
+      state_.active_attempts.erase(id);
+      state_.finished_ranks.erase(id);
     } else {
-      active_attempts_.insert(id);
+      state_.active_attempts.insert(id);
     }
   }
-  for (auto& [id, r] : s.workers) workers_[id] = r;
-  for (auto& c : s.checkpoints) checkpoints_[c.job_id][c.step] = c;
-  for (auto& m : s.metrics) latest_metrics_[m.job_id][m.key] = m.value;
+  for (auto& [id, r] : s.workers) state_.workers[id] = r;
+  for (auto& c : s.checkpoints) state_.checkpoints[c.job_id][c.step] = c;
+  for (auto& m : s.metrics) state_.latest_metrics[m.job_id][m.key] = m.value;
+  for (auto& w : s.sweeps) {
+    state_.sweeps[w.id] = w;
+    state_.sweep_by_submission[w.submission_id] = w.id;
+    state_.sweep_specs[w.id].ParseFromString(w.spec);
+    next_sweep_seq_ = std::max(next_sweep_seq_, w.seq + 1);
+  }
+  for (auto& p : s.points) {
+    state_.points[p.sweep_id].push_back(p);
+    state_.sweep_of_run[p.run_id] = p.sweep_id;
+  }
+  for (auto& d : s.decisions) state_.decisions[d.sweep_id][d.rung].push_back(d);
   dirty_ = true;
 }
 
@@ -210,6 +203,12 @@ proto::Envelope CoordinatorService::CancelAttemptMessage(const std::string& atte
   return env;
 }
 
+void CoordinatorService::ReplyJson(const std::string& peer, const proto::Envelope& request, const Json& doc) {
+  proto::Envelope reply;
+  reply.mutable_json_reply()->set_json(doc.dump());
+  Reply(peer, request, std::move(reply));
+}
+
 void CoordinatorService::Reply(const std::string& peer, const proto::Envelope& request,
                                proto::Envelope reply) {
   reply.set_request_id(request.request_id());
@@ -217,26 +216,7 @@ void CoordinatorService::Reply(const std::string& peer, const proto::Envelope& r
   send_(peer, reply);
 }
 
-std::vector<std::string> CoordinatorService::ActiveAttemptsOf(const std::string& worker_id) const {
-  std::vector<std::string> out;
-  for (const auto& id : active_attempts_) {
-    const auto& a = attempts_.at(id);
-    for (absl::string_view w : absl::StrSplit(a.worker_ids, ',')) {
-      if (w == worker_id) {
-        out.push_back(id);
-        break;
-      }
-    }
-  }
-  return out;
-}
 
-static bool Holds(const AttemptRecord& a, const std::string& worker_id) {
-  for (absl::string_view w : absl::StrSplit(a.worker_ids, ',')) {
-    if (w == worker_id) return true;
-  }
-  return false;
-}
 
 std::string CoordinatorService::LogPath(const std::string& attempt_id) const {
   // "<run>/<job>#<n>" -> logs/<run>/<job>/<n>.log
@@ -256,7 +236,7 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
   }
   const proto::Envelope& env = *decoded;
   // Any message from a registered worker counts as liveness.
-  if (auto it = live_.find(env.sender()); it != live_.end() && !it->second.peer.empty() &&
+  if (auto it = state_.live.find(env.sender()); it != state_.live.end() && !it->second.peer.empty() &&
                                           it->second.peer == peer) {
     it->second.last_seen_ms = clock_->NowMs();
   }
@@ -278,6 +258,10 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
     case proto::Envelope::kLogs: st = HandleLogs(peer, env); break;
     case proto::Envelope::kCancel: st = HandleCancel(peer, env); break;
     case proto::Envelope::kWorkers: st = HandleWorkers(peer, env); break;
+    case proto::Envelope::kSweepSubmit: st = HandleSweepSubmit(peer, env); break;
+    case proto::Envelope::kSweeps: st = HandleSweeps(peer, env); break;
+    case proto::Envelope::kCompare: st = HandleCompare(peer, env); break;
+    case proto::Envelope::kMetrics: st = HandleMetrics(peer, env); break;
     case proto::Envelope::kShutdown: {
       st = CheckVersion(env);
       if (st.ok()) {
@@ -293,7 +277,10 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
                                                    " is not accepted by the coordinator"));
   }
   if (!st.ok()) {
-    if (absl::IsInvalidArgument(st) && env.body_case() != proto::Envelope::kSubmit) ++malformed_frames_;
+    if (absl::IsInvalidArgument(st) && env.body_case() != proto::Envelope::kSubmit &&
+        env.body_case() != proto::Envelope::kSweepSubmit) {
+      ++malformed_frames_;
+    }
     if (is_request || !absl::IsInvalidArgument(st)) send_(peer, ErrorReply(env, st));
   }
 }
@@ -313,7 +300,7 @@ void CoordinatorService::MarkUnreachableWorkersLost() {
   std::set<std::string> peers;
   peers.swap(unreachable_peers_);
   std::vector<std::string> lost;
-  for (const auto& [id, live] : live_) {
+  for (const auto& [id, live] : state_.live) {
     if (!live.peer.empty() && peers.count(live.peer)) lost.push_back(id);
   }
   for (const auto& id : lost) MarkLost(id, "its connection is gone (a message to it was undeliverable)");
@@ -344,41 +331,41 @@ absl::Status CoordinatorService::HandleHello(const std::string& peer, const prot
   std::set<std::string> held;
   for (const auto& a : h.attempts()) {
     held.insert(a.attempt_id());
-    auto it = attempts_.find(a.attempt_id());
-    if (it == attempts_.end() || IsTerminal(it->second.state) || !Holds(it->second, h.worker_id())) {
+    auto it = state_.attempts.find(a.attempt_id());
+    if (it == state_.attempts.end() || IsTerminal(it->second.state) || !Holds(it->second, h.worker_id())) {
       welcome.mutable_welcome()->add_stop_attempts(a.attempt_id());  // fenced: not ours any more
       continue;
     }
     const AttemptRecord& att = it->second;
-    Event(s, "attempt_reattached", jobs_[att.job_id].run_id, att.job_id, att.id, h.worker_id());
-    if (jobs_[att.job_id].state == state::kCancelled) {
+    Event(s, "attempt_reattached", state_.jobs[att.job_id].run_id, att.job_id, att.id, h.worker_id());
+    if (Withdrawn(state_.jobs[att.job_id].state)) {
       proto::Envelope cancel = CancelAttemptMessage(att.id);
       s.outbox.push_back({peer, cancel});
     }
   }
   // Attempts we think this worker runs but it does not hold: it restarted, or never got them.
-  for (const auto& id : ActiveAttemptsOf(h.worker_id())) {
+  for (const auto& id : state_.ActiveAttemptsOf(h.worker_id())) {
     if (held.count(id)) continue;
     AttemptRecord& a = s.Attempt(id);
     a.state = state::kLost;
     a.cause = "worker lost";
     a.finished_ms = now;
-    Event(s, "attempt_lost", jobs_[a.job_id].run_id, a.job_id, id, "worker restarted without it");
-    if (s.Job(a.job_id).state != state::kCancelled) RetryOrFail(s, a.job_id, "worker lost", true);
+    Event(s, "attempt_lost", state_.jobs[a.job_id].run_id, a.job_id, id, "worker restarted without it");
+    if (!Withdrawn(s.Job(a.job_id).state)) RetryOrFail(s, a.job_id, "worker lost", true);
     FinishRunIfDone(s, s.Job(a.job_id).run_id);
   }
   welcome.set_request_id(env.request_id());
   welcome.set_sender("coordinator");
   s.outbox.insert(s.outbox.begin(), {peer, welcome});
   DD2_RETURN_IF_ERROR(Commit(s));
-  live_[h.worker_id()] = WorkerLive{peer, now};
+  state_.live[h.worker_id()] = WorkerLive{peer, now};
   return absl::OkStatus();
 }
 
 absl::Status CoordinatorService::HandleHeartbeat(const std::string& peer, const proto::Envelope& env) {
-  auto it = live_.find(env.sender());
-  auto w = workers_.find(env.sender());
-  if (it == live_.end() || it->second.peer.empty() || w == workers_.end() ||
+  auto it = state_.live.find(env.sender());
+  auto w = state_.workers.find(env.sender());
+  if (it == state_.live.end() || it->second.peer.empty() || w == state_.workers.end() ||
       w->second.state == state::kLost) {
     proto::Envelope r;
     r.mutable_re_register();
@@ -400,8 +387,8 @@ absl::Status CoordinatorService::HandleHeartbeat(const std::string& peer, const 
   }
   proto::Envelope ack;
   for (const auto& id : env.heartbeat().running_attempts()) {
-    auto a = attempts_.find(id);
-    if (a == attempts_.end() || IsTerminal(a->second.state) || !Holds(a->second, env.sender())) {
+    auto a = state_.attempts.find(id);
+    if (a == state_.attempts.end() || IsTerminal(a->second.state) || !Holds(a->second, env.sender())) {
       ack.mutable_heartbeat_ack()->add_stop_attempts(id);
     }
   }
@@ -412,8 +399,8 @@ absl::Status CoordinatorService::HandleHeartbeat(const std::string& peer, const 
 
 absl::Status CoordinatorService::HandleAttemptStarted(const proto::Envelope& env) {
   const std::string& id = env.attempt_started().attempt_id();
-  if (!active_attempts_.count(id) || !Holds(attempts_[id], env.sender())) return absl::OkStatus();
-  if (attempts_[id].state != state::kAssigned) return absl::OkStatus();  // duplicate
+  if (!state_.active_attempts.count(id) || !Holds(state_.attempts[id], env.sender())) return absl::OkStatus();
+  if (state_.attempts[id].state != state::kAssigned) return absl::OkStatus();  // duplicate
   Staged s(this);
   AttemptRecord& a = s.Attempt(id);
   a.state = state::kRunning;
@@ -429,11 +416,11 @@ absl::Status CoordinatorService::HandleAttemptStarted(const proto::Envelope& env
 
 absl::Status CoordinatorService::HandleProgress(const proto::Envelope& env) {
   const proto::Progress& p = env.progress();
-  if (!active_attempts_.count(p.attempt_id()) || !Holds(attempts_[p.attempt_id()], env.sender())) {
+  if (!state_.active_attempts.count(p.attempt_id()) || !Holds(state_.attempts[p.attempt_id()], env.sender())) {
     return absl::OkStatus();
   }
   Staged s(this);
-  JobRecord& j = s.Job(attempts_[p.attempt_id()].job_id);
+  JobRecord& j = s.Job(state_.attempts[p.attempt_id()].job_id);
   j.step = static_cast<int64_t>(p.step());
   j.total = static_cast<int64_t>(p.total());
   j.updated_ms = clock_->NowMs();
@@ -446,8 +433,8 @@ absl::Status CoordinatorService::HandleProgress(const proto::Envelope& env) {
 
 absl::Status CoordinatorService::HandleLogChunk(const proto::Envelope& env) {
   const proto::LogChunk& c = env.log_chunk();
-  auto it = attempts_.find(c.attempt_id());
-  if (it == attempts_.end() || !Holds(it->second, env.sender())) return absl::OkStatus();
+  auto it = state_.attempts.find(c.attempt_id());
+  if (it == state_.attempts.end() || !Holds(it->second, env.sender())) return absl::OkStatus();
   const std::string path = LogPath(c.attempt_id());
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
@@ -465,7 +452,7 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   const proto::AttemptFinished& f = env.attempt_finished();
   proto::Envelope ack;
   ack.mutable_finished_ack()->set_attempt_id(f.attempt_id());
-  if (!active_attempts_.count(f.attempt_id()) || !Holds(attempts_[f.attempt_id()], env.sender())) {
+  if (!state_.active_attempts.count(f.attempt_id()) || !Holds(state_.attempts[f.attempt_id()], env.sender())) {
     Reply(peer, env, ack);  // already recorded, or fenced: either way the worker may forget it
     return absl::OkStatus();
   }
@@ -477,7 +464,8 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   std::vector<std::string> ranks = absl::StrSplit(a.worker_ids, ',');
   std::string retention_job;  // a generator whose checkpoint an eval just scored
   if (ok && ranks.size() > 1) {
-    auto& done = finished_ranks_[a.id];
+    if (!f.outputs_path().empty()) pending_outputs_[a.id] = {f.outputs_path(), f.outputs_sha256()};
+    auto& done = state_.finished_ranks[a.id];
     done.insert(env.sender());
     if (done.size() < ranks.size()) {
       Reply(peer, env, ack);
@@ -487,9 +475,9 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   a.finished_ms = now;
   a.exit_code = f.exit_code();
   a.signal = f.signal();
-  if (job.state == state::kCancelled || f.cancelled()) {
+  if (Withdrawn(job.state) || f.cancelled()) {
     a.state = state::kCancelled;
-    a.cause = "cancelled";
+    a.cause = job.state == state::kStopped ? "stopped by successive halving" : "cancelled";
   } else if (f.preempted()) {
     a.state = state::kPreempted;
     a.cause = "preempted";
@@ -508,17 +496,27 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
     job.state = state::kSucceeded;
     job.failure.clear();
     job.updated_ms = now;
+    job.reused_from.clear();
+    auto outputs = pending_outputs_.find(a.id);
+    if (!f.outputs_path().empty()) {
+      job.outputs_path = f.outputs_path();
+      job.outputs_sha256 = f.outputs_sha256();
+    } else if (outputs != pending_outputs_.end()) {
+      job.outputs_path = outputs->second.first;
+      job.outputs_sha256 = outputs->second.second;
+    }
+    pending_outputs_.erase(a.id);
     Event(s, "job_succeeded", job.run_id, job.id, a.id, "");
     PromoteDependents(s, job.id);
     // An eval of a checkpoint scores it (keep_best may read that) and releases its pin.
     if (auto target = CheckpointEvalTarget(job)) {
       retention_job = absl::StrCat(job.run_id, "/", target->first);
-      auto it = checkpoints_.find(retention_job);
-      if (it != checkpoints_.end() && it->second.count(target->second)) {
+      auto it = state_.checkpoints.find(retention_job);
+      if (it != state_.checkpoints.end() && it->second.count(target->second)) {
         CheckpointRecord c = it->second.at(target->second);
         Json m = Json::parse(c.metrics_json, nullptr, false);
         if (!m.is_object()) m = Json::object();
-        for (const auto& [k, v] : latest_metrics_[job.id]) m[k] = v;
+        for (const auto& [k, v] : state_.latest_metrics[job.id]) m[k] = v;
         c.metrics_json = m.dump();
         s.checkpoints.push_back(c);
       }
@@ -533,10 +531,10 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   }
   // Any other rank of a gang stops with it.
   for (const auto& w : ranks) {
-    if (w == env.sender() || !live_.count(w) || live_[w].peer.empty()) continue;
+    if (w == env.sender() || !state_.live.count(w) || state_.live[w].peer.empty()) continue;
     if (a.state == state::kSucceeded) continue;
     proto::Envelope cancel = CancelAttemptMessage(a.id);
-    s.outbox.push_back({live_[w].peer, cancel});
+    s.outbox.push_back({state_.live[w].peer, cancel});
   }
   Event(s, "attempt_finished", job.run_id, job.id, a.id, a.state);
   FinishRunIfDone(s, job.run_id);
@@ -551,8 +549,8 @@ void CoordinatorService::RetryOrFail(Staged& s, const std::string& job_id, const
                                      bool infra) {
   JobRecord& job = s.Job(job_id);
   int64_t failed = 0, lost = 0;
-  for (const auto& id : attempts_by_job_[job_id]) {
-    const AttemptRecord& a = s.attempts.count(id) ? s.attempts[id] : attempts_[id];
+  for (const auto& id : state_.attempts_by_job[job_id]) {
+    const AttemptRecord& a = s.attempts.count(id) ? s.attempts[id] : state_.attempts[id];
     if (a.state == state::kFailed) ++failed;
     if (a.state == state::kLost) ++lost;
   }
@@ -581,7 +579,7 @@ void CoordinatorService::CancelDownstream(Staged& s, const std::string& job_id, 
   while (!frontier.empty()) {
     const std::string id = frontier.back();
     frontier.pop_back();
-    for (const auto& child : dependents_[id]) {
+    for (const auto& child : state_.dependents[id]) {
       JobRecord& d = s.Job(child);
       if (d.state != state::kPending) continue;
       d.state = state::kCancelled;
@@ -594,7 +592,7 @@ void CoordinatorService::CancelDownstream(Staged& s, const std::string& job_id, 
 }
 
 void CoordinatorService::PromoteDependents(Staged& s, const std::string& job_id) {
-  for (const auto& child : dependents_[job_id]) {
+  for (const auto& child : state_.dependents[job_id]) {
     JobRecord& d = s.Job(child);
     if (d.state != state::kPending) continue;
     Json after = Json::parse(d.after_json, nullptr, false);
@@ -602,10 +600,7 @@ void CoordinatorService::PromoteDependents(Staged& s, const std::string& job_id)
     for (const auto& dep : after) {
       if (s.Job(absl::StrCat(d.run_id, "/", dep.get<std::string>())).state != state::kSucceeded) all = false;
     }
-    if (all) {
-      d.state = state::kReady;
-      d.updated_ms = clock_->NowMs();
-    }
+    if (all) MakeReady(s, child);
   }
 }
 
@@ -613,26 +608,30 @@ void CoordinatorService::FinishRunIfDone(Staged& s, const std::string& run_id) {
   RunRecord& run = s.Run(run_id);
   if (IsTerminal(run.state)) return;
   // Open jobs = committed count, corrected by this transition's staged jobs.
-  int64_t open = open_jobs_[run_id];
+  int64_t open = state_.open_jobs[run_id];
   for (const auto& [id, j] : s.jobs) {
     if (j.run_id != run_id) continue;
-    auto old = jobs_.find(id);
-    const bool was_open = old != jobs_.end() && !IsTerminal(old->second.state);
+    auto old = state_.jobs.find(id);
+    const bool was_open = old != state_.jobs.end() && !IsTerminal(old->second.state);
     open += static_cast<int64_t>(!IsTerminal(j.state)) - static_cast<int64_t>(was_open);
   }
   if (open > 0) return;
-  bool all_succeeded = true, any_failed = false;
-  for (const auto& id : jobs_by_run_[run_id]) {
+  bool all_succeeded = true, any_failed = false, any_stopped = false;
+  for (const auto& id : state_.jobs_by_run[run_id]) {
     const JobRecord& j = s.Job(id);
     // A cancelled job whose attempt still runs keeps the run open until it stops.
-    for (const auto& aid : attempts_by_job_[id]) {
-      const AttemptRecord& a = s.attempts.count(aid) ? s.attempts[aid] : attempts_[aid];
+    for (const auto& aid : state_.attempts_by_job[id]) {
+      const AttemptRecord& a = s.attempts.count(aid) ? s.attempts[aid] : state_.attempts[aid];
       if (!IsTerminal(a.state)) return;
     }
     all_succeeded = all_succeeded && j.state == state::kSucceeded;
     any_failed = any_failed || j.state == state::kFailed;
+    any_stopped = any_stopped || j.state == state::kStopped;
   }
-  run.state = all_succeeded ? state::kSucceeded : any_failed ? state::kFailed : state::kCancelled;
+  run.state = all_succeeded ? state::kSucceeded
+              : any_failed  ? state::kFailed
+              : any_stopped ? state::kStopped
+                            : state::kCancelled;
   run.finished_ms = clock_->NowMs();
   Event(s, "run_finished", run_id, "", "", run.state);
 }
@@ -642,31 +641,31 @@ void CoordinatorService::MarkLost(const std::string& worker_id, const std::strin
   s.Worker(worker_id).state = state::kLost;
   Event(s, "worker_lost", "", "", "", absl::StrCat(worker_id, ": ", cause));
   const int64_t now = clock_->NowMs();
-  for (const auto& id : ActiveAttemptsOf(worker_id)) {
+  for (const auto& id : state_.ActiveAttemptsOf(worker_id)) {
     AttemptRecord& a = s.Attempt(id);
     a.state = state::kLost;
     a.cause = "worker lost";
     a.finished_ms = now;
     JobRecord& job = s.Job(a.job_id);
     Event(s, "attempt_lost", job.run_id, job.id, id, worker_id);
-    if (job.state != state::kCancelled) RetryOrFail(s, job.id, "worker lost", true);
+    if (!Withdrawn(job.state)) RetryOrFail(s, job.id, "worker lost", true);
     for (absl::string_view w : absl::StrSplit(a.worker_ids, ',')) {
       std::string other(w);
-      if (other == worker_id || !live_.count(other) || live_[other].peer.empty()) continue;
+      if (other == worker_id || !state_.live.count(other) || state_.live[other].peer.empty()) continue;
       proto::Envelope cancel = CancelAttemptMessage(id);
-      s.outbox.push_back({live_[other].peer, cancel});
+      s.outbox.push_back({state_.live[other].peer, cancel});
     }
     FinishRunIfDone(s, job.run_id);
   }
-  if (Commit(s).ok()) live_.erase(worker_id);
+  if (Commit(s).ok()) state_.live.erase(worker_id);
 }
 
 void CoordinatorService::Tick() {
   const int64_t now = clock_->NowMs();
   std::vector<std::string> lost;
-  for (auto& [id, live] : live_) {
+  for (auto& [id, live] : state_.live) {
     const int64_t silent = now - live.last_seen_ms;
-    const std::string& st = workers_[id].state;
+    const std::string& st = state_.workers[id].state;
     if (silent > config_.lost_after_ms) {
       lost.push_back(id);
     } else if (silent > config_.heartbeat_interval_ms * config_.heartbeat_liveness && st == state::kAlive) {
@@ -677,7 +676,8 @@ void CoordinatorService::Tick() {
     }
   }
   for (const auto& id : lost) MarkLost(id, absl::StrCat("no message for more than ", config_.lost_after_ms, " ms"));
-  for (const auto& [id, job] : jobs_) {
+  AdvanceHalving();
+  for (const auto& [id, job] : state_.jobs) {
     if (job.state == state::kRetrying && job.not_before_ms <= now) {
       Staged s(this);
       s.Job(id).state = state::kReady;
@@ -690,25 +690,25 @@ void CoordinatorService::Tick() {
 
 void CoordinatorService::ScheduleReady() {
   dirty_ = false;
-  if (ready_.empty()) return;
+  if (state_.ready.empty()) return;
   std::map<std::string, int64_t> used;
-  for (const auto& id : active_attempts_) {
-    for (absl::string_view w : absl::StrSplit(attempts_[id].worker_ids, ',')) ++used[std::string(w)];
+  for (const auto& id : state_.active_attempts) {
+    for (absl::string_view w : absl::StrSplit(state_.attempts[id].worker_ids, ',')) ++used[std::string(w)];
   }
   std::vector<WorkerSlots> slots;
   bool any_free = false;
-  for (const auto& [id, live] : live_) {
-    const WorkerRecord& w = workers_[id];
+  for (const auto& [id, live] : state_.live) {
+    const WorkerRecord& w = state_.workers[id];
     if (live.peer.empty() || w.state != state::kAlive) continue;
     slots.push_back({id, w.device, w.slots, w.slots - used[id]});
     any_free = any_free || slots.back().free > 0;
   }
   if (!any_free) return;
   std::vector<QueuedJob> queue;
-  for (const auto& id : ready_) {
-    const JobRecord& job = jobs_[id];
-    const RunRecord& run = runs_[job.run_id];
-    queue.push_back({id, run.priority, job.priority, run.seq, job_index_[id], job.workers, job.device});
+  for (const auto& id : state_.ready) {
+    const JobRecord& job = state_.jobs[id];
+    const RunRecord& run = state_.runs[job.run_id];
+    queue.push_back({id, run.priority, job.priority, run.seq, state_.job_index[id], job.workers, job.device});
   }
   for (const Placement& p : dd2::Schedule(slots, queue)) {
     Staged s(this);
@@ -723,7 +723,7 @@ void CoordinatorService::ScheduleReady() {
     std::string rendezvous;
     if (p.worker_ids.size() > 1) {  // a fresh store address per attempt
       const int64_t port = config_.rendezvous_port_base + (started_ms_ + next_rendezvous_++) % config_.rendezvous_port_span;
-      rendezvous = absl::StrCat("tcp://", workers_[p.worker_ids[0]].host, ":", port);
+      rendezvous = absl::StrCat("tcp://", state_.workers[p.worker_ids[0]].host, ":", port);
     }
     for (size_t rank = 0; rank < p.worker_ids.size(); ++rank) {
       const std::string& w = p.worker_ids[rank];
@@ -739,7 +739,8 @@ void CoordinatorService::ScheduleReady() {
       a->set_rank(static_cast<uint32_t>(rank));
       a->set_world_size(static_cast<uint32_t>(p.worker_ids.size()));
       a->set_rendezvous(rendezvous);
-      s.outbox.push_back({live_[w].peer, assign});
+      for (const auto& [name, dir] : InputsOf(job)) (*a->mutable_inputs())[name] = dir;
+      s.outbox.push_back({state_.live[w].peer, assign});
     }
     if (!Commit(s).ok()) break;
   }
@@ -759,20 +760,20 @@ absl::Status CoordinatorService::HandleCheckpointCommitted(const std::string& pe
     Reply(peer, env, ack);
     return st;
   };
-  auto it = attempts_.find(c.attempt_id());
+  auto it = state_.attempts.find(c.attempt_id());
   // Only the job's newest attempt, held by the sender, may commit: a fenced straggler must not.
-  if (it == attempts_.end() || !Holds(it->second, env.sender()) ||
-      attempts_by_job_[it->second.job_id].back() != c.attempt_id()) {
+  if (it == state_.attempts.end() || !Holds(it->second, env.sender()) ||
+      state_.attempts_by_job[it->second.job_id].back() != c.attempt_id()) {
     return acked(absl::OkStatus());
   }
   if (c.path().empty() || c.sha256().size() != 64) {
     return acked(absl::InvalidArgumentError("CheckpointCommitted needs a path and a 64-hex-digit sha256"));
   }
   const AttemptRecord& a = it->second;
-  const JobRecord& job = jobs_[a.job_id];
+  const JobRecord& job = state_.jobs[a.job_id];
   const int64_t step = static_cast<int64_t>(c.step());
   int64_t created_ms = clock_->NowMs();
-  if (auto k = checkpoints_[a.job_id].find(step); k != checkpoints_[a.job_id].end()) {
+  if (auto k = state_.checkpoints[a.job_id].find(step); k != state_.checkpoints[a.job_id].end()) {
     if (k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) return acked(absl::OkStatus());  // duplicate
     created_ms = k->second.created_ms;  // the same step written again: the row keeps its creation time
   }
@@ -787,7 +788,7 @@ absl::Status CoordinatorService::HandleCheckpointCommitted(const std::string& pe
   const std::string eval_id = MaybeAddCheckpointEval(s, job, step);
   DD2_RETURN_IF_ERROR(Commit(s));  // unacknowledged when this fails: the worker resends
   acked(absl::OkStatus());
-  if (!eval_id.empty()) AddDynamicJobIndex(jobs_[eval_id]);
+  if (!eval_id.empty()) AddDynamicJobIndex(state_.jobs[eval_id]);
   return ApplyRetention(job.id);
 }
 
@@ -809,42 +810,44 @@ absl::Status CoordinatorService::ApplyRetention(const std::string& job_id) {
 
 absl::Status CoordinatorService::HandleAttemptResumed(const proto::Envelope& env) {
   const proto::AttemptResumed& r = env.attempt_resumed();
-  if (!active_attempts_.count(r.attempt_id()) || !Holds(attempts_[r.attempt_id()], env.sender())) {
+  if (!state_.active_attempts.count(r.attempt_id()) || !Holds(state_.attempts[r.attempt_id()], env.sender())) {
     return absl::OkStatus();
   }
-  const AttemptRecord& a = attempts_[r.attempt_id()];
+  const AttemptRecord& a = state_.attempts[r.attempt_id()];
   Staged s(this);
-  Event(s, "attempt_resumed", jobs_[a.job_id].run_id, a.job_id, a.id, absl::StrCat("step ", r.step()));
+  Event(s, "attempt_resumed", state_.jobs[a.job_id].run_id, a.job_id, a.id, absl::StrCat("step ", r.step()));
   return Commit(s);
 }
 
 std::string CoordinatorService::MaybeAddCheckpointEval(Staged& s, const JobRecord& job, int64_t step) {
-  auto spec = job_specs_.find(job.id);
-  if (spec == job_specs_.end() || !spec->second.has_eval_every()) return "";
+  auto spec = state_.job_specs.find(job.id);
+  if (spec == state_.job_specs.end() || !spec->second.has_eval_every()) return "";
   const proto::EvalEvery& every = spec->second.eval_every();
   if (every.steps() == 0 || step % static_cast<int64_t>(every.steps()) != 0) return "";
   const std::string name = absl::StrCat(job.name, "-eval-", step);
   const std::string id = absl::StrCat(job.run_id, "/", name);
-  if (jobs_.count(id) || s.jobs.count(id)) return "";
+  if (state_.jobs.count(id) || s.jobs.count(id)) return "";
   Json params = Json::parse(every.params_json(), nullptr, false);
   if (!params.is_object()) return "";
   params["generator"] = job.name;
   params["checkpoint_step"] = step;
   JobRecord& e = s.Job(id);
   e = JobRecord{id, job.run_id, name, "eval", params.dump(), Json::array({job.name}).dump(), 1, job.device, 0,
-                job.priority - 1, state::kReady};
+                job.priority - 1, state::kPending};
   e.updated_ms = clock_->NowMs();
   Event(s, "job_added", job.run_id, id, "", absl::StrCat("eval of ", job.name, " at step ", step));
+  AssignIdentities(s, job.run_id, {id});
+  MakeReady(s, id);
   return id;
 }
 
 std::vector<CheckpointRecord> CoordinatorService::StageRetention(Staged& s, const std::string& job_id) {
-  auto spec = job_specs_.find(job_id);
-  if (spec == job_specs_.end() || !spec->second.has_retention()) return {};
+  auto spec = state_.job_specs.find(job_id);
+  if (spec == state_.job_specs.end() || !spec->second.has_retention()) return {};
   const proto::Retention& r = spec->second.retention();
   RetentionPolicy policy{r.keep_latest(), r.keep_best(), r.metric(), r.mode() == "max"};
   std::vector<RetainedCheckpoint> committed;
-  for (const auto& [step, c] : checkpoints_[job_id]) {
+  for (const auto& [step, c] : state_.checkpoints[job_id]) {
     if (c.state != state::kCommitted) continue;
     RetainedCheckpoint rc{step, {}};
     Json m = Json::parse(c.metrics_json, nullptr, false);
@@ -855,17 +858,17 @@ std::vector<CheckpointRecord> CoordinatorService::StageRetention(Staged& s, cons
     }
     committed.push_back(std::move(rc));
   }
-  // Pinned: checkpoints an unfinished eval reads.
+  // Pinned: checkpoints an unfinished eval reads, in this run or, through reuse, in another.
   std::set<int64_t> pinned;
-  const JobRecord& job = jobs_[job_id];
-  for (const auto& id : jobs_by_run_[job.run_id]) {
-    const JobRecord& j = jobs_[id];
-    if (IsTerminal(j.state)) continue;
-    if (auto target = CheckpointEvalTarget(j); target && target->first == job.name) pinned.insert(target->second);
+  const JobRecord& job = state_.jobs[job_id];
+  for (const auto& [id, j] : state_.jobs) {
+    if (j.type != "eval" || IsTerminal(j.state)) continue;
+    auto target = CheckpointEvalTarget(j);
+    if (target && Executor(absl::StrCat(j.run_id, "/", target->first)) == job_id) pinned.insert(target->second);
   }
   std::vector<CheckpointRecord> victims;
   for (int64_t step : CheckpointsToDelete(committed, policy, pinned)) {
-    CheckpointRecord c = checkpoints_[job_id][step];
+    CheckpointRecord c = state_.checkpoints[job_id][step];
     c.state = state::kDeleting;
     s.checkpoints.push_back(c);
     Event(s, "checkpoint_deleting", job.run_id, job_id, "", absl::StrCat("step ", step, ": ", c.path));
@@ -892,19 +895,8 @@ void CoordinatorService::FinishDeletions(const std::vector<CheckpointRecord>& vi
 
 absl::Status CoordinatorService::HandleCheckpoints(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
-  const std::string& run_id = env.checkpoints().run_id();
-  if (!runs_.count(run_id)) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
-  Json list = Json::array();
-  for (const auto& job_id : jobs_by_run_[run_id]) {
-    for (const auto& [step, c] : checkpoints_[job_id]) {
-      list.push_back({{"job", jobs_[job_id].name}, {"step", step}, {"state", c.state}, {"path", c.path},
-                      {"sha256", c.sha256}, {"bytes", c.bytes}, {"attempt", c.attempt_id},
-                      {"created_ms", c.created_ms}, {"metrics", Json::parse(c.metrics_json, nullptr, false)}});
-    }
-  }
-  proto::Envelope reply;
-  reply.mutable_json_reply()->set_json(Json{{"run", run_id}, {"checkpoints", list}}.dump());
-  Reply(peer, env, reply);
+  DD2_ASSIGN_OR_RETURN(Json doc, CheckpointsDocument(state_, env.checkpoints().run_id()));
+  ReplyJson(peer, env, doc);
   return absl::OkStatus();
 }
 
@@ -918,141 +910,89 @@ absl::Status CoordinatorService::HandleSubmit(const std::string& peer, const pro
     return absl::InvalidArgumentError("submission_id must be 1..128 characters");
   }
   proto::Envelope reply;
-  if (auto it = run_by_submission_.find(submission); it != run_by_submission_.end()) {
+  if (auto it = state_.run_by_submission.find(submission); it != state_.run_by_submission.end()) {
     reply.mutable_submit_reply()->set_run_id(it->second);
     reply.mutable_submit_reply()->set_existed(true);
     Reply(peer, env, reply);
     return absl::OkStatus();
   }
   DD2_RETURN_IF_ERROR(ValidateRunSpec(req.spec()));
-  const int64_t now = clock_->NowMs();
   Staged s(this);
   const int64_t seq = next_seq_;
   const std::string run_id = absl::StrCat(req.spec().name(), "-", seq);
-  s.Run(run_id) = RunRecord{run_id, submission, req.spec().name(), req.spec().SerializeAsString(),
-                            state::kRunning, req.spec().priority(), seq, now, 0};
-  for (const auto& js : req.spec().jobs()) {
+  StageRun(s, run_id, submission, req.spec(), seq);
+  reply.mutable_submit_reply()->set_run_id(run_id);
+  reply.set_request_id(env.request_id());
+  reply.set_sender("coordinator");
+  s.outbox.push_back({peer, reply});
+  if (absl::Status st = Commit(s); !st.ok()) {
+    UnindexRun(run_id);
+    return st;
+  }
+  next_seq_ = seq + 1;
+  return absl::OkStatus();
+}
+
+void CoordinatorService::StageRun(Staged& s, const std::string& run_id, const std::string& submission,
+                                  const proto::RunSpec& spec, int64_t seq) {
+  const int64_t now = clock_->NowMs();
+  s.Run(run_id) = RunRecord{run_id, submission, spec.name(), spec.SerializeAsString(), state::kRunning,
+                            spec.priority(), seq, now, 0};
+  for (const auto& js : spec.jobs()) {
     const std::string job_id = absl::StrCat(run_id, "/", js.name());
     Json after = Json::array();
     for (const auto& a : js.after()) after.push_back(a);
     s.Job(job_id) = JobRecord{job_id, run_id, js.name(), js.type(), js.params_json(), after.dump(),
                               js.resources().workers(),
                               js.resources().device().empty() ? "any" : js.resources().device(),
-                              js.retries(), js.priority(),
-                              js.after().empty() ? state::kReady : state::kPending};
+                              js.retries(), js.priority(), state::kPending};
     s.Job(job_id).updated_ms = now;
   }
-  Event(s, "run_submitted", run_id, "", "", absl::StrCat(req.spec().jobs_size(), " jobs from ", req.spec().source()));
-  reply.mutable_submit_reply()->set_run_id(run_id);
-  reply.set_request_id(env.request_id());
-  reply.set_sender("coordinator");
-  s.outbox.push_back({peer, reply});
-  DD2_RETURN_IF_ERROR(Commit(s));
-  next_seq_ = seq + 1;
-  IndexRunJobs(run_id, req.spec());
-  return absl::OkStatus();
+  Event(s, "run_submitted", run_id, "", "", absl::StrCat(spec.jobs_size(), " jobs from ", spec.source()));
+  IndexRunJobs(run_id, spec);
+  if (spec.no_reuse()) state_.no_reuse_runs.insert(run_id);
+  AssignIdentities(s, run_id);
+  for (const auto& js : spec.jobs()) {
+    if (js.after().empty()) MakeReady(s, absl::StrCat(run_id, "/", js.name()));
+  }
+  FinishRunIfDone(s, run_id);  // every job may have been reused
 }
 
-namespace {
-
-Json JobJson(const JobRecord& j, const std::map<std::string, double>* metrics) {
-  Json out = {{"id", j.id},       {"name", j.name},       {"type", j.type},
-              {"state", j.state}, {"attempts", j.attempts}, {"step", j.step},
-              {"total", j.total}, {"failure", j.failure},   {"updated_ms", j.updated_ms},
-              {"workers", j.workers}, {"device", j.device}, {"retries", j.retries},
-              {"after", Json::parse(j.after_json, nullptr, false)}};
-  Json m = Json::object();
-  if (metrics) for (const auto& [k, v] : *metrics) m[k] = v;
-  out["metrics"] = m;
-  return out;
+void CoordinatorService::UnindexRun(const std::string& run_id) {
+  for (const auto& id : state_.jobs_by_run[run_id]) {
+    state_.job_index.erase(id);
+    state_.job_specs.erase(id);
+    state_.dependents.erase(id);
+  }
+  state_.jobs_by_run.erase(run_id);
+  state_.no_reuse_runs.erase(run_id);
 }
-
-Json AttemptJson(const AttemptRecord& a) {
-  std::vector<std::string> workers = absl::StrSplit(a.worker_ids, ',', absl::SkipEmpty());
-  return {{"id", a.id},           {"number", a.number},       {"state", a.state},
-          {"workers", workers},   {"started_ms", a.started_ms}, {"finished_ms", a.finished_ms},
-          {"exit_code", a.exit_code}, {"signal", a.signal},   {"cause", a.cause}};
-}
-
-}  // namespace
 
 absl::Status CoordinatorService::HandleStatus(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
-  const std::string& run_id = env.status().run_id();
-  Json out;
-  auto run_json = [&](const RunRecord& r) {
-    Json counts = Json::object();
-    int64_t done = 0, total = 0;
-    Json jobs = Json::array();
-    for (const auto& id : jobs_by_run_[r.id]) {
-      const JobRecord& j = jobs_[id];
-      counts[j.state] = counts.value(j.state, 0) + 1;
-      ++total;
-      if (j.state == state::kSucceeded) ++done;
-      auto m = latest_metrics_.find(id);
-      jobs.push_back(JobJson(j, m == latest_metrics_.end() ? nullptr : &m->second));
-    }
-    return Json{{"id", r.id},         {"name", r.name},
-                {"state", r.state},   {"submission_id", r.submission_id},
-                {"priority", r.priority}, {"created_ms", r.created_ms},
-                {"finished_ms", r.finished_ms}, {"jobs_total", total},
-                {"jobs_succeeded", done}, {"job_states", counts}, {"jobs", jobs}};
-  };
-  if (!run_id.empty()) {
-    auto it = runs_.find(run_id);
-    if (it == runs_.end()) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
-    out = {{"run", run_json(it->second)}};
-  } else {
-    std::vector<const RunRecord*> runs;
-    for (const auto& [id, r] : runs_) runs.push_back(&r);
-    std::sort(runs.begin(), runs.end(), [](auto* a, auto* b) { return a->seq < b->seq; });
-    Json list = Json::array();
-    for (const auto* r : runs) list.push_back(run_json(*r));
-    Json workers = {{"alive", 0}, {"suspect", 0}, {"lost", 0}};
-    for (const auto& [id, w] : workers_) workers[w.state] = workers.value(w.state, 0) + 1;
-    out = {{"coordinator", {{"endpoint", endpoint_},
-                            {"uptime_ms", clock_->NowMs() - started_ms_},
-                            {"frames", frames_},
-                            {"malformed_frames", malformed_frames_},
-                            {"send_failures", send_failures_},
-                            {"workers", workers}}},
-           {"runs", list}};
-  }
-  proto::Envelope reply;
-  reply.mutable_json_reply()->set_json(out.dump());
-  Reply(peer, env, reply);
+  const CoordinatorInfo info{endpoint_, clock_->NowMs() - started_ms_, frames_, malformed_frames_, send_failures_};
+  DD2_ASSIGN_OR_RETURN(Json doc, StatusDocument(state_, env.status().run_id(), info));
+  ReplyJson(peer, env, doc);
   return absl::OkStatus();
 }
 
 absl::Status CoordinatorService::HandleJobs(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
-  const std::string& run_id = env.jobs().run_id();
-  if (!runs_.count(run_id)) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
-  Json jobs = Json::array();
-  for (const auto& id : jobs_by_run_[run_id]) {
-    auto m = latest_metrics_.find(id);
-    Json j = JobJson(jobs_[id], m == latest_metrics_.end() ? nullptr : &m->second);
-    Json attempts = Json::array();
-    for (const auto& aid : attempts_by_job_[id]) attempts.push_back(AttemptJson(attempts_[aid]));
-    j["attempts_detail"] = attempts;
-    jobs.push_back(j);
-  }
-  proto::Envelope reply;
-  reply.mutable_json_reply()->set_json(Json{{"run_id", run_id}, {"state", runs_[run_id].state}, {"jobs", jobs}}.dump());
-  Reply(peer, env, reply);
+  DD2_ASSIGN_OR_RETURN(Json doc, JobsDocument(state_, env.jobs().run_id()));
+  ReplyJson(peer, env, doc);
   return absl::OkStatus();
 }
 
 absl::Status CoordinatorService::HandleLogs(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
   const proto::LogsRequest& req = env.logs();
-  auto job = jobs_.find(req.job_id());
-  if (job == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job '", req.job_id(), "'"));
+  auto job = state_.jobs.find(req.job_id());
+  if (job == state_.jobs.end()) return absl::NotFoundError(absl::StrCat("no job '", req.job_id(), "'"));
   proto::Envelope reply;
   auto* r = reply.mutable_logs_reply();
-  const auto& attempts = attempts_by_job_[req.job_id()];
+  const auto& attempts = state_.attempts_by_job[req.job_id()];
   r->set_finished(IsTerminal(job->second.state) &&
-                  (attempts.empty() || IsTerminal(attempts_[attempts.back()].state)));
+                  (attempts.empty() || IsTerminal(state_.attempts[attempts.back()].state)));
   r->set_next_offset(req.offset());
   if (!attempts.empty()) {
     r->set_attempt_id(attempts.back());
@@ -1076,15 +1016,20 @@ absl::Status CoordinatorService::HandleCancel(const std::string& peer, const pro
   DD2_RETURN_IF_ERROR(CheckVersion(env));
   const std::string& target = env.cancel().target();
   std::vector<std::string> jobs;
-  std::string run_id;
-  if (runs_.count(target)) {
-    jobs = jobs_by_run_[target];
-    run_id = target;
-  } else if (jobs_.count(target)) {
+  std::vector<std::string> run_ids;
+  if (state_.runs.count(target)) {
+    jobs = state_.jobs_by_run[target];
+    run_ids = {target};
+  } else if (state_.jobs.count(target)) {
     jobs = {target};
-    run_id = jobs_[target].run_id;
+    run_ids = {state_.jobs[target].run_id};
+  } else if (state_.sweeps.count(target)) {
+    for (const auto& p : state_.points[target]) {
+      run_ids.push_back(p.run_id);
+      for (const auto& id : state_.jobs_by_run[p.run_id]) jobs.push_back(id);
+    }
   } else {
-    return absl::NotFoundError(absl::StrCat("no run or job '", target, "'"));
+    return absl::NotFoundError(absl::StrCat("no run, job or sweep '", target, "'"));
   }
   Staged s(this);
   uint32_t count = 0;
@@ -1097,27 +1042,29 @@ absl::Status CoordinatorService::HandleCancel(const std::string& peer, const pro
     j.updated_ms = now;
     ++count;
     Event(s, "job_cancelled", j.run_id, j.id, "", "cancelled by user");
-    for (const auto& aid : attempts_by_job_[id]) {
-      if (!active_attempts_.count(aid)) continue;
-      for (absl::string_view w : absl::StrSplit(attempts_[aid].worker_ids, ',')) {
-        auto live = live_.find(std::string(w));
-        if (live == live_.end() || live->second.peer.empty()) continue;
+    for (const auto& aid : state_.attempts_by_job[id]) {
+      if (!state_.active_attempts.count(aid)) continue;
+      for (absl::string_view w : absl::StrSplit(state_.attempts[aid].worker_ids, ',')) {
+        auto live = state_.live.find(std::string(w));
+        if (live == state_.live.end() || live->second.peer.empty()) continue;
         proto::Envelope cancel = CancelAttemptMessage(aid);
         s.outbox.push_back({live->second.peer, cancel});
       }
     }
   }
   // Jobs waiting on a cancelled job can no longer run.
-  for (const auto& id : jobs_by_run_[run_id]) {
-    JobRecord& d = s.Job(id);
-    if (d.state != state::kPending) continue;
-    d.state = state::kCancelled;
-    d.failure = "upstream job cancelled";
-    d.updated_ms = now;
-    ++count;
-    Event(s, "job_cancelled", d.run_id, d.id, "", d.failure);
+  for (const auto& run_id : run_ids) {
+    for (const auto& id : state_.jobs_by_run[run_id]) {
+      JobRecord& d = s.Job(id);
+      if (d.state != state::kPending) continue;
+      d.state = state::kCancelled;
+      d.failure = "upstream job cancelled";
+      d.updated_ms = now;
+      ++count;
+      Event(s, "job_cancelled", d.run_id, d.id, "", d.failure);
+    }
   }
-  FinishRunIfDone(s, run_id);
+  for (const auto& run_id : run_ids) FinishRunIfDone(s, run_id);
   proto::Envelope reply;
   reply.mutable_cancel_reply()->set_cancelled(count);
   reply.set_request_id(env.request_id());
@@ -1128,22 +1075,7 @@ absl::Status CoordinatorService::HandleCancel(const std::string& peer, const pro
 
 absl::Status CoordinatorService::HandleWorkers(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
-  Json list = Json::array();
-  const int64_t now = clock_->NowMs();
-  for (const auto& [id, w] : workers_) {
-    auto active = ActiveAttemptsOf(id);
-    auto live = live_.find(id);
-    list.push_back({{"id", id},         {"host", w.host},   {"device", w.device},
-                    {"device_index", w.device_index}, {"slots", w.slots},
-                    {"used", active.size()}, {"state", w.state}, {"pid", w.pid},
-                    {"registered_ms", w.registered_ms},
-                    {"connected", live != live_.end() && !live->second.peer.empty()},
-                    {"silent_ms", live != live_.end() ? now - live->second.last_seen_ms : -1},
-                    {"attempts", active}});
-  }
-  proto::Envelope reply;
-  reply.mutable_json_reply()->set_json(Json{{"workers", list}}.dump());
-  Reply(peer, env, reply);
+  ReplyJson(peer, env, WorkersDocument(state_, clock_->NowMs()));
   return absl::OkStatus();
 }
 

@@ -15,10 +15,13 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/status.h"
 #include "common/clock.h"
 #include "coordinator/config.h"
 #include "coordinator/job_store.h"
+#include "coordinator/state.h"
 #include "schemas/dd2.pb.h"
 
 namespace dd2 {
@@ -57,10 +60,6 @@ class CoordinatorService {
 
  private:
   class Staged;
-  struct WorkerLive {
-    std::string peer;       // empty until the worker says Hello to this process
-    int64_t last_seen_ms = 0;
-  };
 
   // Handlers: each returns the status sent back to the peer on failure.
   absl::Status HandleHello(const std::string& peer, const proto::Envelope& env);
@@ -78,6 +77,37 @@ class CoordinatorService {
   absl::Status HandleLogs(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleCancel(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleWorkers(const std::string& peer, const proto::Envelope& env);
+  // sweeps.cc
+  absl::Status HandleSweepSubmit(const std::string& peer, const proto::Envelope& env);
+  absl::Status HandleSweeps(const std::string& peer, const proto::Envelope& env);
+  absl::Status HandleCompare(const std::string& peer, const proto::Envelope& env);
+  absl::Status HandleMetrics(const std::string& peer, const proto::Envelope& env);
+  // Stops every unfinished job of `run_id` (state stopped) and the attempts they run.
+  void StopRun(Staged& s, const std::string& run_id, const std::string& why);
+  // Successive halving: decides every rung that can be decided now, committing the decisions
+  // together with the stops they cause, before any CancelAttempt is sent.
+  void AdvanceHalving();
+
+  // reuse.cc (job memoization)
+  // Sets the identity of `run_id`'s jobs (and of `extra`, not yet indexed) that have none.
+  void AssignIdentities(Staged& s, const std::string& run_id, const std::vector<std::string>& extra = {});
+  std::vector<std::string> JobsWithIdentity(Staged& s, const std::string& identity, const std::string& except);
+  // A job whose dependencies all succeeded: reused (succeeded, reused_from = an identical job
+  // that ran itself and whose outputs verify; a failed verification is recorded as
+  // reuse_rejected), waiting (for an identical job in progress), or ready.
+  void MakeReady(Staged& s, const std::string& job_id);
+  // Jobs that ended in `s` release the jobs waiting for them (called by Commit).
+  void SettleWaiters(Staged& s);
+  // Upstream jobs of `job`'s run that were reused: name -> "<run>/<job>" of their outputs.
+  std::map<std::string, std::string> InputsOf(const JobRecord& job) const;
+  // The job whose outputs `job_id` stands for: its reuse source, or itself.
+  std::string Executor(const std::string& job_id) const;
+
+  // Stages a new run of `spec` (jobs, identities, readiness) and indexes it; on a failed
+  // commit the caller calls UnindexRun.
+  void StageRun(Staged& s, const std::string& run_id, const std::string& submission, const proto::RunSpec& spec,
+                int64_t seq);
+  void UnindexRun(const std::string& run_id);
 
   // Commits `staged` and, only when that succeeds, folds it into memory and sends its outbox.
   absl::Status Commit(Staged& staged);
@@ -107,9 +137,9 @@ class CoordinatorService {
   // Cancels every pending job downstream of `job_id`.
   void CancelDownstream(Staged& s, const std::string& job_id, const std::string& why);
   void FinishRunIfDone(Staged& s, const std::string& run_id);
-  std::vector<std::string> ActiveAttemptsOf(const std::string& worker_id) const;
   std::string LogPath(const std::string& attempt_id) const;
   void Reply(const std::string& peer, const proto::Envelope& request, proto::Envelope reply);
+  void ReplyJson(const std::string& peer, const proto::Envelope& request, const nlohmann::json& doc);
   proto::Envelope CancelAttemptMessage(const std::string& attempt_id) const;
   void Event(Staged& s, const std::string& kind, const std::string& run_id,
              const std::string& job_id, const std::string& attempt_id, const std::string& detail);
@@ -121,29 +151,16 @@ class CoordinatorService {
   std::string endpoint_;
   int64_t started_ms_ = 0;
   int64_t next_seq_ = 1;
+  int64_t next_sweep_seq_ = 1;
+  // Outputs reported by a gang's rank 0 before the last rank finished: attempt -> (path, sha256).
+  std::map<std::string, std::pair<std::string, std::string>> pending_outputs_;
   bool shutdown_requested_ = false;
   bool dirty_ = true;  // something changed that may allow a placement
   int64_t frames_ = 0;
   int64_t malformed_frames_ = 0;
   int64_t send_failures_ = 0;
 
-  std::map<std::string, RunRecord> runs_;
-  std::map<std::string, JobRecord> jobs_;
-  std::map<std::string, AttemptRecord> attempts_;
-  std::map<std::string, WorkerRecord> workers_;
-  std::map<std::string, WorkerLive> live_;
-  std::map<std::string, std::string> run_by_submission_;
-  std::map<std::string, std::vector<std::string>> jobs_by_run_;       // in spec order
-  std::map<std::string, std::vector<std::string>> attempts_by_job_;   // in number order
-  std::map<std::string, int64_t> job_index_;                          // position in its run
-  std::map<std::string, std::vector<std::string>> dependents_;        // job -> jobs waiting on it
-  std::map<std::string, int64_t> open_jobs_;                          // run -> non-terminal jobs
-  std::set<std::string> ready_;                                       // jobs in state ready
-  std::set<std::string> active_attempts_;                             // non-terminal
-  std::map<std::string, std::map<std::string, double>> latest_metrics_;  // job -> key -> value
-  std::map<std::string, std::set<std::string>> finished_ranks_;      // attempt -> workers done
-  std::map<std::string, std::map<int64_t, CheckpointRecord>> checkpoints_;  // job -> step -> record
-  std::map<std::string, proto::JobSpec> job_specs_;                  // job -> its spec
+  CoordinatorState state_;
   std::set<std::string> unreachable_peers_;
   int64_t next_rendezvous_ = 0;
 };

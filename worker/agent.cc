@@ -41,6 +41,13 @@ std::string SafeName(std::string s) {
   return s;
 }
 
+// Assign.inputs as the JSON object the job child's --inputs takes.
+std::string InputsJson(const proto::Assign& assign) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [name, dir] : assign.inputs()) j[name] = dir;
+  return j.dump();
+}
+
 }  // namespace
 
 WorkerAgent::WorkerAgent(WorkerConfig config)
@@ -270,7 +277,8 @@ void WorkerAgent::StartAttempt(const proto::Assign& assign) {
                                    "--attempt-id", assign.attempt_id(), "--attempt",
                                    std::to_string(assign.attempt()), "--work-dir", work,
                                    "--run-dir", config_.artifacts_root + "/" + assign.run_id(),
-                                   "--job-name", job_name, "--progress-fd", "3", "--device",
+                                   "--job-name", job_name, "--progress-fd", "3", "--inputs",
+                                   InputsJson(assign), "--device",
                                    config_.device == "cuda" ? "cuda:" + std::to_string(config_.device_index) : "cpu"};
   if (assign.world_size() > 1) {
     for (const std::string& a : {std::string("--rank"), std::to_string(assign.rank()), std::string("--world-size"),
@@ -393,6 +401,11 @@ void WorkerAgent::DrainProgress(Child& c) {
       c.cause = j.value("cause", "");
       continue;
     }
+    if (kind == "outputs") {
+      c.outputs_path = j.value("path", "");
+      c.outputs_sha256 = j.value("sha256", "");
+      continue;
+    }
     if (c.fenced) continue;
     proto::Envelope env;
     if (kind == "checkpoint") {
@@ -449,6 +462,8 @@ void WorkerAgent::ReapChildren() {
     // 143 without a cancel: the gang stopped together because some rank was preempted.
     f.set_preempted(!c.cancelled && (c.preempted || f.exit_code() == kStoppedExitCode));
     f.set_cause(c.cause);
+    f.set_outputs_path(c.outputs_path);
+    f.set_outputs_sha256(c.outputs_sha256);
     if (f.exit_code() == 127) f.set_cause("job type not implemented on this worker, or exec failed");
     std::fprintf(stderr, "dd2-worker: %s exited (code %d, signal %d)\n", id.c_str(), f.exit_code(), f.signal());
     unacked_[id] = f;

@@ -64,6 +64,7 @@ class WorkerAgent {
     bool preempted = false; // asked to checkpoint and stop by preemption
     bool fenced = false;    // the coordinator no longer owns it: do not report
     std::string cause;      // from the child's "cause" event line
+    std::string outputs_path, outputs_sha256;  // from its "outputs" event line (success)
   };
 
   void Send(proto::Envelope env);

@@ -4,8 +4,11 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 
 #include <CLI/CLI.hpp>
+
+#include "common/job_outputs.h"
 
 namespace dd2 {
 namespace {
@@ -22,7 +25,7 @@ std::map<std::string, JobFn>& Registry() {
 
 JobContext::JobContext(nlohmann::json params, std::string attempt_id, int attempt,
                        std::string work_dir, std::string run_dir, std::string job_name, int progress_fd,
-                       GangPlace gang)
+                       GangPlace gang, std::map<std::string, std::string> inputs)
     : params_(std::move(params)),
       attempt_id_(std::move(attempt_id)),
       attempt_(attempt),
@@ -30,7 +33,14 @@ JobContext::JobContext(nlohmann::json params, std::string attempt_id, int attemp
       run_dir_(std::move(run_dir)),
       job_name_(std::move(job_name)),
       progress_fd_(progress_fd),
-      gang_(std::move(gang)) {}
+      gang_(std::move(gang)),
+      inputs_(std::move(inputs)) {}
+
+std::string JobContext::ArtifactDir(const std::string& job_name) const {
+  auto it = inputs_.find(job_name);
+  if (it == inputs_.end()) return run_dir_ + "/" + job_name;
+  return (std::filesystem::path(run_dir_).parent_path() / it->second).string();
+}
 
 namespace {
 
@@ -70,7 +80,8 @@ const JobFn* FindJobImpl(const std::string& type) {
 
 int RunJobChild(const std::string& type, const std::string& params_json, const std::string& attempt_id,
                 int attempt, const std::string& work_dir, const std::string& run_dir,
-                const std::string& job_name, int progress_fd, const GangPlace& gang) {
+                const std::string& job_name, int progress_fd, const GangPlace& gang,
+                const std::map<std::string, std::string>& inputs) {
   std::signal(SIGTERM, OnStop);
   RegisterBuiltinJobTypes();
   const JobFn* fn = FindJobImpl(type);
@@ -83,13 +94,21 @@ int RunJobChild(const std::string& type, const std::string& params_json, const s
     std::fprintf(stderr, "dd2 job: params are not JSON: %s\n", params_json.c_str());
     return 2;
   }
-  JobContext ctx(std::move(params), attempt_id, attempt, work_dir, run_dir, job_name, progress_fd, gang);
+  JobContext ctx(std::move(params), attempt_id, attempt, work_dir, run_dir, job_name, progress_fd, gang, inputs);
   int code = 1;
   try {  // the boundary for exceptions from LibTorch and friends: a clear message, exit 1
     code = (*fn)(ctx);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dd2 job %s (%s): %s\n", attempt_id.c_str(), type.c_str(), e.what());
     ctx.ReportEvent("cause", {{"cause", std::string(e.what()).substr(0, 500)}});
+  }
+  if (code == 0 && gang.rank == 0) {
+    auto outputs = WriteOutputsManifest(ctx.out_dir());
+    if (outputs.ok()) {
+      ctx.ReportEvent("outputs", {{"path", outputs->path}, {"sha256", outputs->sha256}});
+    } else {  // the job still succeeded; it just cannot be reused
+      std::fprintf(stderr, "dd2 job: no outputs manifest: %s\n", std::string(outputs.status().message()).c_str());
+    }
   }
   std::fflush(stdout);
   std::fflush(stderr);
@@ -98,7 +117,7 @@ int RunJobChild(const std::string& type, const std::string& params_json, const s
 
 int JobRunMain(int argc, char** argv) {
   CLI::App app{"job-run: one job attempt (started by the worker daemon)"};
-  std::string type, params, attempt_id, work_dir = ".", run_dir = ".", job_name = "job";
+  std::string type, params, attempt_id, work_dir = ".", run_dir = ".", job_name = "job", inputs_json = "{}";
   int attempt = 1, progress_fd = -1;
   GangPlace gang;
   app.add_option("--type", type)->required();
@@ -109,6 +128,7 @@ int JobRunMain(int argc, char** argv) {
   app.add_option("--run-dir", run_dir);
   app.add_option("--job-name", job_name);
   app.add_option("--progress-fd", progress_fd);
+  app.add_option("--inputs", inputs_json, "reused upstream jobs: {job name: \"<run>/<job>\"} under the artifacts root");
   app.add_option("--rank", gang.rank, "this attempt's rank in its gang");
   app.add_option("--world-size", gang.world_size, "ranks in the gang");
   app.add_option("--rendezvous", gang.rendezvous, "tcp://HOST:PORT of rank 0's store");
@@ -119,7 +139,14 @@ int JobRunMain(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  return RunJobChild(type, params, attempt_id, attempt, work_dir, run_dir, job_name, progress_fd, gang);
+  std::map<std::string, std::string> inputs;
+  nlohmann::json j = nlohmann::json::parse(inputs_json, nullptr, false);
+  if (j.is_object()) {
+    for (auto& [name, dir] : j.items()) {
+      if (dir.is_string()) inputs[name] = dir.get<std::string>();
+    }
+  }
+  return RunJobChild(type, params, attempt_id, attempt, work_dir, run_dir, job_name, progress_fd, gang, inputs);
 }
 
 }  // namespace dd2

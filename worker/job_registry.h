@@ -32,17 +32,21 @@ struct GangPlace {
 // What a running job may use. Lives in the job child process.
 class JobContext {
  public:
+  // `inputs`: upstream jobs of this run that were reused, job name -> "<run id>/<job name>"
+  // relative to the artifacts root (run_dir's parent) where their outputs are.
   JobContext(nlohmann::json params, std::string attempt_id, int attempt, std::string work_dir,
-             std::string run_dir, std::string job_name, int progress_fd, GangPlace gang = {});
+             std::string run_dir, std::string job_name, int progress_fd, GangPlace gang = {},
+             std::map<std::string, std::string> inputs = {});
   const nlohmann::json& params() const { return params_; }
   const std::string& attempt_id() const { return attempt_id_; }
   int attempt() const { return attempt_; }
   const std::string& work_dir() const { return work_dir_; }
   // Artifacts: every job of a run writes under <run_dir>/<job name>/ (a shared file system on
-  // a cluster); upstream outputs are found there by job name.
+  // a cluster); upstream outputs are found there by job name, or, for an upstream job that
+  // reused an identical job's outputs, in that job's folder.
   const std::string& run_dir() const { return run_dir_; }
   std::string out_dir() const { return run_dir_ + "/" + job_name_; }
-  std::string ArtifactDir(const std::string& job_name) const { return run_dir_ + "/" + job_name; }
+  std::string ArtifactDir(const std::string& job_name) const;
   // Sends step/total and metrics to the worker daemon, which forwards them to the coordinator.
   void ReportProgress(uint64_t step, uint64_t total, const std::map<std::string, double>& metrics);
   // One event line for the worker daemon: {"event": kind, ...fields}. Kinds it forwards:
@@ -61,6 +65,7 @@ class JobContext {
   std::string job_name_;
   int progress_fd_;
   GangPlace gang_;
+  std::map<std::string, std::string> inputs_;
 };
 
 // Returns the process exit code: 0 for success.
@@ -75,10 +80,12 @@ void RegisterSleepJobType();
 const JobFn* FindJobImpl(const std::string& type);
 
 // The job child's entry point: runs one attempt and returns its exit code.
-// An exception escaping the job is reported as the attempt's cause and gives exit code 1.
+// An exception escaping the job is reported as the attempt's cause and gives exit code 1. On
+// success rank 0 writes the outputs manifest (common/job_outputs.h) and reports it ("outputs").
 int RunJobChild(const std::string& type, const std::string& params_json, const std::string& attempt_id,
                 int attempt, const std::string& work_dir, const std::string& run_dir,
-                const std::string& job_name, int progress_fd, const GangPlace& gang = {});
+                const std::string& job_name, int progress_fd, const GangPlace& gang = {},
+                const std::map<std::string, std::string>& inputs = {});
 
 // The job child's command line (`<binary> job-run ...`): parses it and calls RunJobChild.
 // Shared by dd2-worker and dd2-train.

@@ -1,0 +1,22 @@
+#include "coordinator/state.h"
+
+#include "absl/strings/str_split.h"
+
+namespace dd2 {
+
+bool Holds(const AttemptRecord& a, const std::string& worker_id) {
+  for (absl::string_view w : absl::StrSplit(a.worker_ids, ',')) {
+    if (w == worker_id) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> CoordinatorState::ActiveAttemptsOf(const std::string& worker_id) const {
+  std::vector<std::string> out;
+  for (const auto& id : active_attempts) {
+    if (Holds(attempts.at(id), worker_id)) out.push_back(id);
+  }
+  return out;
+}
+
+}  // namespace dd2

@@ -1,0 +1,41 @@
+// The coordinator's read-only documents, built from its committed state in one place: status
+// (every run, or one), a run's jobs with their attempts, checkpoints, workers, sweeps, a sweep's
+// points, and a comparison of runs. dd2ctl --json prints them as they are (the shapes are
+// documented in schemas/PROTOCOL.md); the HTTP API will serve the same documents. Pure functions
+// of the state; call them from the thread that owns it.
+#ifndef DD2_COORDINATOR_VIEWS_H_
+#define DD2_COORDINATOR_VIEWS_H_
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "coordinator/state.h"
+
+namespace dd2 {
+
+// The coordinator's own counters for the status document.
+struct CoordinatorInfo {
+  std::string endpoint;
+  int64_t uptime_ms = 0;
+  int64_t frames = 0;
+  int64_t malformed_frames = 0;
+  int64_t send_failures = 0;
+};
+
+// Every run (run_id empty) with the coordinator's counters, or one run; NotFound for an unknown run.
+absl::StatusOr<nlohmann::json> StatusDocument(const CoordinatorState& s, const std::string& run_id,
+                                              const CoordinatorInfo& info);
+absl::StatusOr<nlohmann::json> JobsDocument(const CoordinatorState& s, const std::string& run_id);
+absl::StatusOr<nlohmann::json> CheckpointsDocument(const CoordinatorState& s, const std::string& run_id);
+nlohmann::json WorkersDocument(const CoordinatorState& s, int64_t now_ms);
+// Every sweep (sweep_id empty) in brief, or one sweep point by point with the grouped view.
+absl::StatusOr<nlohmann::json> SweepsDocument(const CoordinatorState& s, const std::string& sweep_id);
+// The runs side by side: their jobs' states and latest metrics, and the params that differ.
+absl::StatusOr<nlohmann::json> CompareDocument(const CoordinatorState& s, const std::vector<std::string>& run_ids);
+
+}  // namespace dd2
+
+#endif  // DD2_COORDINATOR_VIEWS_H_
