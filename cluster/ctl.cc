@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "cluster/ctl_output.h"
 #include "cluster/local_cluster.h"
+#include "cluster/report.h"
 #include "cluster/sweep_commands.h"
 #include "common/client.h"
 #include "common/home.h"
@@ -176,6 +177,12 @@ int RunCtl(int argc, char** argv) {
   compare_cmd->add_option("runs", compare_runs, "run ids")->required();
   compare_cmd->add_flag("--json", json, "JSON output");
 
+  std::string report_out;
+  auto* report_cmd = app.add_subcommand("report", "PNG plots and report.md for a sweep or a run");
+  report_cmd->add_option("target", target, "sweep id or run id")->required();
+  report_cmd->add_option("--out", report_out, "folder to write into")->required();
+  report_cmd->add_flag("--json", json, "JSON output");
+
   auto* workers_cmd = app.add_subcommand("workers", "registered workers");
   workers_cmd->add_flag("--json", json, "JSON output");
 
@@ -234,6 +241,7 @@ int RunCtl(int argc, char** argv) {
   if (sweep_status_cmd->parsed()) return SweepStatus(client, sweep_id, json, watch);
   if (sweep_cancel_cmd->parsed()) return SweepCancel(client, sweep_id, json);
   if (compare_cmd->parsed()) return Compare(client, compare_runs, json);
+  if (report_cmd->parsed()) return Report(client, target, report_out, json);
   if (submit_cmd->parsed()) {
     proto::Envelope req;
     *req.mutable_submit()->mutable_spec() = *submission.run;

@@ -92,9 +92,9 @@ class CoordinatorService {
   // Sets the identity of `run_id`'s jobs (and of `extra`, not yet indexed) that have none.
   void AssignIdentities(Staged& s, const std::string& run_id, const std::vector<std::string>& extra = {});
   std::vector<std::string> JobsWithIdentity(Staged& s, const std::string& identity, const std::string& except);
-  // A job whose dependencies all succeeded: reused (succeeded, reused_from = an identical job
-  // that ran itself and whose outputs verify; a failed verification is recorded as
-  // reuse_rejected), waiting (for an identical job in progress), or ready.
+  // A job whose dependencies all succeeded: reused (succeeded, reused_from = an identical job of
+  // another run that ran itself and whose outputs verify; a failed verification is recorded as
+  // reuse_rejected), waiting (for an identical job of another run in progress), or ready.
   void MakeReady(Staged& s, const std::string& job_id);
   // Jobs that ended in `s` release the jobs waiting for them (called by Commit).
   void SettleWaiters(Staged& s);

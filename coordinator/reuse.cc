@@ -58,6 +58,7 @@ void CoordinatorService::MakeReady(Staged& s, const std::string& job_id) {
   std::string wait_for;
   for (const auto& other_id : JobsWithIdentity(s, job.identity, job_id)) {
     const JobRecord& other = s.Job(other_id);
+    if (other.run_id == job.run_id) continue;  // a run's own jobs all run, even identical ones
     if (other.state == state::kSucceeded && other.reused_from.empty()) {
       absl::Status verified = other.outputs_path.empty()
                                   ? absl::NotFoundError("it recorded no outputs manifest")
