@@ -88,7 +88,7 @@ absl::Status Draw(const std::string& dir, const Plot& p) {
     }
   }
   std::ofstream g(gp);
-  g << "set terminal pngcairo size 960,600 font \"DejaVu Sans,12\"\n"
+  g << "set terminal pngcairo noenhanced size 960,600 font \"DejaVu Sans,12\"\n"
     << "set output " << Quote(absl::StrCat(dir, "/", p.file, ".png")) << "\n"
     << "set title " << Quote(p.title) << "\n"
     << "set xlabel " << Quote(p.xlabel) << "\nset ylabel " << Quote(p.ylabel) << "\n"

@@ -73,6 +73,8 @@ absl::Status CoordinatorService::Recover() {
   s.points = std::move(snap.points);
   s.decisions = std::move(snap.decisions);
   Fold(s);  // what is already stored: indexed, not written again
+  DD2_ASSIGN_OR_RETURN(std::vector<MetricRecord> latest, store_->LatestMetrics());
+  for (const auto& m : latest) state_.latest_metrics[m.job_id][m.key] = m.value;
   // Indexes that need an order the maps do not give: jobs in spec order, attempts by number.
   for (auto& [run_id, run] : state_.runs) {
     proto::RunSpec spec;

@@ -91,6 +91,14 @@ class InMemoryJobStore : public JobStore {
     return out;
   }
 
+  absl::StatusOr<std::vector<MetricRecord>> LatestMetrics() override {
+    std::map<std::pair<std::string, std::string>, MetricRecord> latest;  // keys sort by step last
+    for (const auto& [key, m] : metrics_) latest[{m.job_id, m.key}] = m;
+    std::vector<MetricRecord> out;
+    for (const auto& [key, m] : latest) out.push_back(m);
+    return out;
+  }
+
  private:
   std::map<std::string, RunRecord> runs_;
   std::map<std::string, JobRecord> jobs_;

@@ -37,6 +37,10 @@ class JobStore {
 
   // Metrics of one job, ordered by (key, step).
   virtual absl::StatusOr<std::vector<MetricRecord>> Metrics(const std::string& job_id) = 0;
+
+  // The newest (highest-step) metric of every (job, key), ordered by (job, key): what the
+  // coordinator shows as a job's metrics, reloaded at start-up.
+  virtual absl::StatusOr<std::vector<MetricRecord>> LatestMetrics() = 0;
 };
 
 std::unique_ptr<JobStore> NewInMemoryJobStore();

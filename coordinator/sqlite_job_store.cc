@@ -206,6 +206,17 @@ class SqliteJobStore : public JobStore {
     return out;
   }
 
+  absl::StatusOr<std::vector<MetricRecord>> LatestMetrics() override {
+    // SQLite takes the bare columns from the row that holds MAX(step).
+    Statement q(db_, "SELECT run_id, job_id, key, MAX(step), value, ts_ms FROM metrics "
+                     "GROUP BY job_id, key ORDER BY job_id, key");
+    std::vector<MetricRecord> out;
+    while (q.Step() == SQLITE_ROW) {
+      out.push_back({q.Text(0), q.Text(1), q.Text(2), q.Int(3), q.Real(4), q.Int(5)});
+    }
+    return out;
+  }
+
  private:
   Statement& Cached(const char* sql) {
     auto& slot = statements_[sql];

@@ -147,6 +147,46 @@ TYPED_TEST(JobStoreConformanceTest, MetricsAtTheSameStepReplaceAndComeBackSorted
   EXPECT_DOUBLE_EQ((*m)[2].value, 0.4);
 }
 
+TYPED_TEST(JobStoreConformanceTest, LatestMetricsAreTheHighestStepOfEachKey) {
+  ASSERT_TRUE(this->store_->Apply(this->NewRun("r-1", "s1")).ok());
+  StoreTx tx;
+  tx.metrics.push_back({"r-1", "r-1/a", "loss", 3, 0.3, 1});
+  tx.metrics.push_back({"r-1", "r-1/a", "loss", 10, 0.1, 1});
+  tx.metrics.push_back({"r-1", "r-1/a", "loss", 7, 0.2, 1});
+  tx.metrics.push_back({"r-1", "r-1/a", "acc", 1, 0.9, 1});
+  ASSERT_TRUE(this->store_->Apply(tx).ok());
+  auto m = this->store_->LatestMetrics();
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->size(), 2u);
+  EXPECT_EQ((*m)[0].key, "acc");
+  EXPECT_EQ((*m)[1].step, 10);
+  EXPECT_DOUBLE_EQ((*m)[1].value, 0.1);
+}
+
+TYPED_TEST(JobStoreConformanceTest, SweepsPointsAndDecisionsLoadBack) {
+  StoreTx tx = this->NewRun("r-1", "s1");
+  tx.jobs[0].identity = std::string(64, 'a');
+  tx.jobs[0].reused_from = "r-0/a";
+  tx.jobs[0].outputs_path = "/x/outputs.json";
+  tx.jobs[0].outputs_sha256 = std::string(64, 'b');
+  tx.sweeps.push_back({"k-s1", "sub", "k", std::string("\x00spec", 5), 1, 100});
+  tx.points.push_back({"k-s1", "id2", 2, R"({"k": 2})", "r-1"});
+  tx.points.push_back({"k-s1", "id1", 1, R"({"k": 1})", "r-1"});
+  tx.decisions.push_back({"k-s1", 10, "id1", true, 0.5, true, 100});
+  tx.decisions.push_back({"k-s1", 10, "id2", false, 0, false, 100});
+  ASSERT_TRUE(this->store_->Apply(tx).ok());
+  auto snap = this->store_->Load();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->jobs, tx.jobs);
+  EXPECT_EQ(snap->sweeps, tx.sweeps);
+  ASSERT_EQ(snap->points.size(), 2u);
+  EXPECT_EQ(snap->points[0], tx.points[1]);  // by number
+  EXPECT_EQ(snap->decisions, tx.decisions);
+  StoreTx dup;
+  dup.sweeps.push_back({"k-s2", "sub", "k", "", 2, 100});
+  EXPECT_TRUE(absl::IsAlreadyExists(this->store_->Apply(dup)));  // a sweep's submission id is unique
+}
+
 TYPED_TEST(JobStoreConformanceTest, EmptyTransactionIsFine) {
   EXPECT_TRUE(this->store_->Apply(StoreTx{}).ok());
   auto snap = this->store_->Load();
