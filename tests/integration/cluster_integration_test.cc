@@ -24,95 +24,14 @@
 #include "common/checkpoint_manifest.h"
 #include "common/home.h"
 #include "common/protocol.h"
+#include "tests/integration/cluster_fixture.h"
 #include "tests/testing/test_util.h"
 
 namespace dd2 {
 namespace {
 
-using Json = nlohmann::json;
-using testing::CommandResult;
 using testing::RunCommand;
 
-const std::string kBin = DD2_BIN_DIR;
-const std::string kSrc = DD2_SOURCE_DIR;
-
-class ClusterTest : public ::testing::Test {
- protected:
-  void SetUp() override { home_ = dir_.path() + "/home"; }
-  void TearDown() override { Ctl({"down"}); }
-
-  CommandResult Ctl(std::vector<std::string> args) {
-    std::vector<std::string> argv = {kBin + "/dd2ctl", "--home", home_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv);
-  }
-
-  void Up(int workers) {
-    auto r = Ctl({"up", "--workers", std::to_string(workers), "--heartbeat-ms", "200",
-                  "--lost-after-ms", "2000", "--retry-backoff-ms", "100"});
-    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  }
-
-  Json CtlJson(std::vector<std::string> args) {
-    args.push_back("--json");
-    auto r = Ctl(args);
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return Json::parse(r.out, nullptr, false);
-  }
-
-  std::string WriteYaml(const std::string& name, const std::string& text) {
-    const std::string path = dir_.path() + "/" + name;
-    std::ofstream(path) << text;
-    return path;
-  }
-
-  std::string SubmitJson(const std::string& path) {
-    Json j = CtlJson({"submit", path});
-    return j.value("run_id", "");
-  }
-
-  // Polls `pred` every 100 ms until it holds or `seconds` pass.
-  static bool WaitFor(const std::function<bool()>& pred, int seconds = 60) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return pred();
-  }
-
-  std::string RunState(const std::string& run) {
-    Json st = CtlJson({"status", run});
-    return st.is_discarded() ? "" : st["run"].value("state", "");
-  }
-
-  int Pid(const std::string& pid_file) {
-    auto text = ReadFile(pid_file);
-    return text.ok() ? std::stoi(*text) : -1;
-  }
-
-  // Rows of a one-column SQL query on the coordinator's database.
-  std::vector<std::string> Sql(const std::string& query) {
-    sqlite3* db = nullptr;
-    std::vector<std::string> rows;
-    if (sqlite3_open_v2((home_ + "/coordinator.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-      sqlite3_close(db);
-      return rows;
-    }
-    sqlite3_stmt* stmt = nullptr;
-    sqlite3_prepare_v2(db, query.c_str(), -1, &stmt, nullptr);
-    while (stmt && sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* t = sqlite3_column_text(stmt, 0);
-      rows.push_back(t ? reinterpret_cast<const char*>(t) : "");
-    }
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-    return rows;
-  }
-
-  testing::TempDir dir_;
-  std::string home_;
-};
 
 TEST_F(ClusterTest, SmokePipelineSucceedsEndToEnd) {
   Up(2);
