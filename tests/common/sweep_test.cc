@@ -186,6 +186,19 @@ TEST(SweepTest, APointsErrorNamesItsValues) {
               ::testing::MatchesRegex("t\\.yaml:4:25: distill\\.k: .* \\(sweep point 2: distill\\.k=0, distill\\.lr=0\\.0001\\)"));
 }
 
+TEST(SweepTest, TheKSweepExampleSharesItsUpstreamStages) {
+  auto s = LoadSubmission(std::string(DD2_SOURCE_DIR) + "/examples/sweep-k.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE(s->sweep.has_value());
+  ASSERT_EQ(s->sweep->points_size(), 8);  // K in {1, 2, 4, 8} x 2 seeds
+  for (const char* job : {"tokenizer", "teacher", "featurenet", "tune"}) {
+    for (int i = 1; i < 8; ++i) EXPECT_EQ(Params(s->sweep->points(i), job), Params(s->sweep->points(0), job)) << job;
+  }
+  EXPECT_EQ(Params(s->sweep->points(7), "distill")["k"], 8);
+  EXPECT_EQ(Params(s->sweep->points(7), "distill")["seed"], 1);
+  EXPECT_EQ(Params(s->sweep->points(7), "eval-dd2")["seed"], 1);
+}
+
 TEST(SweepTest, AFileWithoutASweepIsARun) {
   const std::string path = std::string(DD2_SOURCE_DIR) + "/examples/smoke.yaml";
   auto s = LoadSubmission(path);
