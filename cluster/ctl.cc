@@ -239,7 +239,7 @@ int RunCtl(int argc, char** argv) {
   if (sweep_extend_cmd->parsed()) return SubmitSweep(client, *submission.sweep, "", sweep_id, false, json, wait);
   if (sweep_ls_cmd->parsed()) return SweepList(client, json);
   if (sweep_status_cmd->parsed()) return SweepStatus(client, sweep_id, json, watch);
-  if (sweep_cancel_cmd->parsed()) return SweepCancel(client, sweep_id, json);
+  if (sweep_cancel_cmd->parsed()) return Cancel(client, sweep_id, json);
   if (compare_cmd->parsed()) return Compare(client, compare_runs, json);
   if (report_cmd->parsed()) return Report(client, target, report_out, json);
   if (submit_cmd->parsed()) {
@@ -377,18 +377,7 @@ int RunCtl(int argc, char** argv) {
       if (r.data().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
   }
-  if (cancel_cmd->parsed()) {
-    proto::Envelope req;
-    req.mutable_cancel()->set_target(target);
-    auto reply = client.Call(req);
-    if (!reply.ok()) return Fail(reply.status());
-    if (json) {
-      std::printf("%s\n", Json{{"target", target}, {"cancelled", reply->cancel_reply().cancelled()}}.dump().c_str());
-    } else {
-      std::printf("cancelled %u job(s) of %s\n", reply->cancel_reply().cancelled(), target.c_str());
-    }
-    return kExitOk;
-  }
+  if (cancel_cmd->parsed()) return Cancel(client, target, json);
   if (ckpt_ls_cmd->parsed()) {
     proto::Envelope req;
     req.mutable_checkpoints()->set_run_id(ckpt_run);

@@ -219,15 +219,15 @@ int SweepStatus(CoordinatorClient& client, const std::string& sweep_id, bool jso
   }
 }
 
-int SweepCancel(CoordinatorClient& client, const std::string& sweep_id, bool json) {
+int Cancel(CoordinatorClient& client, const std::string& target, bool json) {
   proto::Envelope req;
-  req.mutable_cancel()->set_target(sweep_id);
+  req.mutable_cancel()->set_target(target);
   auto reply = client.Call(req);
   if (!reply.ok()) return Fail(reply.status());
   if (json) {
-    std::printf("%s\n", Json{{"target", sweep_id}, {"cancelled", reply->cancel_reply().cancelled()}}.dump().c_str());
+    std::printf("%s\n", Json{{"target", target}, {"cancelled", reply->cancel_reply().cancelled()}}.dump().c_str());
   } else {
-    std::printf("cancelled %u job(s) of sweep %s\n", reply->cancel_reply().cancelled(), sweep_id.c_str());
+    std::printf("cancelled %u job(s) of %s\n", reply->cancel_reply().cancelled(), target.c_str());
   }
   return kExitOk;
 }

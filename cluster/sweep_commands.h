@@ -1,5 +1,5 @@
-// dd2ctl's sweep commands (submit of a sweep file, sweep ls / status / cancel / extend) and
-// compare. Each returns the process exit code (cluster/ctl.h) and prints tables, or the
+// dd2ctl's sweep commands (submit of a sweep file, sweep ls / status / cancel / extend), cancel
+// and compare. Each returns the process exit code (cluster/ctl.h) and prints tables, or the
 // coordinator's JSON with --json. Thread-compatible.
 #ifndef DD2_CLUSTER_SWEEP_COMMANDS_H_
 #define DD2_CLUSTER_SWEEP_COMMANDS_H_
@@ -21,7 +21,8 @@ int SweepList(CoordinatorClient& client, bool json);
 // One row per point (swept values, state, progress, final metrics; the best marked), then
 // mean ± std over seeds. `watch`: refresh every second until the sweep ends.
 int SweepStatus(CoordinatorClient& client, const std::string& sweep_id, bool json, bool watch);
-int SweepCancel(CoordinatorClient& client, const std::string& sweep_id, bool json);
+// Cancels a run, a job (<run>/<job>) or every point of a sweep; idempotent.
+int Cancel(CoordinatorClient& client, const std::string& target, bool json);
 int Compare(CoordinatorClient& client, const std::vector<std::string>& run_ids, bool json);
 
 }  // namespace dd2

@@ -286,19 +286,22 @@ std::string ValuesText(const Json& values) {
   return absl::StrJoin(parts, ", ");
 }
 
+// `mode` of the mapping at `path`: min (the default) or max.
+absl::StatusOr<std::string> ParseMode(const YamlChecker& c, const YAML::Node& node, const std::string& path) {
+  if (!node["mode"]) return std::string("min");
+  DD2_ASSIGN_OR_RETURN(std::string mode, c.String(node["mode"], path + ".mode"));
+  if (mode != "min" && mode != "max") {
+    return c.Error(node["mode"].Mark(), path + ".mode", absl::StrCat("expected min or max, got '", mode, "'"));
+  }
+  return mode;
+}
+
 absl::Status ParseEarlyStop(const YamlChecker& c, const YAML::Node& node, const proto::RunSpec& first,
                             proto::EarlyStop& out) {
   DD2_RETURN_IF_ERROR(c.Keys(node, "sweep.early_stop", {"metric", "mode", "rungs", "keep", "job"}));
   if (!node["metric"]) return c.Error(node.Mark(), "sweep.early_stop.metric", "missing required key");
   DD2_ASSIGN_OR_RETURN(*out.mutable_metric(), c.String(node["metric"], "sweep.early_stop.metric"));
-  out.set_mode("min");
-  if (node["mode"]) {
-    DD2_ASSIGN_OR_RETURN(std::string mode, c.String(node["mode"], "sweep.early_stop.mode"));
-    if (mode != "min" && mode != "max") {
-      return c.Error(node["mode"].Mark(), "sweep.early_stop.mode", absl::StrCat("expected min or max, got '", mode, "'"));
-    }
-    out.set_mode(mode);
-  }
+  DD2_ASSIGN_OR_RETURN(*out.mutable_mode(), ParseMode(c, node, "sweep.early_stop"));
   out.set_keep(0.5);
   if (node["keep"]) {
     DD2_ASSIGN_OR_RETURN(double keep, c.Number(node["keep"], "sweep.early_stop.keep", 0, 1));
@@ -356,14 +359,7 @@ absl::Status ParseObjective(const YamlChecker& c, const YAML::Node& node, const 
     return c.Error(node["job"].Mark(), "sweep.objective.job", absl::StrCat("no job named '", out.job(), "' in the run"));
   }
   DD2_ASSIGN_OR_RETURN(*out.mutable_metric(), c.String(node["metric"], "sweep.objective.metric"));
-  out.set_mode("min");
-  if (node["mode"]) {
-    DD2_ASSIGN_OR_RETURN(std::string mode, c.String(node["mode"], "sweep.objective.mode"));
-    if (mode != "min" && mode != "max") {
-      return c.Error(node["mode"].Mark(), "sweep.objective.mode", absl::StrCat("expected min or max, got '", mode, "'"));
-    }
-    out.set_mode(mode);
-  }
+  DD2_ASSIGN_OR_RETURN(*out.mutable_mode(), ParseMode(c, node, "sweep.objective"));
   return absl::OkStatus();
 }
 

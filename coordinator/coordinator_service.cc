@@ -197,6 +197,17 @@ void CoordinatorService::Fold(const Staged& s) {
   dirty_ = true;
 }
 
+void CoordinatorService::StageCancelAttempts(Staged& s, const std::string& job_id) {
+  for (const auto& aid : state_.attempts_by_job[job_id]) {
+    if (!state_.active_attempts.count(aid)) continue;
+    for (absl::string_view w : absl::StrSplit(state_.attempts[aid].worker_ids, ',')) {
+      auto live = state_.live.find(std::string(w));
+      if (live == state_.live.end() || live->second.peer.empty()) continue;
+      s.outbox.push_back({live->second.peer, CancelAttemptMessage(aid)});
+    }
+  }
+}
+
 proto::Envelope CoordinatorService::CancelAttemptMessage(const std::string& attempt_id) const {
   proto::Envelope env;
   env.set_sender("coordinator");
@@ -1044,15 +1055,7 @@ absl::Status CoordinatorService::HandleCancel(const std::string& peer, const pro
     j.updated_ms = now;
     ++count;
     Event(s, "job_cancelled", j.run_id, j.id, "", "cancelled by user");
-    for (const auto& aid : state_.attempts_by_job[id]) {
-      if (!state_.active_attempts.count(aid)) continue;
-      for (absl::string_view w : absl::StrSplit(state_.attempts[aid].worker_ids, ',')) {
-        auto live = state_.live.find(std::string(w));
-        if (live == state_.live.end() || live->second.peer.empty()) continue;
-        proto::Envelope cancel = CancelAttemptMessage(aid);
-        s.outbox.push_back({live->second.peer, cancel});
-      }
-    }
+    StageCancelAttempts(s, id);
   }
   // Jobs waiting on a cancelled job can no longer run.
   for (const auto& run_id : run_ids) {

@@ -141,6 +141,8 @@ class CoordinatorService {
   void Reply(const std::string& peer, const proto::Envelope& request, proto::Envelope reply);
   void ReplyJson(const std::string& peer, const proto::Envelope& request, const nlohmann::json& doc);
   proto::Envelope CancelAttemptMessage(const std::string& attempt_id) const;
+  // Stages a CancelAttempt to every connected rank of each active attempt of `job_id`.
+  void StageCancelAttempts(Staged& s, const std::string& job_id);
   void Event(Staged& s, const std::string& kind, const std::string& run_id,
              const std::string& job_id, const std::string& attempt_id, const std::string& detail);
 

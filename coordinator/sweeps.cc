@@ -4,7 +4,6 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "common/protocol.h"
 #include "common/run_spec.h"
 #include "common/status_macros.h"
@@ -145,14 +144,7 @@ void CoordinatorService::StopRun(Staged& s, const std::string& run_id, const std
     j.failure = why;
     j.updated_ms = now;
     Event(s, "job_stopped", run_id, id, "", why);
-    for (const auto& aid : state_.attempts_by_job[id]) {
-      if (!state_.active_attempts.count(aid)) continue;
-      for (absl::string_view w : absl::StrSplit(state_.attempts[aid].worker_ids, ',')) {
-        auto live = state_.live.find(std::string(w));
-        if (live == state_.live.end() || live->second.peer.empty()) continue;
-        s.outbox.push_back({live->second.peer, CancelAttemptMessage(aid)});
-      }
-    }
+    StageCancelAttempts(s, id);
   }
   FinishRunIfDone(s, run_id);
 }

@@ -8,39 +8,21 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/testing/test_util.h"
+
 namespace dd2 {
 namespace {
 
 const std::string kBadDir = std::string(DD2_SOURCE_DIR) + "/tests/data/bad_run_yaml";
 
-std::vector<std::string> BadFiles() {
-  std::vector<std::string> files;
-  for (const auto& e : std::filesystem::directory_iterator(kBadDir)) files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  return files;
-}
+std::vector<std::string> BadFiles() { return testing::SortedFiles(kBadDir); }
 
 TEST(RunSpecTest, ThereAreAtLeastThirtyMalformedFiles) { EXPECT_GE(BadFiles().size(), 30u); }
 
 // Each file's first line says `# expect: TEXT`; the error must contain TEXT and start with
 // FILE:LINE:COLUMN.
 TEST(RunSpecTest, EveryMalformedFileIsRejectedWithItsLocation) {
-  for (const auto& path : BadFiles()) {
-    SCOPED_TRACE(path);
-    std::ifstream in(path);
-    std::string first;
-    std::getline(in, first);
-    ASSERT_EQ(first.rfind("# expect: ", 0), 0u) << "missing expectation line";
-    const std::string expect = first.substr(10);
-    auto spec = LoadRunSpec(path);
-    ASSERT_FALSE(spec.ok());
-    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
-    const std::string msg(spec.status().message());
-    EXPECT_TRUE(std::regex_search(msg, std::regex("^" + std::regex_replace(path, std::regex("[.]"), "\\.") +
-                                                  ":[0-9]+:[0-9]+: ")))
-        << msg;
-    EXPECT_THAT(msg, ::testing::HasSubstr(expect));
-  }
+  for (const auto& path : BadFiles()) testing::ExpectLocatedError(path, LoadRunSpec(path).status());
 }
 
 TEST(RunSpecTest, SmokeExampleParsesWithDefaultsFilled) {

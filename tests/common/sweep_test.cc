@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/testing/test_util.h"
+
 namespace dd2 {
 namespace {
 
@@ -148,34 +150,13 @@ sweep:
   EXPECT_DOUBLE_EQ(s.early_stop().keep(), 0.5);
 }
 
-std::vector<std::string> BadFiles() {
-  std::vector<std::string> files;
-  for (const auto& e : std::filesystem::directory_iterator(kBadDir)) files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-TEST(SweepTest, AtLeastTenMalformedSweepBlocks) { EXPECT_GE(BadFiles().size(), 10u); }
+TEST(SweepTest, AtLeastTenMalformedSweepBlocks) { EXPECT_GE(testing::SortedFiles(kBadDir).size(), 10u); }
 
 // Each file's first line says `# expect: TEXT`; the error must contain TEXT and start with
 // FILE:LINE:COLUMN pointing into the sweep block (line 4 or later).
 TEST(SweepTest, EveryMalformedSweepIsRejectedWithItsLocation) {
-  for (const auto& path : BadFiles()) {
-    SCOPED_TRACE(path);
-    std::ifstream in(path);
-    std::string first;
-    std::getline(in, first);
-    ASSERT_EQ(first.rfind("# expect: ", 0), 0u) << "missing expectation line";
-    auto s = LoadSubmission(path);
-    ASSERT_FALSE(s.ok());
-    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
-    const std::string msg(s.status().message());
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(msg, m, std::regex("^" + std::regex_replace(path, std::regex("[.]"), "\\.") +
-                                                     ":([0-9]+):[0-9]+: ")))
-        << msg;
-    EXPECT_GE(std::stoi(m[1]), 4) << msg;
-    EXPECT_THAT(msg, ::testing::HasSubstr(first.substr(10)));
+  for (const auto& path : testing::SortedFiles(kBadDir)) {
+    EXPECT_GE(testing::ExpectLocatedError(path, LoadSubmission(path).status()), 4) << path;
   }
 }
 

@@ -5,14 +5,42 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
+
+#include <gtest/gtest.h>
 
 #include "common/process.h"
 
 namespace dd2::testing {
+
+std::vector<std::string> SortedFiles(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+int ExpectLocatedError(const std::string& path, const absl::Status& st) {
+  std::ifstream in(path);
+  std::string first;
+  std::getline(in, first);
+  EXPECT_EQ(first.rfind("# expect: ", 0), 0u) << path << ": missing expectation line";
+  EXPECT_FALSE(st.ok()) << path;
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << path;
+  const std::string msg(st.message());
+  std::smatch m;
+  const bool located = std::regex_search(
+      msg, m, std::regex("^" + std::regex_replace(path, std::regex("[.]"), "\\.") + ":([0-9]+):[0-9]+: "));
+  EXPECT_TRUE(located) << msg;
+  EXPECT_NE(msg.find(first.substr(std::min<size_t>(10, first.size()))), std::string::npos)
+      << path << ": " << msg << " lacks '" << first.substr(std::min<size_t>(10, first.size())) << "'";
+  return located ? std::stoi(m[1]) : 0;
+}
 
 TempDir::TempDir() {
   const char* tmp = std::getenv("TMPDIR");

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace dd2::testing {
 
 // A fresh directory under $TMPDIR (or /tmp), removed by the destructor.
@@ -24,6 +26,14 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
+
+// The files in `dir`, sorted by path.
+std::vector<std::string> SortedFiles(const std::string& dir);
+
+// For a malformed-input fixture whose first line is `# expect: TEXT`: checks that `st` is
+// InvalidArgument with the text "PATH:LINE:COLUMN: ..." containing TEXT, and returns LINE (0
+// when the location is missing).
+int ExpectLocatedError(const std::string& path, const absl::Status& st);
 
 // Runs argv (no shell) with extra environment `env` ("K=V"), waiting for it to exit.
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
