@@ -16,6 +16,7 @@
 #include "cluster/ctl_output.h"
 #include "cluster/local_cluster.h"
 #include "cluster/report.h"
+#include "cluster/slurm_commands.h"
 #include "cluster/sweep_commands.h"
 #include "common/client.h"
 #include "common/home.h"
@@ -96,6 +97,9 @@ std::string RandomId() {
 int RunCtl(int argc, char** argv) {
   CLI::App app{"dd2ctl: submit and watch dd2 runs"};
   app.require_subcommand(1);
+  // Global options are accepted after the subcommand too (`dd2ctl up --home DIR`); subcommands
+  // made below inherit this.
+  app.fallthrough();
   Common common;
   app.add_option("--home", common.home, "dd2 home (default $DD2_HOME or ./.dd2)");
   app.add_option("--endpoint", common.endpoint, "coordinator endpoint (default: recorded in the home)");
@@ -186,6 +190,40 @@ int RunCtl(int argc, char** argv) {
   auto* workers_cmd = app.add_subcommand("workers", "registered workers");
   workers_cmd->add_flag("--json", json, "JSON output");
 
+  auto* slurm_cmd = app.add_subcommand("slurm", "workers started by SLURM: launch, ls, cancel");
+  slurm_cmd->require_subcommand(1);
+  SlurmLaunchSpec launch;
+  bool dry_run = false;
+  auto* slurm_launch_cmd =
+      slurm_cmd->add_subcommand("launch", "submit an sbatch script that starts one dd2-worker per GPU");
+  slurm_launch_cmd->add_option("--nodes", launch.nodes, "nodes")->check(CLI::Range(1, 4096))->capture_default_str();
+  slurm_launch_cmd->add_option("--gpus-per-node", launch.workers_per_node, "GPUs per node: one worker each")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  slurm_launch_cmd->add_option("--device", launch.device, "cuda, or cpu for clusters or tests without GPUs")
+      ->check(CLI::IsMember({"cuda", "cpu"}))
+      ->capture_default_str();
+  slurm_launch_cmd->add_option("--partition", launch.partition, "SLURM partition (default: the cluster's)");
+  slurm_launch_cmd->add_option("--time", launch.time_limit, "time limit, e.g. 4:00:00 (default: the partition's)");
+  slurm_launch_cmd->add_option("--account", launch.account, "SLURM account");
+  slurm_launch_cmd->add_option("--sbatch-arg", launch.sbatch_args, "another sbatch option, e.g. --qos=high (repeatable)");
+  slurm_launch_cmd->add_option("--grace-s", launch.grace_s, "USR1 this long before the time limit: checkpoint and hand back")
+      ->capture_default_str();
+  slurm_launch_cmd->add_option("--threads", launch.threads, "intra-op threads per job (0: LibTorch's default)")
+      ->capture_default_str();
+  slurm_launch_cmd->add_option("--idle-exit-s", launch.idle_exit_s, "workers idle this long exit (0: never)")
+      ->capture_default_str();
+  slurm_launch_cmd->add_option("--storage", launch.home,
+                               "shared storage root the workers use as their dd2 home (default: --home)");
+  slurm_launch_cmd->add_option("--worker", launch.worker_binary, "dd2-worker on the nodes (default: beside dd2ctl)");
+  slurm_launch_cmd->add_flag("--dry-run", dry_run, "print the sbatch script and submit nothing");
+  slurm_launch_cmd->add_flag("--json", json, "JSON output");
+  auto* slurm_ls_cmd = slurm_cmd->add_subcommand("ls", "allocations with SLURM's state and their workers");
+  slurm_ls_cmd->add_flag("--json", json, "JSON output");
+  auto* slurm_cancel_cmd = slurm_cmd->add_subcommand("cancel", "scancel an allocation (its jobs are rescheduled)");
+  slurm_cancel_cmd->add_option("allocation", target, "allocation id (alloc-N) or SLURM job id")->required();
+  slurm_cancel_cmd->add_flag("--json", json, "JSON output");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -232,6 +270,12 @@ int RunCtl(int argc, char** argv) {
   if (endpoint_cmd->parsed()) {
     std::printf("%s\n", endpoint->c_str());
     return kExitOk;
+  }
+  if (slurm_cmd->parsed()) {
+    auto slurm = NewShellSlurmCommands();
+    if (slurm_launch_cmd->parsed()) return SlurmLaunch(&client, *endpoint, home, launch, dry_run, json, *slurm);
+    if (slurm_ls_cmd->parsed()) return SlurmList(client, json);
+    return SlurmCancel(client, target, json, *slurm);
   }
   if (submit_cmd->parsed() && submission.sweep) {
     return SubmitSweep(client, *submission.sweep, id.empty() ? RandomId() : id, "", no_reuse, json, wait);
@@ -405,14 +449,21 @@ int RunCtl(int argc, char** argv) {
       std::printf("%s\n", st->dump().c_str());
       return kExitOk;
     }
-    std::vector<std::vector<std::string>> rows = {{"WORKER", "HOST", "DEVICE", "STATE", "SLOTS", "SILENT", "ATTEMPTS"}};
+    std::vector<std::vector<std::string>> rows = {
+        {"WORKER", "HOST", "DEVICE", "STATE", "SLOTS", "SILENT", "SLURM JOB/RANK/LOCAL/RESTART@NODE", "ATTEMPTS"}};
     for (const auto& w : (*st)["workers"]) {
       std::string attempts;
       for (const auto& a : w["attempts"]) absl::StrAppend(&attempts, attempts.empty() ? "" : ",", a.get<std::string>());
+      const Json& sl = w["slurm"];
+      const std::string slurm =
+          sl.is_null() ? "-"
+                       : absl::StrCat(sl["job_id"].get<std::string>(), "/", sl["procid"].get<int64_t>(), "/",
+                                      sl["localid"].get<int64_t>(), "/", sl["restart_count"].get<int64_t>(), "@",
+                                      sl["node"].get<std::string>());
       rows.push_back({w["id"], w["host"], absl::StrCat(w["device"].get<std::string>(), ":", w["device_index"].get<int64_t>()),
                       w["state"], absl::StrCat(w["used"].get<int64_t>(), "/", w["slots"].get<int64_t>()),
                       w["silent_ms"].get<int64_t>() < 0 ? "-" : absl::StrCat(w["silent_ms"].get<int64_t>(), "ms"),
-                      attempts});
+                      slurm, attempts});
     }
     PrintTable(rows);
     return kExitOk;

@@ -62,7 +62,7 @@ void PrintSweep(const Json& w) {
     std::printf("objective: %s of %s (%s); * marks the best finished point\n", metric.c_str(),
                 obj.value("job", "").c_str(), obj.value("mode", "min").c_str());
   }
-  if (w.contains("early_stop")) {
+  if (w.contains("early_stop") && w["early_stop"].is_object()) {
     const Json& e = w["early_stop"];
     std::vector<std::string> rungs;
     for (const auto& r : e["rungs"]) rungs.push_back(std::to_string(r.get<int64_t>()));

@@ -32,6 +32,9 @@ struct CoordinatorConfig {
   // [base, base + span).
   int64_t rendezvous_port_base = 29500;
   int64_t rendezvous_port_span = 1000;
+  // A YAML file of autoscaler settings (coordinator/autoscale.h): submit SLURM allocations of
+  // workers when ready jobs wait. "" = no autoscaling.
+  std::string slurm_autoscale;
 };
 
 // InvalidArgument naming the field when a value is out of range.

@@ -68,6 +68,7 @@ absl::Status CoordinatorService::Recover() {
   for (auto& j : snap.jobs) s.jobs[j.id] = std::move(j);
   for (auto& a : snap.attempts) s.attempts[a.id] = std::move(a);
   for (auto& w : snap.workers) s.workers[w.id] = std::move(w);
+  for (auto& a : snap.allocations) s.allocations[a.id] = std::move(a);
   s.checkpoints = std::move(snap.checkpoints);
   s.sweeps = std::move(snap.sweeps);
   s.points = std::move(snap.points);
@@ -140,6 +141,7 @@ absl::Status CoordinatorService::Commit(Staged& s) {
   for (auto& [id, r] : s.jobs) tx.jobs.push_back(r);
   for (auto& [id, r] : s.attempts) tx.attempts.push_back(r);
   for (auto& [id, r] : s.workers) tx.workers.push_back(r);
+  for (auto& [id, r] : s.allocations) tx.allocations.push_back(r);
   tx.checkpoints = s.checkpoints;
   tx.events = s.events;
   tx.metrics = s.metrics;
@@ -181,6 +183,10 @@ void CoordinatorService::Fold(const Staged& s) {
     }
   }
   for (auto& [id, r] : s.workers) state_.workers[id] = r;
+  for (auto& [id, r] : s.allocations) {
+    state_.allocations[id] = r;
+    next_allocation_seq_ = std::max(next_allocation_seq_, r.seq + 1);
+  }
   for (auto& c : s.checkpoints) state_.checkpoints[c.job_id][c.step] = c;
   for (auto& m : s.metrics) state_.latest_metrics[m.job_id][m.key] = m.value;
   for (auto& w : s.sweeps) {
@@ -275,6 +281,8 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
     case proto::Envelope::kSweeps: st = HandleSweeps(peer, env); break;
     case proto::Envelope::kCompare: st = HandleCompare(peer, env); break;
     case proto::Envelope::kMetrics: st = HandleMetrics(peer, env); break;
+    case proto::Envelope::kSlurmRecord: st = HandleSlurmRecord(peer, env); break;
+    case proto::Envelope::kSlurmList: st = HandleSlurmList(peer, env); break;
     case proto::Envelope::kShutdown: {
       st = CheckVersion(env);
       if (st.ok()) {
@@ -337,6 +345,14 @@ absl::Status CoordinatorService::HandleHello(const std::string& peer, const prot
   const bool known = !w.id.empty();
   w = WorkerRecord{h.worker_id(), h.host(), h.device(), h.device_index(), h.slots(), h.pid(),
                    state::kAlive, now, now};
+  if (h.has_slurm() && !h.slurm().job_id().empty()) {
+    if (h.slurm().job_id().size() > 64) return absl::InvalidArgumentError("Hello: slurm.job_id longer than 64");
+    w.slurm_job_id = h.slurm().job_id();
+    w.slurm_procid = h.slurm().procid();
+    w.slurm_localid = h.slurm().localid();
+    w.slurm_restart_count = h.slurm().restart_count();
+    w.slurm_node = h.slurm().node().substr(0, 255);
+  }
   Event(s, known ? "worker_reregistered" : "worker_registered", "", "", "", h.worker_id());
   proto::Envelope welcome;
   welcome.mutable_welcome()->set_heartbeat_interval_ms(static_cast<uint32_t>(config_.heartbeat_interval_ms));
@@ -493,14 +509,14 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
     a.cause = job.state == state::kStopped ? "stopped by successive halving" : "cancelled";
   } else if (f.preempted()) {
     a.state = state::kPreempted;
-    a.cause = "preempted";
+    a.cause = f.cause().empty() ? "preempted" : f.cause().substr(0, 512);
     job.state = state::kReady;  // at once, and no retry is used
     job.failure.clear();
     job.updated_ms = now;
     Event(s, "attempt_preempted", job.run_id, job.id, a.id,
-          absl::StrCat("rank ", env.sender(), " preempted; rescheduled, retry budget unchanged"));
-  } else if (ranks.size() > 1 && absl::StartsWith(f.cause(), "gang peer lost")) {
-    a.state = state::kLost;  // another rank went away: infrastructure, not the job's fault
+          absl::StrCat("rank ", env.sender(), " preempted (", a.cause, "); rescheduled, retry budget unchanged"));
+  } else if (f.infrastructure() || (ranks.size() > 1 && absl::StartsWith(f.cause(), "gang peer lost"))) {
+    a.state = state::kLost;  // SLURM, or another rank that went away: infrastructure, not the job's fault
     a.cause = f.cause().substr(0, 512);
     Event(s, "attempt_lost", job.run_id, job.id, a.id, a.cause);
     RetryOrFail(s, job.id, a.cause, true);
@@ -690,6 +706,7 @@ void CoordinatorService::Tick() {
   }
   for (const auto& id : lost) MarkLost(id, absl::StrCat("no message for more than ", config_.lost_after_ms, " ms"));
   AdvanceHalving();
+  SlurmTick();
   for (const auto& [id, job] : state_.jobs) {
     if (job.state == state::kRetrying && job.not_before_ms <= now) {
       Staged s(this);

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -19,9 +20,12 @@
 
 #include "absl/status/status.h"
 #include "common/clock.h"
+#include "common/slurm.h"
+#include "coordinator/autoscale.h"
 #include "coordinator/config.h"
 #include "coordinator/job_store.h"
 #include "coordinator/state.h"
+#include "coordinator/views.h"
 #include "schemas/dd2.pb.h"
 
 namespace dd2 {
@@ -46,6 +50,12 @@ class CoordinatorService {
 
   // Liveness, retry backoff and scheduling; call at least every heartbeat interval.
   void Tick();
+
+  // SLURM: the commands the coordinator runs (polling allocation states; autoscaling) and, with
+  // `autoscale`, the autoscaler's settings; `base` carries what every rendered sbatch script
+  // needs (coordinator endpoint, storage root, dd2-worker path). Without a call, allocations
+  // recorded by dd2ctl are polled with the real commands.
+  void SetSlurm(std::unique_ptr<SlurmCommands> slurm, std::optional<AutoscaleConfig> autoscale, SlurmLaunchSpec base);
 
   // The endpoint reported by `status`.
   void SetEndpoint(std::string endpoint) { endpoint_ = std::move(endpoint); }
@@ -82,6 +92,14 @@ class CoordinatorService {
   absl::Status HandleSweeps(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleCompare(const std::string& peer, const proto::Envelope& env);
   absl::Status HandleMetrics(const std::string& peer, const proto::Envelope& env);
+  // slurm_service.cc
+  absl::Status HandleSlurmRecord(const std::string& peer, const proto::Envelope& env);
+  absl::Status HandleSlurmList(const std::string& peer, const proto::Envelope& env);
+  // Every poll_s: reads SLURM's job states into the allocations (and adopts the job an
+  // interrupted autoscaler submission made), then lets the autoscaler act.
+  void SlurmTick();
+  void PollSlurm();
+  void Autoscale();
   // Stops every unfinished job of `run_id` (state stopped) and the attempts they run.
   void StopRun(Staged& s, const std::string& run_id, const std::string& why);
   // Successive halving: decides every rung that can be decided now, committing the decisions
@@ -165,6 +183,14 @@ class CoordinatorService {
   CoordinatorState state_;
   std::set<std::string> unreachable_peers_;
   int64_t next_rendezvous_ = 0;
+
+  // SLURM (slurm_service.cc).
+  std::unique_ptr<SlurmCommands> slurm_;
+  std::optional<AutoscaleConfig> autoscale_;
+  SlurmLaunchSpec slurm_base_;
+  int64_t next_allocation_seq_ = 1;
+  int64_t next_slurm_poll_ms_ = 0;
+  SlurmInfo slurm_info_;
 };
 
 }  // namespace dd2

@@ -39,6 +39,18 @@ class InMemoryJobStore : public JobStore {
     for (const auto& r : tx.jobs) jobs_[r.id] = r;
     for (const auto& r : tx.attempts) attempts_[r.id] = r;
     for (const auto& r : tx.workers) workers_[r.id] = r;
+    for (const auto& a : tx.allocations) {
+      auto [it, inserted] = allocations_.try_emplace(a.id, a);
+      if (!inserted) {  // like SQLite's upsert: what was asked stays
+        SlurmAllocationRecord updated = it->second;
+        updated.slurm_job_id = a.slurm_job_id;
+        updated.state = a.state;
+        updated.reason = a.reason;
+        updated.restarts = a.restarts;
+        updated.updated_ms = a.updated_ms;
+        it->second = updated;
+      }
+    }
     for (const auto& c : tx.checkpoints) {
       auto [it, inserted] = checkpoints_.try_emplace({c.job_id, c.step}, c);
       if (!inserted) {  // like SQLite's upsert: run_id and created_ms stay
@@ -69,6 +81,9 @@ class InMemoryJobStore : public JobStore {
       return std::tie(a.sweep_id, a.number) < std::tie(b.sweep_id, b.number);
     });
     for (const auto& [key, d] : decisions_) s.decisions.push_back(d);
+    for (const auto& [id, a] : allocations_) s.allocations.push_back(a);
+    std::sort(s.allocations.begin(), s.allocations.end(),
+              [](const SlurmAllocationRecord& a, const SlurmAllocationRecord& b) { return a.seq < b.seq; });
     return s;
   }
 
@@ -104,6 +119,7 @@ class InMemoryJobStore : public JobStore {
   std::map<std::string, JobRecord> jobs_;
   std::map<std::string, AttemptRecord> attempts_;
   std::map<std::string, WorkerRecord> workers_;
+  std::map<std::string, SlurmAllocationRecord> allocations_;
   std::map<std::pair<std::string, int64_t>, CheckpointRecord> checkpoints_;
   std::vector<EventRecord> events_;
   std::map<std::string, SweepRecord> sweeps_;

@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
   app.add_option("--cancel-grace-ms", config.cancel_grace_ms, "SIGTERM-to-SIGKILL grace on cancel")->capture_default_str();
   app.add_option("--rendezvous-port-base", config.rendezvous_port_base, "first port for gang rendezvous")->capture_default_str();
   app.add_option("--rendezvous-port-span", config.rendezvous_port_span, "ports used for gang rendezvous")->capture_default_str();
+  app.add_option("--slurm-autoscale", config.slurm_autoscale,
+                 "YAML of autoscaler settings: submit SLURM allocations of workers when ready jobs wait")
+      ->check(CLI::ExistingFile);
   bool endpoint_given = false;
   app.callback([&] { endpoint_given = app.count("--endpoint") > 0; });
   CLI11_PARSE(app, argc, argv);

@@ -101,7 +101,35 @@ struct WorkerRecord {
   std::string state;
   int64_t registered_ms = 0;
   int64_t last_seen_ms = 0;
+  // Inside a SLURM allocation (from Hello): its job id ("" = not under SLURM), the task's rank,
+  // node-local rank, restart count and node.
+  std::string slurm_job_id;
+  int64_t slurm_procid = -1;
+  int64_t slurm_localid = -1;
+  int64_t slurm_restart_count = -1;
+  std::string slurm_node;
   bool operator==(const WorkerRecord&) const = default;
+};
+
+// One sbatch submission of workers (dd2ctl slurm launch, or the autoscaler), keyed by id.
+struct SlurmAllocationRecord {
+  std::string id;             // "alloc-<seq>"
+  int64_t seq = 0;
+  std::string origin;         // "launch" or "autoscale"
+  std::string slurm_job_id;   // "" while an autoscaler submission has not been answered
+  int64_t nodes = 1;
+  int64_t workers_per_node = 1;
+  std::string device;
+  std::string partition;
+  std::string time_limit;
+  std::string account;
+  std::string script;
+  std::string state;          // "submitting", "sbatch failed", SLURM's job state, or "ended"
+  std::string reason;
+  int64_t restarts = 0;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  bool operator==(const SlurmAllocationRecord&) const = default;
 };
 
 // One committed checkpoint of a job, keyed by (job_id, step).
@@ -185,9 +213,11 @@ struct StoreTx {
   std::vector<SweepRecord> sweeps;          // inserted once, never changed
   std::vector<SweepPointRecord> points;     // inserted once, never changed
   std::vector<HalvingDecisionRecord> decisions;  // inserted once, never changed
+  std::vector<SlurmAllocationRecord> allocations;
   bool empty() const {
     return runs.empty() && jobs.empty() && attempts.empty() && workers.empty() && checkpoints.empty() &&
-           events.empty() && metrics.empty() && sweeps.empty() && points.empty() && decisions.empty();
+           events.empty() && metrics.empty() && sweeps.empty() && points.empty() && decisions.empty() &&
+           allocations.empty();
   }
 };
 
@@ -201,6 +231,7 @@ struct StoreSnapshot {
   std::vector<SweepRecord> sweeps;
   std::vector<SweepPointRecord> points;       // ordered by (sweep_id, number)
   std::vector<HalvingDecisionRecord> decisions;  // ordered by (sweep_id, rung, identity)
+  std::vector<SlurmAllocationRecord> allocations;  // ordered by seq
 };
 
 }  // namespace dd2

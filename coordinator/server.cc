@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
@@ -24,6 +25,10 @@ absl::Status CoordinatorServer::Run() {
   std::error_code ec;
   std::filesystem::create_directories(config_.home + "/logs", ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", config_.home, ": ", ec.message()));
+  std::optional<AutoscaleConfig> autoscale;
+  if (!config_.slurm_autoscale.empty()) {
+    DD2_ASSIGN_OR_RETURN(autoscale, LoadAutoscaleConfig(config_.slurm_autoscale));
+  }
   DD2_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenSqliteJobStore(config_.home + "/coordinator.db"));
 
   zmq::context_t context(1);
@@ -40,6 +45,11 @@ absl::Status CoordinatorServer::Run() {
                              });
   service_ptr = &service;
   service.SetEndpoint(bound);
+  SlurmLaunchSpec base;
+  base.coordinator = bound;
+  base.home = std::filesystem::absolute(config_.home).lexically_normal().string();
+  base.worker_binary = (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "dd2-worker").string();
+  service.SetSlurm(NewShellSlurmCommands(10000), std::move(autoscale), base);
   DD2_RETURN_IF_ERROR(service.Recover());
   DD2_RETURN_IF_ERROR(WriteFileAtomic(config_.home + "/endpoint", bound + "\n"));
   std::fprintf(stderr, "dd2-coordinator: listening on %s, home %s\n", bound.c_str(), config_.home.c_str());

@@ -152,11 +152,13 @@ class SqliteJobStore : public JobStore {
                             attempts.Int(8), attempts.Text(9)});
     }
     Statement workers(db_, "SELECT id, host, device, device_index, slots, pid, state, "
-                           "registered_ms, last_seen_ms FROM workers ORDER BY id");
+                           "registered_ms, last_seen_ms, slurm_job_id, slurm_procid, slurm_localid, "
+                           "slurm_restart_count, slurm_node FROM workers ORDER BY id");
     while (workers.Step() == SQLITE_ROW) {
       s.workers.push_back({workers.Text(0), workers.Text(1), workers.Text(2), workers.Int(3),
                            workers.Int(4), workers.Int(5), workers.Text(6), workers.Int(7),
-                           workers.Int(8)});
+                           workers.Int(8), workers.Text(9), workers.Int(10), workers.Int(11),
+                           workers.Int(12), workers.Text(13)});
     }
     Statement ckpts(db_, "SELECT run_id, job_id, attempt_id, step, path, sha256, bytes, state, "
                          "created_ms, metrics_json FROM checkpoints ORDER BY job_id, step");
@@ -179,6 +181,15 @@ class SqliteJobStore : public JobStore {
     while (decisions.Step() == SQLITE_ROW) {
       s.decisions.push_back({decisions.Text(0), decisions.Int(1), decisions.Text(2), decisions.Int(3) != 0,
                              decisions.Real(4), decisions.Int(5) != 0, decisions.Int(6)});
+    }
+    Statement allocations(db_, "SELECT id, seq, origin, slurm_job_id, nodes, workers_per_node, device, partition, "
+                               "time_limit, account, script, state, reason, restarts, created_ms, updated_ms "
+                               "FROM slurm_allocations ORDER BY seq");
+    while (allocations.Step() == SQLITE_ROW) {
+      Statement& a = allocations;
+      s.allocations.push_back({a.Text(0), a.Int(1), a.Text(2), a.Text(3), a.Int(4), a.Int(5), a.Text(6), a.Text(7),
+                               a.Text(8), a.Text(9), a.Text(10), a.Text(11), a.Text(12), a.Int(13), a.Int(14),
+                               a.Int(15)});
     }
     return s;
   }
@@ -271,12 +282,18 @@ class SqliteJobStore : public JobStore {
     for (const auto& r : tx.workers) {
       Statement& s = Cached(
           "INSERT INTO workers (id, host, device, device_index, slots, pid, state, registered_ms, "
-          "last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO UPDATE SET "
+          "last_seen_ms, slurm_job_id, slurm_procid, slurm_localid, slurm_restart_count, slurm_node) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT(id) DO UPDATE SET "
           "host = excluded.host, device = excluded.device, device_index = excluded.device_index, "
           "slots = excluded.slots, pid = excluded.pid, state = excluded.state, "
-          "registered_ms = excluded.registered_ms, last_seen_ms = excluded.last_seen_ms");
+          "registered_ms = excluded.registered_ms, last_seen_ms = excluded.last_seen_ms, "
+          "slurm_job_id = excluded.slurm_job_id, slurm_procid = excluded.slurm_procid, "
+          "slurm_localid = excluded.slurm_localid, slurm_restart_count = excluded.slurm_restart_count, "
+          "slurm_node = excluded.slurm_node");
       s.Bind(1, r.id).Bind(2, r.host).Bind(3, r.device).Bind(4, r.device_index).Bind(5, r.slots)
-          .Bind(6, r.pid).Bind(7, r.state).Bind(8, r.registered_ms).Bind(9, r.last_seen_ms);
+          .Bind(6, r.pid).Bind(7, r.state).Bind(8, r.registered_ms).Bind(9, r.last_seen_ms)
+          .Bind(10, r.slurm_job_id).Bind(11, r.slurm_procid).Bind(12, r.slurm_localid)
+          .Bind(13, r.slurm_restart_count).Bind(14, r.slurm_node);
       DD2_RETURN_IF_ERROR(s.Run());
     }
     for (const auto& c : tx.checkpoints) {
@@ -332,6 +349,19 @@ class SqliteJobStore : public JobStore {
         s.Bind(4, d.value);
       }  // else NULL: left unbound
       s.Bind(5, static_cast<int64_t>(d.kept)).Bind(6, d.ts_ms);
+      DD2_RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& a : tx.allocations) {
+      Statement& s = Cached(
+          "INSERT INTO slurm_allocations (id, seq, origin, slurm_job_id, nodes, workers_per_node, device, "
+          "partition, time_limit, account, script, state, reason, restarts, created_ms, updated_ms) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) "
+          "ON CONFLICT(id) DO UPDATE SET slurm_job_id = excluded.slurm_job_id, state = excluded.state, "
+          "reason = excluded.reason, restarts = excluded.restarts, updated_ms = excluded.updated_ms");
+      s.Bind(1, a.id).Bind(2, a.seq).Bind(3, a.origin).Bind(4, a.slurm_job_id).Bind(5, a.nodes)
+          .Bind(6, a.workers_per_node).Bind(7, a.device).Bind(8, a.partition).Bind(9, a.time_limit)
+          .Bind(10, a.account).Bind(11, a.script).Bind(12, a.state).Bind(13, a.reason).Bind(14, a.restarts)
+          .Bind(15, a.created_ms).Bind(16, a.updated_ms);
       DD2_RETURN_IF_ERROR(s.Run());
     }
     return absl::OkStatus();

@@ -23,11 +23,13 @@ class CoordinatorService::Staged {
   JobRecord& Job(const std::string& id) { return Touch(jobs, svc_->state_.jobs, id); }
   AttemptRecord& Attempt(const std::string& id) { return Touch(attempts, svc_->state_.attempts, id); }
   WorkerRecord& Worker(const std::string& id) { return Touch(workers, svc_->state_.workers, id); }
+  SlurmAllocationRecord& Allocation(const std::string& id) { return Touch(allocations, svc_->state_.allocations, id); }
 
   std::map<std::string, RunRecord> runs;
   std::map<std::string, JobRecord> jobs;
   std::map<std::string, AttemptRecord> attempts;
   std::map<std::string, WorkerRecord> workers;
+  std::map<std::string, SlurmAllocationRecord> allocations;
   std::vector<CheckpointRecord> checkpoints;
   std::vector<EventRecord> events;
   std::vector<MetricRecord> metrics;

@@ -49,6 +49,8 @@ struct CoordinatorState {
   std::map<std::string, std::vector<SweepPointRecord>> points;        // sweep -> points by number
   std::map<std::string, std::string> sweep_of_run;                    // point run -> sweep
   std::map<std::string, std::map<int64_t, std::vector<HalvingDecisionRecord>>> decisions;  // sweep -> rung
+  // SLURM allocations by id.
+  std::map<std::string, SlurmAllocationRecord> allocations;
 
   // Non-terminal attempts that `worker_id` holds a rank of.
   std::vector<std::string> ActiveAttemptsOf(const std::string& worker_id) const;

@@ -185,6 +185,7 @@ Json SweepDetail(const CoordinatorState& s, const SweepRecord& w) {
     grouped.push_back({{"values", Json::parse(key)}, {"points", nums}, {"final", stats}});
   }
   out["objective"] = {{"job", obj.job()}, {"metric", obj.metric()}, {"mode", obj.mode()}};
+  out["early_stop"] = nullptr;  // the brief's yes/no becomes the policy, or null
   if (spec.early_stop().rungs_size() > 0) {
     const auto& e = spec.early_stop();
     out["early_stop"] = {{"job", e.job()}, {"metric", e.metric()}, {"mode", e.mode()}, {"keep", e.keep()},
@@ -250,6 +251,13 @@ absl::StatusOr<Json> CheckpointsDocument(const CoordinatorState& s, const std::s
   return Json{{"run", run_id}, {"checkpoints", list}};
 }
 
+// A worker's SLURM task, or null outside SLURM.
+Json SlurmOf(const WorkerRecord& w) {
+  if (w.slurm_job_id.empty()) return nullptr;
+  return {{"job_id", w.slurm_job_id}, {"procid", w.slurm_procid}, {"localid", w.slurm_localid},
+          {"restart_count", w.slurm_restart_count}, {"node", w.slurm_node}};
+}
+
 Json WorkersDocument(const CoordinatorState& s, int64_t now_ms) {
   Json list = Json::array();
   for (const auto& [id, w] : s.workers) {
@@ -261,9 +269,33 @@ Json WorkersDocument(const CoordinatorState& s, int64_t now_ms) {
                     {"registered_ms", w.registered_ms},
                     {"connected", live != s.live.end() && !live->second.peer.empty()},
                     {"silent_ms", live != s.live.end() ? now_ms - live->second.last_seen_ms : -1},
-                    {"attempts", active}});
+                    {"attempts", active}, {"slurm", SlurmOf(w)}});
   }
   return Json{{"workers", list}};
+}
+
+Json SlurmDocument(const CoordinatorState& s, const SlurmInfo& info) {
+  Json list = Json::array();
+  for (const auto& [id, a] : s.allocations) {
+    Json workers = Json::array();
+    for (const auto& [wid, w] : s.workers) {
+      if (!a.slurm_job_id.empty() && w.slurm_job_id == a.slurm_job_id) {
+        workers.push_back({{"id", wid}, {"state", w.state}, {"procid", w.slurm_procid},
+                           {"restart_count", w.slurm_restart_count}, {"node", w.slurm_node}});
+      }
+    }
+    list.push_back({{"id", a.id}, {"seq", a.seq}, {"origin", a.origin}, {"slurm_job_id", a.slurm_job_id},
+                    {"nodes", a.nodes}, {"workers_per_node", a.workers_per_node}, {"device", a.device},
+                    {"partition", a.partition}, {"time_limit", a.time_limit}, {"account", a.account},
+                    {"state", a.state}, {"reason", a.reason}, {"restarts", a.restarts},
+                    {"created_ms", a.created_ms}, {"updated_ms", a.updated_ms}, {"workers", workers}});
+  }
+  std::sort(list.begin(), list.end(), [](const Json& x, const Json& y) { return x["seq"] < y["seq"]; });
+  return Json{{"allocations", list},
+              {"autoscale", {{"enabled", info.autoscale}, {"backoff_until_ms", info.backoff_until_ms},
+                             {"sbatch_failures", info.sbatch_failures}, {"last_decision", info.last_decision}}},
+              {"last_poll_ms", info.last_poll_ms},
+              {"poll_error", info.poll_error}};
 }
 
 absl::StatusOr<Json> SweepsDocument(const CoordinatorState& s, const std::string& sweep_id) {

@@ -1,6 +1,6 @@
 // The coordinator's read-only documents, built from its committed state in one place: status
-// (every run, or one), a run's jobs with their attempts, checkpoints, workers, sweeps, a sweep's
-// points, and a comparison of runs. dd2ctl --json prints them as they are (the shapes are
+// (every run, or one), a run's jobs with their attempts, checkpoints, workers, SLURM allocations,
+// sweeps, a sweep's points, and a comparison of runs. dd2ctl --json prints them as they are (the shapes are
 // documented in schemas/PROTOCOL.md); the HTTP API will serve the same documents. Pure functions
 // of the state; call them from the thread that owns it.
 #ifndef DD2_COORDINATOR_VIEWS_H_
@@ -31,6 +31,17 @@ absl::StatusOr<nlohmann::json> StatusDocument(const CoordinatorState& s, const s
 absl::StatusOr<nlohmann::json> JobsDocument(const CoordinatorState& s, const std::string& run_id);
 absl::StatusOr<nlohmann::json> CheckpointsDocument(const CoordinatorState& s, const std::string& run_id);
 nlohmann::json WorkersDocument(const CoordinatorState& s, int64_t now_ms);
+// The SLURM side of the coordinator, for SlurmDocument.
+struct SlurmInfo {
+  bool autoscale = false;
+  int64_t backoff_until_ms = 0;
+  int64_t sbatch_failures = 0;       // consecutive
+  std::string last_decision;         // the autoscaler's latest reason, acted on or not
+  int64_t last_poll_ms = 0;
+  std::string poll_error;            // why the latest scontrol call failed ("" = it worked)
+};
+// Every SLURM allocation with its state and the workers that registered from it.
+nlohmann::json SlurmDocument(const CoordinatorState& s, const SlurmInfo& info);
 // Every sweep (sweep_id empty) in brief, or one sweep point by point with the grouped view.
 absl::StatusOr<nlohmann::json> SweepsDocument(const CoordinatorState& s, const std::string& sweep_id);
 // The runs side by side: their jobs' states and latest metrics, and the params that differ.

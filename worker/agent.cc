@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/process.h"
 #include "common/protocol.h"
+#include "common/slurm.h"
 #include "common/transport.h"
 
 namespace dd2 {
@@ -73,6 +75,7 @@ void WorkerAgent::SendHello() {
   h->set_device_index(config_.device_index);
   h->set_slots(static_cast<uint32_t>(config_.slots));
   h->set_pid(static_cast<uint32_t>(::getpid()));
+  if (!config_.slurm.job_id().empty()) *h->mutable_slurm() = config_.slurm;
   for (const auto& [id, c] : children_) {
     if (c.fenced) continue;
     auto* a = h->add_attempts();
@@ -93,19 +96,26 @@ absl::Status WorkerAgent::Run() {
   absl::Status st = ConnectDealer(socket_, config_.coordinator, config_.worker_id, /*immediate=*/true);
   if (!st.ok()) return st;
   last_heard_ms_ = NowMs();
+  idle_since_ms_ = NowMs();
   int64_t drain_until_ms = 0;  // set by Stop(): preempted attempts report, then we exit
   while (true) {
-    if (stop_ && drain_until_ms == 0) {
-      PreemptChildren();
+    const bool exit_on_preempt = config_.exit_after_preempt && preempt_;
+    if ((stop_ || exit_on_preempt) && drain_until_ms == 0) {
+      PreemptChildren(/*grace_signal=*/!stop_);
+      preempt_ = false;
       draining_ = true;
       if (registered_) SendHeartbeat();  // tell the coordinator now: no new work here
       drain_until_ms = NowMs() + config_.shutdown_grace_ms;
     }
-    if (drain_until_ms > 0 &&
-        ((children_.empty() && unacked_.empty() && unacked_checkpoints_.empty()) || NowMs() >= drain_until_ms)) {
-      break;
+    const bool idle = children_.empty() && unacked_.empty() && unacked_checkpoints_.empty();
+    if (drain_until_ms > 0 && (idle || NowMs() >= drain_until_ms)) break;
+    if (!idle || !registered_) idle_since_ms_ = NowMs();
+    if (config_.idle_exit_ms > 0 && drain_until_ms == 0 && NowMs() - idle_since_ms_ >= config_.idle_exit_ms) {
+      std::fprintf(stderr, "dd2-worker: idle for %lld ms; exiting\n", static_cast<long long>(config_.idle_exit_ms));
+      stop_ = true;
+      continue;
     }
-    if (preempt_.exchange(false)) PreemptChildren();
+    if (preempt_.exchange(false)) PreemptChildren(/*grace_signal=*/true);
     std::vector<zmq::pollitem_t> items;
     items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
     for (auto& [id, c] : children_) {
@@ -334,10 +344,28 @@ void WorkerAgent::CancelChild(const std::string& attempt_id, int64_t grace_ms, b
   if (c.kill_at_ms == 0 || deadline < c.kill_at_ms) c.kill_at_ms = std::max<int64_t>(deadline, 1);
 }
 
-void WorkerAgent::PreemptChildren() {
+void WorkerAgent::PreemptChildren(bool grace_signal) {
+  if (children_.empty()) return;
+  std::optional<SlurmEnding> ending;
+  if (!config_.slurm.job_id().empty()) {
+    // What SLURM is doing to the allocation, asked once for all children.
+    std::optional<SlurmJobInfo> info;
+    auto r = RunCommand({"scontrol", "show", "job", "-o", config_.slurm.job_id()}, "", 5000);
+    if (r.ok() && r->exit_code == 0) {
+      auto jobs = ParseScontrolJobs(r->out);
+      if (jobs.count(config_.slurm.job_id())) info = jobs[config_.slurm.job_id()];
+    }
+    ending = ClassifySlurmEnding(info, config_.slurm.restart_count(), grace_signal, config_.slurm_grace_s);
+    std::fprintf(stderr, "dd2-worker: SLURM allocation %s ending: %s\n", config_.slurm.job_id().c_str(),
+                 ending->cause.c_str());
+  }
   for (auto& [id, c] : children_) {
     if (c.cancelled || c.preempted) continue;
     c.preempted = true;
+    if (ending) {
+      c.ending_cause = ending->cause;
+      c.ending_lost = !ending->preempted;
+    }
     ::kill(-c.pid, SIGTERM);
     std::fprintf(stderr, "dd2-worker: preempting %s: checkpoint and stop\n", id.c_str());
   }
@@ -462,6 +490,11 @@ void WorkerAgent::ReapChildren() {
     // 143 without a cancel: the gang stopped together because some rank was preempted.
     f.set_preempted(!c.cancelled && (c.preempted || f.exit_code() == kStoppedExitCode));
     f.set_cause(c.cause);
+    if (f.preempted() && !c.ending_cause.empty()) {
+      f.set_cause(c.ending_cause);
+      f.set_preempted(!c.ending_lost);
+      f.set_infrastructure(c.ending_lost);
+    }
     f.set_outputs_path(c.outputs_path);
     f.set_outputs_sha256(c.outputs_sha256);
     if (f.exit_code() == 127) f.set_cause("job type not implemented on this worker, or exec failed");

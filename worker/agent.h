@@ -7,6 +7,8 @@
 // group, SIGKILL after the grace. Preemption (Preempt(), or Stop() while attempts run): every
 // child is asked to checkpoint and stop (SIGTERM), and its exit is reported as "preempted";
 // after Stop() the daemon exits once those reports are acknowledged or the grace has passed.
+// Under SLURM the reports carry SLURM's reason (`slurm timeout`, `slurm cancelled`, ...), and a
+// worker idle past idle_exit_ms drains and exits so that its allocation ends.
 // Checkpoint commits and resumes that the child reports on its event lines are forwarded.
 // Not thread-safe: Run() and everything else on one thread; Stop() and Preempt() only set
 // flags and may be called from a signal handler.
@@ -41,6 +43,13 @@ struct WorkerConfig {
   int64_t heartbeat_interval_ms = 1000;  // until the coordinator's Welcome says otherwise
   int64_t heartbeat_liveness = 3;
   int64_t shutdown_grace_ms = 3000;
+  int64_t idle_exit_ms = 0;         // registered and idle this long: drain and exit (0: never)
+  // Inside a SLURM allocation (--slurm): the task's environment, reported in Hello. Then a
+  // preemption (USR1) also drains and exits, and every attempt SLURM ends gets a `slurm ...`
+  // cause from the allocation's state (ClassifySlurmEnding).
+  proto::SlurmTask slurm;
+  bool exit_after_preempt = false;
+  int64_t slurm_grace_s = 120;      // the USR1 lead before the time limit (--signal=B:USR1@N)
 };
 
 class WorkerAgent {
@@ -62,6 +71,8 @@ class WorkerAgent {
     int64_t kill_at_ms = 0; // SIGKILL deadline after a cancel; 0: none
     bool cancelled = false;
     bool preempted = false; // asked to checkpoint and stop by preemption
+    std::string ending_cause;       // SLURM's reason for the preemption ("" outside SLURM)
+    bool ending_lost = false;       // and whether it counts as lost (scancel, node failure)
     bool fenced = false;    // the coordinator no longer owns it: do not report
     std::string cause;      // from the child's "cause" event line
     std::string outputs_path, outputs_sha256;  // from its "outputs" event line (success)
@@ -76,7 +87,9 @@ class WorkerAgent {
   void CancelChild(const std::string& attempt_id, int64_t grace_ms, bool fenced);
   void DrainOutput(Child& c);
   void DrainProgress(Child& c);
-  void PreemptChildren();
+  // Asks every child to checkpoint and stop; `grace_signal`: USR1 rather than SIGTERM (the
+  // SLURM cause differs).
+  void PreemptChildren(bool grace_signal);
   void SendHeartbeat();
   // Adds the numeric members of a JSON object as Metric entries.
   static void AddMetrics(const nlohmann::json& metrics, google::protobuf::RepeatedPtrField<proto::Metric>* out);
@@ -97,6 +110,7 @@ class WorkerAgent {
   bool draining_ = false;   // after Stop(): no new attempts; heartbeats say so
   int64_t last_heard_ms_ = 0;
   int64_t next_heartbeat_ms_ = 0;
+  int64_t idle_since_ms_ = 0;  // when the worker last held no attempt and no unsent report
   uint64_t next_request_id_ = 1;
 };
 

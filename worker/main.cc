@@ -1,13 +1,16 @@
 // dd2-worker: `dd2-worker [flags]` runs the daemon; `dd2-worker job-run ...` is the job child
 // the daemon starts for each attempt (not for direct use). SIGUSR1 preempts the running attempts
-// (checkpoint, report "preempted", keep serving); SIGTERM/SIGINT preempt them and exit.
+// (checkpoint, report "preempted", keep serving; with --slurm, then exit); SIGTERM/SIGINT preempt
+// them and exit.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
 #include "common/home.h"
+#include "common/slurm.h"
 #include "worker/agent.h"
 #include "worker/job_registry.h"
 
@@ -43,7 +46,35 @@ int main(int argc, char** argv) {
   app.add_option("--advertise-host", config.advertise_host,
                  "address gang peers reach this worker at (default: the hostname)");
   app.add_option("--heartbeat-interval-ms", config.heartbeat_interval_ms, "until the coordinator sets it")->capture_default_str();
+  app.add_option("--shutdown-grace-ms", config.shutdown_grace_ms,
+                 "after SIGTERM, how long preempted jobs get to checkpoint and report (default 3000; 25000 with --slurm)");
+  int64_t idle_exit_s = 0;
+  app.add_option("--idle-exit-s", idle_exit_s, "exit after this long without work (0: never)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  bool slurm = false;
+  app.add_flag("--slurm", slurm,
+               "a task of a SLURM allocation: id slurm-<job>-<rank>, the GPU from SLURM_LOCALID, SLURM's reasons as "
+               "causes, and exit after a preemption (USR1)");
+  app.add_option("--slurm-grace-s", config.slurm_grace_s, "the --signal=B:USR1@N lead before the time limit")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  config.idle_exit_ms = idle_exit_s * 1000;
+  if (slurm) {
+    config.slurm = dd2::SlurmTaskFromEnv([](const char* name) { return std::getenv(name); });
+    if (config.slurm.job_id().empty()) {
+      std::fprintf(stderr, "dd2-worker: --slurm outside a SLURM allocation (SLURM_JOB_ID is not set)\n");
+      return 2;
+    }
+    config.exit_after_preempt = true;
+    if (app.count("--shutdown-grace-ms") == 0) config.shutdown_grace_ms = 25000;
+    if (config.worker_id.empty()) {
+      config.worker_id = "slurm-" + config.slurm.job_id() + "-" + std::to_string(config.slurm.procid());
+    }
+    if (config.device == "cuda" && app.count("--device-index") == 0) {
+      config.device_index = dd2::SlurmDeviceIndex(config.slurm, std::getenv("CUDA_VISIBLE_DEVICES"));
+    }
+  }
   const std::string resolved_home = dd2::ResolveHome(home);
   if (config.coordinator.empty()) {
     auto ep = dd2::ReadEndpoint(resolved_home);

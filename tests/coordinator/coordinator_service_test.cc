@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <deque>
 #include <filesystem>
 #include <fstream>
 
@@ -628,6 +629,212 @@ TEST_F(CoordinatorServiceTest, WorkerWhoseConnectionIsGoneIsLost) {
   svc_->CountSendFailure("w1", /*gone=*/true);
   svc_->Schedule();
   EXPECT_EQ(CountEvents("worker_lost"), 1u);
+}
+
+// ---- SLURM ----
+
+// SLURM's commands as the coordinator sees them: submissions counted, answers scripted.
+struct FakeSlurmState {
+  int submits = 0;
+  std::vector<std::string> scripts;
+  std::deque<absl::StatusOr<std::string>> answers;   // empty: "100", "101", ...
+  std::map<std::string, SlurmJobInfo> jobs;          // what Query returns
+};
+
+class FakeSlurm : public SlurmCommands {
+ public:
+  explicit FakeSlurm(FakeSlurmState* s) : s_(s) {}
+  absl::StatusOr<std::string> Submit(const std::string& script) override {
+    ++s_->submits;
+    s_->scripts.push_back(script);
+    if (!s_->answers.empty()) {
+      auto a = s_->answers.front();
+      s_->answers.pop_front();
+      return a;
+    }
+    return std::to_string(99 + s_->submits);
+  }
+  absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query() override { return s_->jobs; }
+  absl::Status Cancel(const std::string&) override { return absl::OkStatus(); }
+
+ private:
+  FakeSlurmState* s_;
+};
+
+class SlurmServiceTest : public CoordinatorServiceTest {
+ protected:
+  void Autoscaled() {
+    AutoscaleConfig c;
+    c.device = "cpu";
+    c.gpus_per_node = 2;
+    c.wait_s = 10;
+    c.poll_s = 1;
+    c.sbatch_backoff_s = 30;
+    SlurmLaunchSpec base;
+    base.coordinator = "tcp://127.0.0.1:5555";
+    base.home = "/shared/dd2";
+    base.worker_binary = "/opt/dd2-worker";
+    svc_->SetSlurm(std::make_unique<FakeSlurm>(&slurm_), c, base);
+  }
+  Json Allocations() {
+    proto::Envelope env;
+    env.mutable_slurm_list();
+    Frame("client", env);
+    return Json::parse(Take("client").back().json_reply().json());
+  }
+  FakeSlurmState slurm_;
+};
+
+TEST_F(SlurmServiceTest, HelloRecordsTheSlurmTaskOfAWorker) {
+  proto::Envelope env;
+  auto* h = env.mutable_hello();
+  h->set_worker_id("slurm-7-1");
+  h->set_host("gpu07");
+  h->set_device("cuda");
+  h->set_device_index(1);
+  h->set_slots(1);
+  h->mutable_slurm()->set_job_id("7");
+  h->mutable_slurm()->set_procid(1);
+  h->mutable_slurm()->set_localid(1);
+  h->mutable_slurm()->set_restart_count(2);
+  h->mutable_slurm()->set_node("gpu07");
+  Frame("slurm-7-1", env);
+  proto::Envelope req;
+  req.mutable_workers();
+  Frame("client", req);
+  Json w = Json::parse(Take("client").back().json_reply().json())["workers"][0];
+  EXPECT_EQ(w["slurm"], (Json{{"job_id", "7"}, {"procid", 1}, {"localid", 1}, {"restart_count", 2}, {"node", "gpu07"}}));
+  Restart();  // and from SQLite's row after a restart
+  Frame("client", req);
+  EXPECT_EQ(Json::parse(Take("client").back().json_reply().json())["workers"][0]["slurm"]["restart_count"], 2);
+}
+
+TEST_F(SlurmServiceTest, SlurmCausesKeepTheirNamesAndCancellationUsesTheLostBudget) {
+  Hello("w1");
+  const std::string run = Submit("name: p\njobs:\n  - {name: a, type: sleep, retries: 0}\n");
+  ASSERT_EQ(Assigns("w1").size(), 1u);
+  Started("w1", "p-1/a#1");
+  proto::Envelope env;
+  env.mutable_attempt_finished()->set_attempt_id("p-1/a#1");
+  env.mutable_attempt_finished()->set_exit_code(143);
+  env.mutable_attempt_finished()->set_preempted(true);
+  env.mutable_attempt_finished()->set_cause("slurm timeout");
+  Frame("w1", env);
+  ASSERT_EQ(Assigns("w1").size(), 1u) << "a time limit uses no retry";
+  Started("w1", "p-1/a#2");
+  env.mutable_attempt_finished()->set_attempt_id("p-1/a#2");
+  env.mutable_attempt_finished()->set_preempted(false);
+  env.mutable_attempt_finished()->set_infrastructure(true);
+  env.mutable_attempt_finished()->set_cause("slurm cancelled");
+  Frame("w1", env);
+  Json jobs = Jobs(run);
+  const Json& attempts = jobs["jobs"][0]["attempts_detail"];
+  ASSERT_EQ(attempts.size(), 2u);
+  EXPECT_EQ(attempts[0]["state"], "preempted");
+  EXPECT_EQ(attempts[0]["cause"], "slurm timeout");
+  EXPECT_EQ(attempts[1]["state"], "lost");
+  EXPECT_EQ(attempts[1]["cause"], "slurm cancelled");
+  EXPECT_EQ(jobs["jobs"][0]["state"], "retrying") << "retries: 0, but a cancelled allocation is not the job's fault";
+}
+
+TEST_F(SlurmServiceTest, AutoscalerSubmitsOnceForWaitingJobsAndNotAgainAfterARestart) {
+  Autoscaled();
+  Submit("name: p\njobs:\n  - {name: a, type: sleep}\n  - {name: b, type: sleep}\n  - {name: c, type: sleep}\n");
+  svc_->Tick();
+  EXPECT_EQ(slurm_.submits, 0) << "the jobs have not waited 10 s yet";
+  clock_.Advance(11000);
+  svc_->Tick();
+  ASSERT_EQ(slurm_.submits, 1);
+  EXPECT_THAT(slurm_.scripts[0], ::testing::HasSubstr("#SBATCH --nodes=2"));  // 3 workers, 2 per node
+  EXPECT_THAT(slurm_.scripts[0], ::testing::HasSubstr("--idle-exit-s 300"));
+  EXPECT_THAT(slurm_.scripts[0], ::testing::HasSubstr("#SBATCH --job-name=dd2-alloc-1"));
+  slurm_.jobs["100"] = {"dd2-alloc-1", "PENDING", "Resources", 0, 0, -1};
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(2000);
+    svc_->Tick();
+  }
+  EXPECT_EQ(slurm_.submits, 1) << "its 4 workers are coming";
+  Json a = Allocations()["allocations"];
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0]["slurm_job_id"], "100");
+  EXPECT_EQ(a[0]["state"], "PENDING");
+  EXPECT_EQ(a[0]["origin"], "autoscale");
+  Restart();
+  Autoscaled();
+  clock_.Advance(2000);
+  svc_->Tick();
+  EXPECT_EQ(slurm_.submits, 1) << "the pending allocation is remembered";
+  // It ends without ever starting its workers: the jobs still wait, so another one goes out.
+  slurm_.jobs["100"].state = "CANCELLED";
+  clock_.Advance(2000);
+  svc_->Tick();
+  EXPECT_EQ(slurm_.submits, 2);
+  EXPECT_EQ(CountEvents("autoscale_submit"), 2u);
+}
+
+TEST_F(SlurmServiceTest, AnInterruptedSubmissionIsFoundByItsJobNameAfterARestart) {
+  // The coordinator died after committing its intent and before recording sbatch's answer.
+  StoreTx tx;
+  tx.allocations.push_back({"alloc-1", 1, "autoscale", "", 1, 2, "cpu", "", "", "", "#!/bin/bash\n", "submitting", "", 0,
+                            clock_.NowMs(), clock_.NowMs()});
+  ASSERT_TRUE(store_->Apply(tx).ok());
+  slurm_.jobs["555"] = {"dd2-alloc-1", "RUNNING", "None", 0, 5, -1};
+  Restart();
+  Autoscaled();
+  Submit("name: p\njobs:\n  - {name: a, type: sleep}\n");
+  clock_.Advance(11000);
+  svc_->Tick();
+  EXPECT_EQ(slurm_.submits, 0) << "the adopted allocation's workers are coming";
+  Json a = Allocations()["allocations"];
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0]["slurm_job_id"], "555");
+  EXPECT_EQ(a[0]["state"], "RUNNING");
+  EXPECT_EQ(CountEvents("slurm_adopted"), 1u);
+}
+
+TEST_F(SlurmServiceTest, FailedSbatchBacksOffAndSaysWhy) {
+  Autoscaled();
+  slurm_.answers = {absl::UnavailableError("sbatch: error: invalid partition specified: nope")};
+  Submit("name: p\njobs:\n  - {name: a, type: sleep}\n");
+  clock_.Advance(11000);
+  svc_->Tick();
+  ASSERT_EQ(slurm_.submits, 1);
+  Json doc = Allocations();
+  EXPECT_EQ(doc["allocations"][0]["state"], "sbatch failed");
+  EXPECT_THAT(doc["allocations"][0]["reason"].get<std::string>(), ::testing::HasSubstr("invalid partition"));
+  EXPECT_EQ(doc["autoscale"]["sbatch_failures"], 1);
+  clock_.Advance(20000);
+  svc_->Tick();
+  EXPECT_EQ(slurm_.submits, 1) << "30 s of backoff";
+  EXPECT_THAT(Allocations()["autoscale"]["last_decision"].get<std::string>(), ::testing::HasSubstr("backing off"));
+  clock_.Advance(11000);
+  svc_->Tick();
+  EXPECT_EQ(slurm_.submits, 2);
+}
+
+TEST_F(SlurmServiceTest, RecordedAllocationFollowsSlurmsStateAndAResendIsTheSame) {
+  svc_->SetSlurm(std::make_unique<FakeSlurm>(&slurm_), std::nullopt, SlurmLaunchSpec{});
+  proto::Envelope env;
+  auto* a = env.mutable_slurm_record()->mutable_allocation();
+  a->set_slurm_job_id("42");
+  a->set_nodes(1);
+  a->set_workers_per_node(2);
+  a->set_device("cpu");
+  a->set_script("#!/bin/bash\n");
+  Frame("client", env);
+  EXPECT_EQ(Take("client").back().slurm_record_reply().id(), "alloc-1");
+  Frame("client", env);
+  EXPECT_EQ(Take("client").back().slurm_record_reply().id(), "alloc-1");
+  slurm_.jobs["42"] = {"dd2-workers", "RUNNING", "None", 0, 3, -1};
+  svc_->Tick();
+  EXPECT_EQ(Allocations()["allocations"][0]["state"], "RUNNING");
+  slurm_.jobs.clear();  // SLURM forgot it
+  clock_.Advance(6000);
+  svc_->Tick();
+  EXPECT_EQ(Allocations()["allocations"][0]["state"], "ended");
+  a->set_slurm_job_id("x; rm");
+  Frame("client", env);
+  EXPECT_EQ(Take("client").back().error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
 }
 
 }  // namespace

@@ -187,6 +187,44 @@ TYPED_TEST(JobStoreConformanceTest, SweepsPointsAndDecisionsLoadBack) {
   EXPECT_TRUE(absl::IsAlreadyExists(this->store_->Apply(dup)));  // a sweep's submission id is unique
 }
 
+TYPED_TEST(JobStoreConformanceTest, SlurmAllocationsAndWorkerTasksLoadBackAndKeepWhatWasAsked) {
+  StoreTx tx;
+  WorkerRecord w{"slurm-7-1", "gpu07", "cuda", 1, 1, 42, "alive", 90, 95, "7", 1, 1, 2, "gpu07"};
+  tx.workers.push_back(w);
+  SlurmAllocationRecord b{"alloc-2", 2, "autoscale", "", 2, 4, "cuda", "gpu", "4:00:00", "lab", "#!/bin/bash\n",
+                          "submitting", "", 0, 100, 100};
+  SlurmAllocationRecord a{"alloc-1", 1, "launch", "7", 1, 2, "cpu", "", "", "", "script", "PENDING", "", 0, 90, 90};
+  tx.allocations = {b, a};
+  ASSERT_TRUE(this->store_->Apply(tx).ok());
+  auto snap = this->store_->Load();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->workers, tx.workers);
+  ASSERT_EQ(snap->allocations.size(), 2u);
+  EXPECT_EQ(snap->allocations[0], a);  // by seq
+  EXPECT_EQ(snap->allocations[1], b);
+  // Updates change SLURM's side only.
+  SlurmAllocationRecord changed = b;
+  changed.slurm_job_id = "8";
+  changed.state = "RUNNING";
+  changed.reason = "None";
+  changed.restarts = 1;
+  changed.updated_ms = 200;
+  changed.nodes = 99;
+  changed.script = "other";
+  StoreTx up;
+  up.allocations.push_back(changed);
+  ASSERT_TRUE(this->store_->Apply(up).ok());
+  snap = this->store_->Load();
+  ASSERT_TRUE(snap.ok());
+  SlurmAllocationRecord want = b;
+  want.slurm_job_id = "8";
+  want.state = "RUNNING";
+  want.reason = "None";
+  want.restarts = 1;
+  want.updated_ms = 200;
+  EXPECT_EQ(snap->allocations[1], want);
+}
+
 TYPED_TEST(JobStoreConformanceTest, EmptyTransactionIsFine) {
   EXPECT_TRUE(this->store_->Apply(StoreTx{}).ok());
   auto snap = this->store_->Load();

@@ -79,6 +79,11 @@ TEST_F(SweepTest, UpstreamStagesRunOnceResubmittingAddsNothingAndExtendingRunsOn
   EXPECT_EQ(st["sweep"]["point_rows"][0]["best"], true);
   ASSERT_EQ(st["sweep"]["grouped"].size(), 2u);
   EXPECT_EQ(st["sweep"]["grouped"][0]["final"]["loss"]["n"], 2);
+  EXPECT_TRUE(st["sweep"]["early_stop"].is_null()) << "no early_stop block: null, not the brief's yes/no";
+  // The table of a sweep without early stopping (it once crashed on the brief's boolean).
+  auto table = Ctl({"sweep", "status", sweep});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, ::testing::HasSubstr("objective:"));
   // dd2ctl jobs and status name the source of a reused job.
   const std::string second = st["sweep"]["point_rows"][1]["run"];
   Json jobs = CtlJson({"jobs", second});
