@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <random>
 #include <thread>
@@ -116,6 +117,10 @@ int RunCtl(int argc, char** argv) {
   up_cmd->add_option("--heartbeat-ms", heartbeat_ms, "coordinator heartbeat interval");
   up_cmd->add_option("--lost-after-ms", lost_after_ms, "silence before a worker is lost");
   up_cmd->add_option("--retry-backoff-ms", backoff_ms, "first retry backoff");
+  std::string autoscale_file;
+  up_cmd->add_option("--slurm-autoscale", autoscale_file,
+                     "the coordinator submits SLURM allocations of workers when jobs wait (settings: a YAML file)")
+      ->check(CLI::ExistingFile);
 
   auto* down_cmd = app.add_subcommand("down", "stop the local coordinator and workers");
   auto* endpoint_cmd = app.add_subcommand("endpoint", "print the coordinator endpoint");
@@ -237,6 +242,10 @@ int RunCtl(int argc, char** argv) {
     if (heartbeat_ms > 0) up.coordinator_args.push_back(absl::StrCat("--heartbeat-interval-ms=", heartbeat_ms));
     if (lost_after_ms > 0) up.coordinator_args.push_back(absl::StrCat("--lost-after-ms=", lost_after_ms));
     if (backoff_ms >= 0) up.coordinator_args.push_back(absl::StrCat("--retry-backoff-ms=", backoff_ms));
+    if (!autoscale_file.empty()) {
+      up.coordinator_args.push_back(
+          absl::StrCat("--slurm-autoscale=", std::filesystem::absolute(autoscale_file).string()));
+    }
     absl::Status st = Up(up);
     if (!st.ok()) return Fail(st);
     auto ep = ReadEndpoint(home);

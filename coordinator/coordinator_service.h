@@ -100,6 +100,8 @@ class CoordinatorService {
   void SlurmTick();
   void PollSlurm();
   void Autoscale();
+  // Counts a failed submission and sets the autoscaler's backoff; returns "; next try in N s".
+  std::string BackOff();
   // Stops every unfinished job of `run_id` (state stopped) and the attempts they run.
   void StopRun(Staged& s, const std::string& run_id, const std::string& why);
   // Successive halving: decides every rung that can be decided now, committing the decisions

@@ -4,6 +4,7 @@
 // "submitting" before sbatch runs, so a coordinator killed in between finds the job by its name
 // after the restart instead of submitting it twice.
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/numbers.h"
@@ -122,6 +123,16 @@ void CoordinatorService::PollSlurm() {
         a.restarts = it->second.restarts;
       }
     }
+    // An autoscaler allocation that ended before any worker of it said Hello failed to start
+    // (a bad script, a broken node): back off as for a failed sbatch instead of resubmitting.
+    if (autoscale_ && a.origin == "autoscale" && !Unfinished(a) && Unfinished(committed) && a.state != "COMPLETED" &&
+        !a.slurm_job_id.empty() &&
+        std::none_of(state_.workers.begin(), state_.workers.end(),
+                     [&](const auto& kv) { return kv.second.slurm_job_id == a.slurm_job_id; })) {
+      Event(s, "autoscale_allocation_failed", "", "", "",
+            absl::StrCat(a.id, " (job ", a.slurm_job_id, ") ended ", a.state,
+                         a.reason.empty() ? "" : " (" + a.reason + ")", " before any worker registered", BackOff()));
+    }
     if (a.state != committed.state || a.restarts != committed.restarts || a.slurm_job_id != committed.slurm_job_id) {
       Event(s, "slurm_state", "", "", "",
             absl::StrCat(a.id, " (job ", a.slurm_job_id, "): ", committed.state, " -> ", a.state,
@@ -175,7 +186,7 @@ void CoordinatorService::Autoscale() {
     Event(note, "autoscale_waiting", "", "", "", d.why);
     Commit(note).IgnoreError();
   }
-  if (!d.why.empty()) slurm_info_.last_decision = d.why;
+  slurm_info_.last_decision = d.why;
   if (d.nodes == 0) return;
 
   // Commit the intent first: a restart between here and sbatch's answer adopts the job by name.
@@ -206,6 +217,8 @@ void CoordinatorService::Autoscale() {
 
   Staged done(this);
   SlurmAllocationRecord& r = done.Allocation(id);
+  std::error_code ec;
+  std::filesystem::create_directories(spec.home + "/slurm", ec);  // the script's --output folder
   absl::StatusOr<std::string> job = valid.ok() ? slurm_->Submit(r.script) : absl::StatusOr<std::string>(valid);
   r.updated_ms = clock_->NowMs();
   if (job.ok()) {
@@ -215,15 +228,18 @@ void CoordinatorService::Autoscale() {
     slurm_info_.backoff_until_ms = 0;
     Event(done, "slurm_allocation", "", "", "", absl::StrCat(id, ": SLURM job ", *job, " submitted by the autoscaler"));
   } else {
-    ++slurm_info_.sbatch_failures;
-    const int64_t backoff = SbatchBackoffMs(cfg, slurm_info_.sbatch_failures);
-    slurm_info_.backoff_until_ms = r.updated_ms + backoff;
     r.state = kSbatchFailed;
     r.reason = std::string(job.status().message()).substr(0, 1024);
-    Event(done, "autoscale_sbatch_failed", "", "", "",
-          absl::StrCat(id, ": ", r.reason, "; next try in ", backoff / 1000, " s"));
+    Event(done, "autoscale_sbatch_failed", "", "", "", absl::StrCat(id, ": ", r.reason, BackOff()));
   }
   Commit(done).IgnoreError();
+}
+
+std::string CoordinatorService::BackOff() {
+  ++slurm_info_.sbatch_failures;
+  const int64_t backoff = SbatchBackoffMs(*autoscale_, slurm_info_.sbatch_failures);
+  slurm_info_.backoff_until_ms = clock_->NowMs() + backoff;
+  return absl::StrCat("; next try in ", backoff / 1000, " s");
 }
 
 }  // namespace dd2

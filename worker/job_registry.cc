@@ -83,6 +83,9 @@ int RunJobChild(const std::string& type, const std::string& params_json, const s
                 const std::string& job_name, int progress_fd, const GangPlace& gang,
                 const std::map<std::string, std::string>& inputs) {
   std::signal(SIGTERM, OnStop);
+  // Under srun, SLURM's USR1 (the grace signal the batch script passes on) reaches every process
+  // of the task, this child included: checkpoint and stop, as on the worker's SIGTERM.
+  std::signal(SIGUSR1, OnStop);
   RegisterBuiltinJobTypes();
   const JobFn* fn = FindJobImpl(type);
   if (fn == nullptr) {

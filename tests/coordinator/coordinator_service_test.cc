@@ -764,9 +764,14 @@ TEST_F(SlurmServiceTest, AutoscalerSubmitsOnceForWaitingJobsAndNotAgainAfterARes
   clock_.Advance(2000);
   svc_->Tick();
   EXPECT_EQ(slurm_.submits, 1) << "the pending allocation is remembered";
-  // It ends without ever starting its workers: the jobs still wait, so another one goes out.
-  slurm_.jobs["100"].state = "CANCELLED";
+  // It ends without ever starting a worker: a failure, so the next one waits out the backoff.
+  slurm_.jobs["100"].state = "FAILED";
+  slurm_.jobs["100"].reason = "JobLaunchFailure";
   clock_.Advance(2000);
+  svc_->Tick();
+  EXPECT_EQ(slurm_.submits, 1);
+  EXPECT_EQ(CountEvents("autoscale_allocation_failed"), 1u);
+  clock_.Advance(31000);
   svc_->Tick();
   EXPECT_EQ(slurm_.submits, 2);
   EXPECT_EQ(CountEvents("autoscale_submit"), 2u);

@@ -393,6 +393,22 @@ jobs:
   EXPECT_EQ(Sql("SELECT COUNT(*) FROM events WHERE kind = 'job_retrying'"), std::vector<std::string>{"0"});
 }
 
+// Global options after the subcommand (CLI11 fallthrough): `dd2ctl up --home DIR` once said
+// "arguments were not expected".
+TEST_F(ClusterTest, GlobalOptionsWorkAfterTheSubcommand) {
+  auto up = testing::RunCommand({kBin + "/dd2ctl", "up", "--home", home_, "--workers", "1"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  auto workers = testing::RunCommand({kBin + "/dd2ctl", "workers", "--json", "--home", home_, "--timeout-ms", "3000"});
+  ASSERT_EQ(workers.exit_code, 0) << workers.err;
+  EXPECT_EQ(Json::parse(workers.out)["workers"].size(), 1u);
+  auto ep = testing::RunCommand({kBin + "/dd2ctl", "endpoint", "--home", home_});
+  EXPECT_EQ(ep.exit_code, 0) << ep.err;
+  EXPECT_THAT(ep.out, ::testing::StartsWith("tcp://127.0.0.1:"));
+  auto ls = testing::RunCommand({kBin + "/dd2ctl", "sweep", "ls", "--home", home_});
+  EXPECT_EQ(ls.exit_code, 0) << ls.err;
+  EXPECT_EQ(testing::RunCommand({kBin + "/dd2ctl", "down", "--home", home_}).exit_code, 0);
+}
+
 TEST_F(ClusterTest, UnreachableCoordinatorGivesExitCodeFour) {
   auto r = RunCommand({kBin + "/dd2ctl", "--endpoint", "tcp://127.0.0.1:1", "--timeout-ms", "200", "status"});
   EXPECT_EQ(r.exit_code, 4) << r.err;
