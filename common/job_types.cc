@@ -16,6 +16,12 @@ ParamSpec JobName(const char* key, const char* default_job, const char* doc) {
   return {key, ParamKind::kString, 0, 0, std::string("\"") + default_job + "\"", doc};
 }
 
+ParamSpec Only(ParamSpec p, const char* param, std::vector<std::string> values) {
+  p.used_when = param;
+  p.used_when_values = std::move(values);
+  return p;
+}
+
 ParamSpec Seed() { return {"seed", ParamKind::kInt, 0, 2147483647, "0", "data order, sampling and initialisation"}; }
 
 ParamSpec CheckpointEvery(const char* default_steps) {
@@ -124,13 +130,20 @@ const std::vector<JobTypeSpec>& JobTypes() {
               JobName("tokenizer", "tokenizer", "job whose tokenizer decodes"),
               JobName("teacher", "teacher", "job whose teacher samples"),
               JobName("featurenet", "featurenet", "job whose features score"),
-              JobName("generator", "distill", "distill/align job whose EMA generator samples (dd2*)"),
-              JobName("stage1", "tune", "tune job whose model samples (stage1)"),
-              {"checkpoint_step", ParamKind::kInt, 0, 1e9, "0",
-               "dd2*: sample from the generator job's committed checkpoint at this step (0: its final weights)"},
-              {"multistep_k", ParamKind::kInt, 2, 1000, "2", "dd2_multistep: total steps k (the teacher redoes k - 1 tokens)"},
-              {"euler_steps", ParamKind::kInt, 1, 1000, "10", "stage1: Euler steps per token"},
-              {"snap", ParamKind::kBool, 0, 0, "false", "snap generated vectors to the nearest code (stage1, dd2_multistep prefix)"},
+              Only(JobName("generator", "distill", "distill/align job whose EMA generator samples (dd2*)"), "sampler",
+                   {"dd2", "dd2_multistep"}),
+              Only(JobName("stage1", "tune", "tune job whose model samples (stage1)"), "sampler", {"stage1"}),
+              Only({"checkpoint_step", ParamKind::kInt, 0, 1e9, "0",
+                    "dd2*: sample from the generator job's committed checkpoint at this step (0: its final weights)"},
+                   "sampler", {"dd2", "dd2_multistep"}),
+              Only({"multistep_k", ParamKind::kInt, 2, 1000, "2",
+                    "dd2_multistep: total steps k (the teacher redoes k - 1 tokens)"},
+                   "sampler", {"dd2_multistep"}),
+              Only({"euler_steps", ParamKind::kInt, 1, 1000, "10", "stage1: Euler steps per token"}, "sampler",
+                   {"stage1"}),
+              Only({"snap", ParamKind::kBool, 0, 0, "false",
+                    "snap generated vectors to the nearest code (stage1, dd2_multistep prefix)"},
+                   "sampler", {"stage1", "dd2_multistep"}),
               {"samples", ParamKind::kInt, 10, 100000, "1000", "generated images"},
               {"batch", ParamKind::kInt, 1, 10000, "250", "sampling batch"},
               {"marginal_samples", ParamKind::kInt, 10, 1e6, "2000", "teacher samples behind the set-prediction marginals"},

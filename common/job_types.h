@@ -19,6 +19,11 @@ struct ParamSpec {
   std::string default_json;  // JSON text of the default value
   std::string doc;
   std::vector<std::string> choices = {};  // kString: the allowed values (empty: any)
+  // The param matters only when param `used_when` has one of `used_when_values` (e.g. an eval's
+  // `generator` only for the dd2 samplers); "" = always. Job identities leave it out otherwise,
+  // so the teacher's eval in two runs that differ only in their distillation is one job.
+  std::string used_when = "";
+  std::vector<std::string> used_when_values = {};
 };
 
 struct JobTypeSpec {

@@ -185,6 +185,16 @@ class ShellSlurmCommands : public SlurmCommands {
     return ParseScontrolJobs(r->out);
   }
 
+  absl::StatusOr<std::string> FinalState(const std::string& job_id) override {
+    auto r = RunCommand({"sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State"}, "", timeout_ms_);
+    if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat("sacct: ", r.status().message()));
+    // "CANCELLED by 0" -> "CANCELLED"; nothing printed: accounting knows nothing.
+    std::string state(absl::StripAsciiWhitespace(r->out));
+    state = state.substr(0, state.find_first_of(" \n"));
+    if (r->exit_code != 0 || state.empty()) return absl::NotFoundError(absl::StrCat("sacct knows no job ", job_id));
+    return state;
+  }
+
   absl::Status Cancel(const std::string& job_id) override {
     auto r = RunCommand({"scancel", job_id}, "", timeout_ms_);
     if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat("scancel: ", r.status().message()));

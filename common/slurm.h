@@ -75,6 +75,9 @@ class SlurmCommands {
   virtual absl::StatusOr<std::string> Submit(const std::string& script) = 0;
   // Every job SLURM still knows (scontrol show job -o), by id.
   virtual absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query() = 0;
+  // The final state of a job SLURM's controller has forgotten, from accounting (sacct):
+  // "COMPLETED", "CANCELLED", ...; NotFound where accounting does not run or knows nothing.
+  virtual absl::StatusOr<std::string> FinalState(const std::string& job_id) = 0;
   // scancel ID.
   virtual absl::Status Cancel(const std::string& job_id) = 0;
 };

@@ -1,5 +1,6 @@
 #include "coordinator/job_identity.h"
 
+#include <algorithm>
 #include <functional>
 #include <set>
 
@@ -12,6 +13,23 @@ namespace dd2 {
 
 using Json = nlohmann::json;
 
+namespace {
+
+// Whether `key` is a param of `type` that does not matter for these params (ParamSpec::used_when).
+bool Unused(const JobTypeSpec* type, const std::string& key, const Json& params) {
+  if (type == nullptr) return false;
+  for (const auto& p : type->params) {
+    if (p.name != key || p.used_when.empty()) continue;
+    auto it = params.find(p.used_when);
+    if (it == params.end() || !it->is_string()) return false;
+    const std::string value = it->get<std::string>();
+    return std::find(p.used_when_values.begin(), p.used_when_values.end(), value) == p.used_when_values.end();
+  }
+  return false;
+}
+
+}  // namespace
+
 std::map<std::string, std::string> JobIdentities(const std::vector<IdentityInput>& jobs) {
   static const std::set<std::string> kSchedulingOnly = {"device", "collective_timeout_s"};
   std::map<std::string, const IdentityInput*> by_name;
@@ -23,10 +41,11 @@ std::map<std::string, std::string> JobIdentities(const std::vector<IdentityInput
     if (!visiting.insert(j.name).second) return "";  // a cycle
     std::string result;
     Json params = Json::parse(j.params_json, nullptr, false);
+    const JobTypeSpec* type = FindJobType(j.type);
     if (params.is_object()) {
       std::set<std::string> reads(j.after.begin(), j.after.end());
       for (auto it = params.begin(); it != params.end();) {
-        if (kSchedulingOnly.count(it.key())) {
+        if (kSchedulingOnly.count(it.key()) || Unused(type, it.key(), params)) {
           it = params.erase(it);
           continue;
         }
@@ -43,7 +62,6 @@ std::map<std::string, std::string> JobIdentities(const std::vector<IdentityInput
         if (id.empty()) complete = false;
         inputs[r] = id;
       }
-      const JobTypeSpec* type = FindJobType(j.type);
       if (complete) {
         const Json doc = {{"type", j.type}, {"version", type ? type->version : 0}, {"params", params},
                           {"workers", j.workers}, {"inputs", inputs}};

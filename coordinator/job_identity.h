@@ -1,7 +1,9 @@
 // Job identity for memoization (DESIGN.md, Jobs): the sha256 of a job's type, its type's
 // version, its resolved params minus the keys that only say where or how it is scheduled
-// (device, collective_timeout_s; priority and retries are not params), its gang size, and the
-// identities of the jobs it reads: those in `after` and those its params name. Two jobs with one
+// (device, collective_timeout_s; priority and retries are not params) and those its type marks
+// unused for these params (ParamSpec::used_when: an eval's `generator` outside the dd2
+// samplers), its gang size, and the identities of the jobs it reads: those in `after` and those
+// its remaining params name. Two jobs with one
 // identity compute the same outputs, so a sweep trains its shared upstream stages once. Pure;
 // thread-safe.
 #ifndef DD2_COORDINATOR_JOB_IDENTITY_H_

@@ -115,8 +115,9 @@ void CoordinatorService::PollSlurm() {
     if (!a.slurm_job_id.empty()) {
       auto it = jobs->find(a.slurm_job_id);
       if (it == jobs->end()) {
-        a.state = "ended";
-        a.reason = "SLURM no longer lists it";
+        auto final_state = slurm_->FinalState(a.slurm_job_id);  // accounting, where it runs
+        a.state = final_state.ok() ? *final_state : "ended";
+        a.reason = final_state.ok() ? "from sacct" : "SLURM no longer lists it";
       } else {
         a.state = it->second.state;
         a.reason = it->second.reason;

@@ -98,15 +98,21 @@ absl::Status WorkerAgent::Run() {
   last_heard_ms_ = NowMs();
   idle_since_ms_ = NowMs();
   int64_t drain_until_ms = 0;  // set by Stop(): preempted attempts report, then we exit
-  while (true) {
-    const bool exit_on_preempt = config_.exit_after_preempt && preempt_;
-    if ((stop_ || exit_on_preempt) && drain_until_ms == 0) {
+  // Acts on the signal flags. Called again just before children are reaped: under srun a signal
+  // reaches the job children too, and their exit must not be reported before its SLURM cause is
+  // known.
+  auto on_signals = [&] {
+    if ((stop_ || (config_.exit_after_preempt && preempt_)) && drain_until_ms == 0) {
       PreemptChildren(/*grace_signal=*/!stop_);
       preempt_ = false;
       draining_ = true;
       if (registered_) SendHeartbeat();  // tell the coordinator now: no new work here
       drain_until_ms = NowMs() + config_.shutdown_grace_ms;
     }
+    if (preempt_.exchange(false)) PreemptChildren(/*grace_signal=*/true);
+  };
+  while (true) {
+    on_signals();
     const bool idle = children_.empty() && unacked_.empty() && unacked_checkpoints_.empty();
     if (drain_until_ms > 0 && (idle || NowMs() >= drain_until_ms)) break;
     if (!idle || !registered_) idle_since_ms_ = NowMs();
@@ -115,7 +121,6 @@ absl::Status WorkerAgent::Run() {
       stop_ = true;
       continue;
     }
-    if (preempt_.exchange(false)) PreemptChildren(/*grace_signal=*/true);
     std::vector<zmq::pollitem_t> items;
     items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
     for (auto& [id, c] : children_) {
@@ -144,6 +149,7 @@ absl::Status WorkerAgent::Run() {
       DrainOutput(c);
       DrainProgress(c);
     }
+    on_signals();
     ReapChildren();
     const int64_t now = NowMs();
     for (auto& [id, c] : children_) {

@@ -100,6 +100,20 @@ class CoordinatorServiceTest : public ::testing::Test {
     Frame(worker, env);
   }
 
+  // The attempt stopped without failing: preempted (no retry) or, with `infrastructure`, ended
+  // by its surroundings (lost budget); exit 143 with `cause`.
+  void Stopped(const std::string& worker, const std::string& attempt, bool preempted, const std::string& cause = "",
+               bool infrastructure = false) {
+    proto::Envelope env;
+    auto* f = env.mutable_attempt_finished();
+    f->set_attempt_id(attempt);
+    f->set_exit_code(143);
+    f->set_preempted(preempted);
+    f->set_cause(cause);
+    f->set_infrastructure(infrastructure);
+    Frame(worker, env);
+  }
+
   void Heartbeat(const std::string& worker, std::vector<std::string> running = {}) {
     proto::Envelope env;
     env.mutable_heartbeat()->set_worker_id(worker);
@@ -541,11 +555,7 @@ TEST_F(CoordinatorServiceTest, PreemptedAttemptIsRescheduledWithoutUsingARetry) 
   const std::string run = Submit("name: p\njobs:\n  - {name: a, type: sleep, retries: 0}\n");
   ASSERT_EQ(Assigns("w1").size(), 1u);
   Started("w1", "p-1/a#1");
-  proto::Envelope env;
-  env.mutable_attempt_finished()->set_attempt_id("p-1/a#1");
-  env.mutable_attempt_finished()->set_exit_code(143);
-  env.mutable_attempt_finished()->set_preempted(true);
-  Frame("w1", env);
+  Stopped("w1", "p-1/a#1", /*preempted=*/true);
   auto again = Assigns("w1");
   ASSERT_EQ(again.size(), 1u) << "rescheduled at once, although retries is 0";
   EXPECT_EQ(again[0].attempt_id(), "p-1/a#2");
@@ -655,6 +665,7 @@ class FakeSlurm : public SlurmCommands {
     return std::to_string(99 + s_->submits);
   }
   absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query() override { return s_->jobs; }
+  absl::StatusOr<std::string> FinalState(const std::string&) override { return absl::NotFoundError("no sacct"); }
   absl::Status Cancel(const std::string&) override { return absl::OkStatus(); }
 
  private:
@@ -704,7 +715,7 @@ TEST_F(SlurmServiceTest, HelloRecordsTheSlurmTaskOfAWorker) {
   Frame("client", req);
   Json w = Json::parse(Take("client").back().json_reply().json())["workers"][0];
   EXPECT_EQ(w["slurm"], (Json{{"job_id", "7"}, {"procid", 1}, {"localid", 1}, {"restart_count", 2}, {"node", "gpu07"}}));
-  Restart();  // and from SQLite's row after a restart
+  Restart();  // and from the store after a restart
   Frame("client", req);
   EXPECT_EQ(Json::parse(Take("client").back().json_reply().json())["workers"][0]["slurm"]["restart_count"], 2);
 }
@@ -714,19 +725,10 @@ TEST_F(SlurmServiceTest, SlurmCausesKeepTheirNamesAndCancellationUsesTheLostBudg
   const std::string run = Submit("name: p\njobs:\n  - {name: a, type: sleep, retries: 0}\n");
   ASSERT_EQ(Assigns("w1").size(), 1u);
   Started("w1", "p-1/a#1");
-  proto::Envelope env;
-  env.mutable_attempt_finished()->set_attempt_id("p-1/a#1");
-  env.mutable_attempt_finished()->set_exit_code(143);
-  env.mutable_attempt_finished()->set_preempted(true);
-  env.mutable_attempt_finished()->set_cause("slurm timeout");
-  Frame("w1", env);
+  Stopped("w1", "p-1/a#1", /*preempted=*/true, "slurm timeout");
   ASSERT_EQ(Assigns("w1").size(), 1u) << "a time limit uses no retry";
   Started("w1", "p-1/a#2");
-  env.mutable_attempt_finished()->set_attempt_id("p-1/a#2");
-  env.mutable_attempt_finished()->set_preempted(false);
-  env.mutable_attempt_finished()->set_infrastructure(true);
-  env.mutable_attempt_finished()->set_cause("slurm cancelled");
-  Frame("w1", env);
+  Stopped("w1", "p-1/a#2", /*preempted=*/false, "slurm cancelled", /*infrastructure=*/true);
   Json jobs = Jobs(run);
   const Json& attempts = jobs["jobs"][0]["attempts_detail"];
   ASSERT_EQ(attempts.size(), 2u);

@@ -25,6 +25,23 @@ TEST(JobIdentityTest, SameConfigSameIdentityDownstreamChangesOnlyDownstream) {
   EXPECT_EQ(a["tokenizer"].size(), 64u);
 }
 
+// An eval of the teacher names the run's distill job (its `generator` param has a default) but
+// never reads it: a K sweep's points share it. A dd2 eval reads it, so it differs per point.
+TEST(JobIdentityTest, ParamsTheSamplerDoesNotUseDoNotCount) {
+  auto with_eval = [](const std::string& distill, const std::string& sampler) {
+    auto jobs = Pipeline(R"({"tokenizer": "tokenizer", "steps": 5})", distill);
+    jobs.push_back({"e", "eval",
+                    R"({"sampler": ")" + sampler + R"(", "generator": "distill", "teacher": "teacher", "multistep_k": 2})",
+                    1, {"teacher"}});
+    return JobIdentities(jobs)["e"];
+  };
+  EXPECT_EQ(with_eval(R"({"k": 1})", "teacher"), with_eval(R"({"k": 8})", "teacher"));
+  EXPECT_EQ(with_eval(R"({"k": 1})", "set_prediction"), with_eval(R"({"k": 8})", "set_prediction"));
+  EXPECT_NE(with_eval(R"({"k": 1})", "dd2"), with_eval(R"({"k": 8})", "dd2"));
+  EXPECT_NE(with_eval(R"({"k": 1})", "dd2_multistep"), with_eval(R"({"k": 8})", "dd2_multistep"));
+  EXPECT_NE(with_eval(R"({"k": 1})", "teacher"), with_eval(R"({"k": 1})", "set_prediction"));
+}
+
 TEST(JobIdentityTest, UpstreamChangesPropagate) {
   auto a = JobIdentities(Pipeline(R"({"tokenizer": "tokenizer", "steps": 5})", R"({"k": 1})"));
   auto b = JobIdentities(Pipeline(R"({"tokenizer": "tokenizer", "steps": 6})", R"({"k": 1})"));

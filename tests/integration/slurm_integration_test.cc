@@ -80,6 +80,15 @@ class SlurmTest : public ClusterTest {
     return Json();
   }
 
+  // Submits run NAME of one 6 s sleep job `s` (retries 0, a checkpoint every 10 steps) and
+  // returns its run id once the job is running.
+  std::string SubmitRunningSleep(const std::string& name) {
+    const std::string run = SubmitJson(WriteYaml(name + ".yaml", "name: " + name + "\njobs:\n"
+        "  - {name: s, type: sleep, retries: 0, params: {seconds: 6, steps: 60, checkpoint_every: 10}}\n"));
+    EXPECT_TRUE(WaitFor([&] { return Step(run + "/s") >= 3; }, 60)) << Ctl({"jobs", run}).out;
+    return run;
+  }
+
   int64_t Step(const std::string& job) {
     auto step = Sql("SELECT step FROM jobs WHERE id = '" + job + "'");
     return step.empty() ? 0 : std::stoll(step[0]);
@@ -168,12 +177,7 @@ TEST_F(SlurmTest, DryRunPrintsAScriptSbatchTakesAndSlurmErrorsAreNamed) {
 TEST_F(SlurmTest, ScancelEndsAttemptsAsSlurmCancelledAndANewAllocationFinishesTheRun) {
   UpCoordinator();
   const std::string first = Launch(1);
-  const std::string run = SubmitJson(WriteYaml("long.yaml", R"(
-name: long
-jobs:
-  - {name: s, type: sleep, retries: 0, params: {seconds: 6, steps: 60, checkpoint_every: 10}}
-)"));
-  ASSERT_TRUE(WaitFor([&] { return Step("long-1/s") >= 3; }, 60));
+  const std::string run = SubmitRunningSleep("long");
   auto cancel = Ctl({"slurm", "cancel", "alloc-1"});
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
   ASSERT_TRUE(WaitFor([&] {
@@ -225,19 +229,19 @@ jobs:
 TEST_F(SlurmTest, RequeuedAllocationsWorkersRegisterAgainAndFinishTheRun) {
   UpCoordinator();
   const std::string job = Launch(1);
-  const std::string run = SubmitJson(WriteYaml("rq.yaml", R"(
-name: rq
-jobs:
-  - {name: s, type: sleep, retries: 0, params: {seconds: 6, steps: 60, checkpoint_every: 10}}
-)"));
-  ASSERT_TRUE(WaitFor([&] { return Step("rq-1/s") >= 3; }, 60));
+  const std::string run = SubmitRunningSleep("rq");
   auto rq = testing::RunCommand({"/usr/bin/scontrol", "requeue", job});
   ASSERT_EQ(rq.exit_code, 0) << rq.err;
-  // SLURM holds a requeued job back for a while (BeginTime); let it start as soon as it is pending.
+  // SLURM holds a requeued job back for a while (BeginTime); let it start once it is pending (not
+  // while it is still completing: an update then can turn the requeue into a failure).
   ASSERT_TRUE(WaitFor([&] {
-    testing::RunCommand({"/usr/bin/scontrol", "update", "JobId=" + job, "StartTime=now"});
+    if (testing::RunCommand({"/usr/bin/squeue", "-h", "-j", job, "-o", "%T"}).out == "PENDING\n") {
+      testing::RunCommand({"/usr/bin/scontrol", "update", "JobId=" + job, "StartTime=now"});
+    }
     return SlurmWorkers(job).size() == 1 && SlurmWorkers(job)[0]["slurm"]["restart_count"] == 1;
-  }, 90)) << "the requeued allocation's worker comes back with SLURM_RESTART_COUNT 1";
+  }, 90)) << "the requeued allocation's worker comes back with SLURM_RESTART_COUNT 1; SLURM says: "
+           << testing::RunCommand({"/usr/bin/scontrol", "show", "job", job}).out
+           << ReadFile(home_ + "/slurm/dd2-workers-" + job + ".out").value_or("(no log)");
   ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; }, 120)) << Ctl({"jobs", run}).out;
   EXPECT_EQ(Sql("SELECT state || ': ' || cause FROM attempts WHERE id = 'rq-1/s#1'"),
             std::vector<std::string>{"preempted: slurm preempted (requeued)"});
