@@ -389,7 +389,7 @@ int RunCtl(int argc, char** argv) {
     static const std::vector<std::pair<std::string, std::string>> kColumns = {
         {"fid", "FID"}, {"inception_score", "IS"}, {"precision", "PREC"}, {"recall", "RECALL"},
         {"class_accuracy", "CLASS-ACC"}, {"latency_ms_b1", "MS/IMG@1"}, {"latency_ms_b256", "MS/IMG@256"},
-        {"speedup_vs_teacher_b1", "SPEEDUP@1"}};
+        {"speedup_vs_teacher_b1", "SPEEDUP@1"}, {"teacher_nll", "TEACHER-NLL"}};
     Json out = Json::array();
     std::vector<std::vector<std::string>> rows = {{"EVAL", "STATE"}};
     for (const auto& c : kColumns) rows[0].push_back(c.second);

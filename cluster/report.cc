@@ -1,8 +1,5 @@
 #include "cluster/report.h"
 
-#include <spawn.h>
-#include <sys/wait.h>
-
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -17,8 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "cluster/ctl_output.h"
 #include "common/home.h"
-
-extern char** environ;
+#include "common/process.h"
 
 namespace dd2 {
 namespace {
@@ -101,19 +97,12 @@ absl::Status Draw(const std::string& dir, const Plot& p) {
   }
   g << "plot " << absl::StrJoin(parts, ", \\\n     ") << "\n";
   g.close();
-  std::vector<std::string> args = {"gnuplot", gp};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  if (posix_spawnp(&pid, "gnuplot", nullptr, nullptr, argv.data(), environ) != 0) {
+  auto r = RunCommand({"gnuplot", gp}, "", 120000);
+  if (absl::IsNotFound(r.status())) {
     return absl::FailedPreconditionError("gnuplot not found; install it with ops/install-deps.sh (gnuplot-nox)");
   }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(absl::StrCat("gnuplot failed on ", gp));
-  }
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) return absl::InternalError(absl::StrCat("gnuplot failed on ", gp, ": ", r->err));
   return absl::OkStatus();
 }
 

@@ -184,18 +184,32 @@ std::unique_ptr<TokenSampler> MakeSetPredictionSampler(ArTransformer teacher, to
                                                 marginal_samples, seed);
 }
 
+double TeacherNll(ArTransformer& teacher, const torch::Tensor& codebook, const torch::Tensor& classes,
+                  const torch::Tensor& codes) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = codes.size(1);
+  auto vectors = codebook.index_select(0, codes.reshape(-1)).view({codes.size(0), n, codebook.size(1)});
+  auto logits = teacher->forward(classes, vectors.slice(1, 0, n - 1));  // [B, n, V]
+  return torch::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), codes.reshape(-1)).item<double>();
+}
+
 absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, VqVae& tok,
                                                        FeatureNet& features, const ImageSet& real,
-                                                       const EvalOptions& o) {
+                                                       const EvalOptions& o, ArTransformer* likelihood_teacher) {
   torch::NoGradGuard no_grad;
   auto gen = MakeGenerator(o.seed);
   auto codebook = tok->Codebook();
   auto classes = (torch::arange(o.samples, torch::kLong) % 10).to(codebook.device());
   torch::Tensor nearest_sum = torch::zeros({}, codebook.options().dtype(torch::kFloat64));
+  double nll_sum = 0;
   auto images = Batched(o.samples, o.batch, [&](int64_t a, int64_t b) {
     auto vectors = sampler.Sample(classes.slice(0, a, b), gen);
-    auto d = torch::cdist(vectors.reshape({-1, vectors.size(2)}), codebook).amin(-1);
+    auto [d, nearest] = torch::cdist(vectors.reshape({-1, vectors.size(2)}), codebook).min(-1);
     nearest_sum += d.sum().to(torch::kFloat64);
+    if (likelihood_teacher != nullptr) {
+      nll_sum += static_cast<double>(b - a) *
+                 TeacherNll(*likelihood_teacher, codebook, classes.slice(0, a, b), nearest.view({b - a, -1}));
+    }
     return tok->Decode(vectors).clamp(0, 1);
   });
   auto fake_feats = Batched(o.samples, 500, [&](int64_t a, int64_t b) { return features->Features(images.slice(0, a, b)); });
@@ -212,6 +226,7 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
   m["recall"] = pr.recall;
   m["class_accuracy"] = fake_probs.argmax(1).eq(classes).to(torch::kFloat64).mean().item<double>();
   m["codebook_distance"] = nearest_sum.item<double>() / static_cast<double>(o.samples * 49);
+  if (likelihood_teacher != nullptr) m["teacher_nll"] = nll_sum / static_cast<double>(o.samples);
   m["latency_ms_b1"] = MsPerImage(sampler, tok, 1, 21, o.seed + 7);
   m["latency_ms_b256"] = MsPerImage(sampler, tok, 256, 1, o.seed + 8);
   if (teacher != nullptr) {

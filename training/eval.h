@@ -57,12 +57,21 @@ struct EvalOptions {
 
 // fid, inception_score, precision, recall, class_accuracy, latency_ms_b1, latency_ms_b256
 // (per image), speedup_vs_teacher_b1 and token_speedup_vs_teacher_b1 (decoding excluded) when
-// `teacher` is given, codebook_distance (mean
-// distance of sampled vectors to their nearest codebook entry). Runs on the tokenizer's device;
-// `real` may live on the CPU.
+// `teacher` is given, codebook_distance (mean distance of sampled vectors to their nearest
+// codebook entry), and with `likelihood_teacher` teacher_nll: the teacher's negative
+// log-likelihood per token (nats, class-conditional, no CFG) of the samples snapped to their
+// nearest codes, the "generative perplexity" of discrete-diffusion distillation papers (the
+// teacher sampler's own value is the reference; lower is more teacher-like, and it sees how
+// tokens fit together, which FID on classifier features hardly does). Runs on the tokenizer's
+// device; `real` may live on the CPU.
 absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, VqVae& tokenizer,
                                                        FeatureNet& features, const ImageSet& real,
-                                                       const EvalOptions& options);
+                                                       const EvalOptions& options,
+                                                       ArTransformer* likelihood_teacher = nullptr);
+
+// The teacher's mean NLL per token (nats) of `codes` [B, tokens] (codebook indices) given `classes`.
+double TeacherNll(ArTransformer& teacher, const torch::Tensor& codebook, const torch::Tensor& classes,
+                  const torch::Tensor& codes);
 
 }  // namespace dd2
 

@@ -229,7 +229,7 @@ int RunEvalJob(JobContext& ctx) {
     return Fail(ctx, absl::StrCat("unknown sampler '", kind, "'"));
   }
   auto teacher_sampler = MakeTeacherSampler(*teacher, (*tok)->Codebook().detach(), sampling);
-  auto result = Evaluate(*sampler, teacher_sampler.get(), *tok, *features, *test, options);
+  auto result = Evaluate(*sampler, teacher_sampler.get(), *tok, *features, *test, options, &*teacher);
   if (!result.ok()) return Fail(ctx, result.status());
   ReportFinal(ctx, *result, 1);
   std::printf("sample grid: %s\n", options.grid_path.c_str());

@@ -106,7 +106,7 @@ absl::Status WorkerAgent::Run() {
       PreemptChildren(/*grace_signal=*/!stop_);
       preempt_ = false;
       draining_ = true;
-      if (registered_) SendHeartbeat();  // tell the coordinator now: no new work here
+      SendHeartbeat();  // tell the coordinator now (even mid re-registration): no new work here
       drain_until_ms = NowMs() + config_.shutdown_grace_ms;
     }
     if (preempt_.exchange(false)) PreemptChildren(/*grace_signal=*/true);
@@ -168,6 +168,7 @@ absl::Status WorkerAgent::Run() {
       next_heartbeat_ms_ = now + config_.heartbeat_interval_ms;
       if (!registered_) {
         SendHello();
+        if (draining_) SendHeartbeat();  // Hello makes it alive again: say at once that it stops
       } else {
         SendHeartbeat();
         ResendUnacked();

@@ -94,6 +94,16 @@ class SlurmTest : public ClusterTest {
     return step.empty() ? 0 : std::stoll(step[0]);
   }
 
+  // The end of slurmctld's and slurmd's logs, for failure messages.
+  static std::string DaemonLogs() {
+    std::string out;
+    for (const char* log : {"slurmctld.log", "slurmd.log"}) {
+      auto r = testing::RunCommand({"/usr/bin/tail", "-n", "25", slurm_->path() + "/slurm/" + log});
+      out += "\n===== " + std::string(log) + "\n" + r.out;
+    }
+    return out;
+  }
+
   static testing::TempDir* slurm_;
   static bool started_;
 };
@@ -186,7 +196,7 @@ TEST_F(SlurmTest, ScancelEndsAttemptsAsSlurmCancelledAndANewAllocationFinishesTh
   }, 60)) << Ctl({"jobs", run}).out;
   const std::string second = Launch(1);
   ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; }, 120)) << Ctl({"jobs", run}).out;
-  EXPECT_EQ(Sql("SELECT worker_ids FROM attempts WHERE id = 'long-1/s#2'"),
+  EXPECT_EQ(Sql("SELECT worker_ids FROM attempts WHERE job_id = 'long-1/s' ORDER BY number DESC LIMIT 1"),
             std::vector<std::string>{"slurm-" + second + "-0"});
   ASSERT_TRUE(WaitFor([&] { return Allocation(first).value("state", "") == "CANCELLED"; }, 30))
       << Allocation(first).dump();
@@ -219,11 +229,18 @@ jobs:
   const auto at = Sql("SELECT step FROM checkpoints WHERE attempt_id = '" + net + "#1'");
   ASSERT_EQ(at.size(), 1u) << "the checkpoint written at the signal";
   EXPECT_NE(std::stoll(at[0]) % 400, 0) << "written at once, not at the next interval";
-  EXPECT_EQ(Sql("SELECT detail FROM events WHERE kind = 'attempt_resumed' AND attempt_id = '" + net + "#2'"),
+  // The attempt that finished resumed from that checkpoint on the new allocation. (An attempt in
+  // between can only be one a stopping worker was offered and handed back at once.)
+  const auto last = Sql("SELECT id FROM attempts WHERE job_id = '" + net + "' ORDER BY number DESC LIMIT 1");
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(Sql("SELECT detail FROM events WHERE kind = 'attempt_resumed' AND attempt_id = '" + last[0] + "'"),
             std::vector<std::string>{"step " + at[0]});
-  EXPECT_EQ(Sql("SELECT COUNT(*) FROM events WHERE kind = 'job_retrying'"), std::vector<std::string>{"0"});
-  EXPECT_EQ(Sql("SELECT worker_ids FROM attempts WHERE id = '" + net + "#2'"),
+  EXPECT_EQ(Sql("SELECT worker_ids FROM attempts WHERE id = '" + last[0] + "'"),
             std::vector<std::string>{"slurm-" + next + "-0"});
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM attempts WHERE job_id = '" + net + "' AND number > 1 AND id != '" + last[0] +
+                "' AND cause != 'worker shutting down'"),
+            std::vector<std::string>{"0"});
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM events WHERE kind = 'job_retrying'"), std::vector<std::string>{"0"});
 }
 
 TEST_F(SlurmTest, RequeuedAllocationsWorkersRegisterAgainAndFinishTheRun) {
@@ -232,16 +249,13 @@ TEST_F(SlurmTest, RequeuedAllocationsWorkersRegisterAgainAndFinishTheRun) {
   const std::string run = SubmitRunningSleep("rq");
   auto rq = testing::RunCommand({"/usr/bin/scontrol", "requeue", job});
   ASSERT_EQ(rq.exit_code, 0) << rq.err;
-  // SLURM holds a requeued job back for a while (BeginTime); let it start once it is pending (not
-  // while it is still completing: an update then can turn the requeue into a failure).
+  // SLURM holds a requeued job back until the old run's credential expires (BeginTime; 10 s on
+  // the test cluster, cred_expire=10). Releasing it earlier gets it killed: "Job credential revoked".
   ASSERT_TRUE(WaitFor([&] {
-    if (testing::RunCommand({"/usr/bin/squeue", "-h", "-j", job, "-o", "%T"}).out == "PENDING\n") {
-      testing::RunCommand({"/usr/bin/scontrol", "update", "JobId=" + job, "StartTime=now"});
-    }
     return SlurmWorkers(job).size() == 1 && SlurmWorkers(job)[0]["slurm"]["restart_count"] == 1;
   }, 90)) << "the requeued allocation's worker comes back with SLURM_RESTART_COUNT 1; SLURM says: "
            << testing::RunCommand({"/usr/bin/scontrol", "show", "job", job}).out
-           << ReadFile(home_ + "/slurm/dd2-workers-" + job + ".out").value_or("(no log)");
+           << ReadFile(home_ + "/slurm/dd2-workers-" + job + ".out").value_or("(no log)") << DaemonLogs();
   ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; }, 120)) << Ctl({"jobs", run}).out;
   EXPECT_EQ(Sql("SELECT state || ': ' || cause FROM attempts WHERE id = 'rq-1/s#1'"),
             std::vector<std::string>{"preempted: slurm preempted (requeued)"});

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
+#include "training/eval.h"
+
 namespace dd2 {
 namespace {
 
@@ -58,6 +62,50 @@ TEST(ArTransformerTest, LaterTokensDoNotInfluenceEarlierLogits) {
   auto a = model->forward(classes, prefix), b = model->forward(classes, changed);
   EXPECT_TRUE(torch::allclose(a.slice(1, 0, 6), b.slice(1, 0, 6)));
   EXPECT_FALSE(torch::allclose(a.slice(1, 6), b.slice(1, 6)));
+}
+
+// The teacher-likelihood metric: the mean of -log p(token | class, tokens before it).
+TEST(TeacherNllTest, IsTheMeanNegativeLogProbabilityOfEachTokenGivenItsPrefix) {
+  auto model = TinyTeacher();
+  torch::NoGradGuard no_grad;
+  auto codebook = torch::randn({16, 4});
+  auto classes = torch::tensor({0, 2}, torch::kLong);
+  torch::manual_seed(3);
+  auto codes = torch::randint(16, {2, 9}, torch::kLong);
+  double by_hand = 0;
+  for (int64_t b = 0; b < 2; ++b) {
+    KvCache cache;  // token by token, through the cached path
+    for (int64_t i = 0; i < 9; ++i) {
+      auto prev = i == 0 ? torch::Tensor() : codebook[codes[b][i - 1].item<int64_t>()].view({1, 4});
+      auto logp = model->Step(classes.slice(0, b, b + 1), prev, i, cache).log_softmax(-1);
+      by_hand -= logp[0][codes[b][i].item<int64_t>()].item<double>();
+    }
+  }
+  EXPECT_NEAR(TeacherNll(model, codebook, classes, codes), by_hand / 18, 1e-5);
+}
+
+// Sequences the teacher finds most likely score below log V, the least likely above it.
+TEST(TeacherNllTest, OrdersGreedyBelowUniformBelowLeastLikely) {
+  auto model = TinyTeacher();
+  torch::NoGradGuard no_grad;
+  auto codebook = torch::randn({16, 4});
+  auto classes = torch::tensor({1}, torch::kLong);
+  auto pick = [&](bool most) {
+    std::vector<int64_t> codes;
+    KvCache cache;
+    torch::Tensor prev;
+    for (int64_t i = 0; i < 9; ++i) {
+      auto logits = model->Step(classes, prev, i, cache)[0];
+      const int64_t c = (most ? logits.argmax() : logits.argmin()).item<int64_t>();
+      codes.push_back(c);
+      prev = codebook[c].view({1, 4});
+    }
+    return torch::tensor(codes, torch::kLong).view({1, 9});
+  };
+  const double greedy = TeacherNll(model, codebook, classes, pick(true));
+  const double worst = TeacherNll(model, codebook, classes, pick(false));
+  EXPECT_LT(greedy, std::log(16.0));
+  EXPECT_GT(worst, std::log(16.0));
 }
 
 TEST(VqVaeTest, DecoderAcceptsOffCodebookVectorsAndCodesAreUnitNorm) {
