@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sample quality and speed of every sampler of a `pipeline: dd2` run, as one table:
-# FID, IS, precision, recall, class accuracy, sampling steps, latency at batch 1 and 256.
+# FID, teacher NLL, IS, precision, recall, class accuracy, sampling steps, latency at batch 1 and 256.
 #   bench/quality.sh                      # run examples/fmnist.yaml (the quality configuration) on a
 #                                         # local cluster of 2 workers, then report
 #   bench/quality.sh --yaml FILE          # another pipeline file (examples/fmnist-quick.yaml: quick)
@@ -40,8 +40,8 @@ rows = [("teacher (AR, KV cache)", "eval-teacher", str(tokens)),
         ("DD2 multi-step k=2", "eval-dd2-k2", "2"),
         ("DD2 multi-step k=4", "eval-dd2-k4", "4"),
         ("set prediction", "eval-set-prediction", "1")]
-print("| sampler | FID | IS | precision | recall | class acc. | steps | ms/img @1 | ms/img @256 | speed-up @1 | token speed-up @1 |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| sampler | FID | teacher NLL | IS | precision | recall | class acc. | steps | ms/img @1 | ms/img @256 | speed-up @1 | token speed-up @1 |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for label, job, steps in rows:
     e = evals.get(job)
     if e is None or e["state"] != "succeeded":
@@ -53,7 +53,7 @@ for label, job, steps in rows:
         steps = f"{tokens} x Euler"
     def f(key, digits=3):
         return f"{m[key]:.{digits}f}" if key in m else "-"
-    print(f"| {label} | {f('fid', 2)} | {f('inception_score', 2)} | {f('precision')} | {f('recall')} | "
+    print(f"| {label} | {f('fid', 2)} | {f('teacher_nll', 2)} | {f('inception_score', 2)} | {f('precision')} | {f('recall')} | "
           f"{f('class_accuracy')} | {steps} | {f('latency_ms_b1', 2)} | {f('latency_ms_b256', 3)} | "
           f"{f('speedup_vs_teacher_b1', 1)} | {f('token_speedup_vs_teacher_b1', 1)} |")
 PY
