@@ -10,6 +10,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/protocol.h"
+#include "common/status_macros.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/staged.h"
 
@@ -36,6 +38,7 @@ void CoordinatorService::SetSlurm(std::unique_ptr<SlurmCommands> slurm, std::opt
 }
 
 absl::Status CoordinatorService::HandleSlurmRecord(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
   const proto::SlurmAllocation& in = env.slurm_record().allocation();
   int64_t job = 0;
   if (!absl::SimpleAtoi(in.slurm_job_id(), &job) || job <= 0) {
@@ -72,6 +75,7 @@ absl::Status CoordinatorService::HandleSlurmRecord(const std::string& peer, cons
 }
 
 absl::Status CoordinatorService::HandleSlurmList(const std::string& peer, const proto::Envelope& env) {
+  DD2_RETURN_IF_ERROR(CheckVersion(env));
   ReplyJson(peer, env, SlurmDocument(state_, slurm_info_));
   return absl::OkStatus();
 }

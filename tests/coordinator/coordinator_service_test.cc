@@ -842,6 +842,11 @@ TEST_F(SlurmServiceTest, RecordedAllocationFollowsSlurmsStateAndAResendIsTheSame
   a->set_slurm_job_id("x; rm");
   Frame("client", env);
   EXPECT_EQ(Take("client").back().error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  a->set_slurm_job_id("43");
+  env.set_version(99);  // another protocol version records nothing
+  Frame("client", env);
+  EXPECT_EQ(Take("client").back().error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(Allocations()["allocations"].size(), 1u);
 }
 
 }  // namespace
