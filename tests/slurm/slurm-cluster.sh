@@ -3,7 +3,8 @@
 # and slurmd, with every file under DIR and free ports on 127.0.0.1. Needs root (munged --force,
 # SlurmUser=root) and Debian's slurmctld, slurmd, slurm-client and munge (ops/install-deps.sh).
 #   tests/slurm/slurm-cluster.sh up DIR [CPUS]   # start; prints "SLURM_CONF=DIR/slurm.conf"
-#   tests/slurm/slurm-cluster.sh down DIR        # stop the three daemons by pid
+#   tests/slurm/slurm-cluster.sh down DIR        # stop the three daemons by pid, then any job
+#                                                # process they left (by SLURM_CONF in its environment)
 # `up` waits until sinfo shows the node idle; on failure it prints the daemons' logs and exits 1.
 set -euo pipefail
 cmd=${1:?usage: slurm-cluster.sh up|down DIR [CPUS]}
@@ -41,6 +42,16 @@ PY
 
 if [ "$cmd" = down ]; then
   stop
+  # Jobs the daemons left behind (slurmstepd, srun and their tasks outlive slurmd): every process
+  # started with this cluster's SLURM_CONF in its environment.
+  unset SLURM_CONF
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = "$$" ] && continue
+    if { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qxF "SLURM_CONF=$dir/slurm.conf"; then
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
   exit 0
 fi
 [ "$cmd" = up ] || { echo "slurm-cluster.sh: unknown command $cmd (up or down)" >&2; exit 2; }
