@@ -36,7 +36,7 @@ int SlurmLaunch(CoordinatorClient* client, const std::string& endpoint, const st
   spec.coordinator = endpoint;
   if (spec.home.empty()) spec.home = home;
   spec.home = std::filesystem::absolute(spec.home).lexically_normal().string();
-  if (!spec.home.empty() && spec.home.size() > 1 && spec.home.back() == '/') spec.home.pop_back();
+  if (spec.home.size() > 1 && spec.home.back() == '/') spec.home.pop_back();
   if (spec.worker_binary.empty()) spec.worker_binary = BesideSelf("dd2-worker");
   absl::Status valid = ValidateLaunchSpec(spec);
   if (!valid.ok()) {

@@ -132,9 +132,6 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv, c
     return absl::DeadlineExceededError(absl::StrCat(argv[0], ": no answer within ", timeout_ms, " ms"));
   }
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  if (result.exit_code == 127 && result.out.empty() && result.err.empty()) {
-    return absl::NotFoundError(absl::StrCat(argv[0], ": not found"));
-  }
   return result;
 }
 

@@ -1,7 +1,5 @@
 #include "common/slurm.h"
 
-#include <cstdlib>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -175,8 +173,10 @@ class ShellSlurmCommands : public SlurmCommands {
     return id;
   }
 
-  absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query() override {
-    auto r = RunCommand({"scontrol", "show", "job", "-o"}, "", timeout_ms_);
+  absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query(const std::string& job_id) override {
+    std::vector<std::string> argv = {"scontrol", "show", "job", "-o"};
+    if (!job_id.empty()) argv.push_back(job_id);
+    auto r = RunCommand(argv, "", timeout_ms_);
     if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat("scontrol: ", r.status().message()));
     if (r->exit_code != 0) {
       if (absl::StrContains(r->out + r->err, "No jobs in the system")) return std::map<std::string, SlurmJobInfo>{};

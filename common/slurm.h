@@ -73,8 +73,9 @@ class SlurmCommands {
   virtual ~SlurmCommands() = default;
   // sbatch --parsable with `script` on stdin: the job id, or an error carrying sbatch's words.
   virtual absl::StatusOr<std::string> Submit(const std::string& script) = 0;
-  // Every job SLURM still knows (scontrol show job -o), by id.
-  virtual absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query() = 0;
+  // Every job SLURM still knows (scontrol show job -o), by id; with `job_id`, only that one
+  // (an error when SLURM does not know it).
+  virtual absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query(const std::string& job_id) = 0;
   // The final state of a job SLURM's controller has forgotten, from accounting (sacct):
   // "COMPLETED", "CANCELLED", ...; NotFound where accounting does not run or knows nothing.
   virtual absl::StatusOr<std::string> FinalState(const std::string& job_id) = 0;

@@ -81,11 +81,12 @@ AutoscaleDecision DecideAutoscale(const AutoscaleConfig& config, const Autoscale
   const int64_t deficit = demand - supply;
   if (deficit <= 0) return {};
   if (view.now_ms < view.backoff_until_ms) {
-    return {0, absl::StrCat(waiting, " jobs waiting; sbatch backing off for ", (view.backoff_until_ms - view.now_ms) / 1000,
-                            " s")};
+    return {0,
+            absl::StrCat(waiting, " jobs waiting; sbatch backing off for ", (view.backoff_until_ms - view.now_ms) / 1000, " s"),
+            "backoff"};
   }
   if (view.unfinished_allocations >= config.max_allocations) {
-    return {0, absl::StrCat(waiting, " jobs waiting; at max_allocations (", config.max_allocations, ")")};
+    return {0, absl::StrCat(waiting, " jobs waiting; at max_allocations (", config.max_allocations, ")"), "max_allocations"};
   }
   const int64_t room = config.max_workers - view.allocation_workers;
   // Whole nodes. A gang may span allocations (its ranks meet at a rendezvous), so the deficit is
@@ -93,10 +94,12 @@ AutoscaleDecision DecideAutoscale(const AutoscaleConfig& config, const Autoscale
   int64_t nodes = (deficit + config.gpus_per_node - 1) / config.gpus_per_node;
   nodes = std::min(nodes, room / config.gpus_per_node);
   if (nodes <= 0) {
-    return {0, absl::StrCat(waiting, " jobs waiting; at max_workers (", config.max_workers, ")")};
+    return {0, absl::StrCat(waiting, " jobs waiting; at max_workers (", config.max_workers, ")"), "max_workers"};
   }
-  return {nodes, absl::StrCat(waiting, " jobs waited over ", config.wait_s, " s for ", demand, " workers; ",
-                              view.free_workers, " free and ", view.coming_workers, " coming")};
+  return {nodes,
+          absl::StrCat(waiting, " jobs waited over ", config.wait_s, " s for ", demand, " workers; ", view.free_workers,
+                       " free and ", view.coming_workers, " coming"),
+          ""};
 }
 
 int64_t SbatchBackoffMs(const AutoscaleConfig& config, int64_t failures) {

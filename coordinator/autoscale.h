@@ -62,6 +62,7 @@ struct AutoscaleView {
 struct AutoscaleDecision {
   int64_t nodes = 0;                 // 0: submit nothing
   std::string why;                   // for the event (also when nothing is submitted, "" if idle)
+  std::string held_by;               // nodes == 0 with jobs waiting: "backoff", "max_allocations", "max_workers"
 };
 
 AutoscaleDecision DecideAutoscale(const AutoscaleConfig& config, const AutoscaleView& view);

@@ -721,10 +721,7 @@ void CoordinatorService::Tick() {
 void CoordinatorService::ScheduleReady() {
   dirty_ = false;
   if (state_.ready.empty()) return;
-  std::map<std::string, int64_t> used;
-  for (const auto& id : state_.active_attempts) {
-    for (absl::string_view w : absl::StrSplit(state_.attempts[id].worker_ids, ',')) ++used[std::string(w)];
-  }
+  std::map<std::string, int64_t> used = state_.UsedSlots();
   std::vector<WorkerSlots> slots;
   bool any_free = false;
   for (const auto& [id, live] : state_.live) {

@@ -53,8 +53,8 @@ class CoordinatorService {
 
   // SLURM: the commands the coordinator runs (polling allocation states; autoscaling) and, with
   // `autoscale`, the autoscaler's settings; `base` carries what every rendered sbatch script
-  // needs (coordinator endpoint, storage root, dd2-worker path). Without a call, allocations
-  // recorded by dd2ctl are polled with the real commands.
+  // needs (coordinator endpoint, storage root, dd2-worker path). Without a call no SLURM command
+  // runs: recorded allocations keep the state they were recorded with.
   void SetSlurm(std::unique_ptr<SlurmCommands> slurm, std::optional<AutoscaleConfig> autoscale, SlurmLaunchSpec base);
 
   // The endpoint reported by `status`.
@@ -193,6 +193,7 @@ class CoordinatorService {
   int64_t next_allocation_seq_ = 1;
   int64_t next_slurm_poll_ms_ = 0;
   SlurmInfo slurm_info_;
+  std::string held_by_;  // what held the autoscaler back at its last decision ("" = nothing)
 };
 
 }  // namespace dd2

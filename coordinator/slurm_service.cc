@@ -9,7 +9,6 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "common/protocol.h"
 #include "common/status_macros.h"
 #include "coordinator/coordinator_service.h"
@@ -85,16 +84,15 @@ void CoordinatorService::SlurmTick() {
   if (now < next_slurm_poll_ms_) return;
   const bool any_unfinished = std::any_of(state_.allocations.begin(), state_.allocations.end(),
                                           [](const auto& kv) { return Unfinished(kv.second); });
-  if (!any_unfinished && !autoscale_) return;
+  if (!slurm_ || (!any_unfinished && !autoscale_)) return;
   next_slurm_poll_ms_ = now + (autoscale_ ? autoscale_->poll_s : 5) * 1000;
-  if (!slurm_) slurm_ = NewShellSlurmCommands(10000);
   if (any_unfinished) PollSlurm();
   if (autoscale_) Autoscale();
 }
 
 void CoordinatorService::PollSlurm() {
   const int64_t now = clock_->NowMs();
-  auto jobs = slurm_->Query();
+  auto jobs = slurm_->Query("");
   slurm_info_.last_poll_ms = now;
   if (!jobs.ok()) {
     slurm_info_.poll_error = std::string(jobs.status().message());
@@ -163,10 +161,7 @@ void CoordinatorService::Autoscale() {
     const JobRecord& j = state_.jobs.at(id);
     view.ready.push_back({id, j.workers, j.device, j.updated_ms});
   }
-  std::map<std::string, int64_t> used;
-  for (const auto& id : state_.active_attempts) {
-    for (absl::string_view w : absl::StrSplit(state_.attempts.at(id).worker_ids, ',')) ++used[std::string(w)];
-  }
+  std::map<std::string, int64_t> used = state_.UsedSlots();
   for (const auto& [id, live] : state_.live) {
     const WorkerRecord& w = state_.workers.at(id);
     if (live.peer.empty() || w.state != state::kAlive || w.device != cfg.device) continue;
@@ -186,11 +181,12 @@ void CoordinatorService::Autoscale() {
     view.coming_workers += std::max<int64_t>(0, asked - registered);
   }
   AutoscaleDecision d = DecideAutoscale(cfg, view);
-  if (d.why != slurm_info_.last_decision && !d.why.empty() && d.nodes == 0) {
+  if (!d.held_by.empty() && d.held_by != held_by_) {  // once per hold-up, not per poll of a countdown
     Staged note(this);
     Event(note, "autoscale_waiting", "", "", "", d.why);
     Commit(note).IgnoreError();
   }
+  held_by_ = d.held_by;
   slurm_info_.last_decision = d.why;
   if (d.nodes == 0) return;
 

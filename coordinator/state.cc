@@ -19,4 +19,12 @@ std::vector<std::string> CoordinatorState::ActiveAttemptsOf(const std::string& w
   return out;
 }
 
+std::map<std::string, int64_t> CoordinatorState::UsedSlots() const {
+  std::map<std::string, int64_t> used;
+  for (const auto& id : active_attempts) {
+    for (absl::string_view w : absl::StrSplit(attempts.at(id).worker_ids, ',')) ++used[std::string(w)];
+  }
+  return used;
+}
+
 }  // namespace dd2

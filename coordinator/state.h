@@ -54,6 +54,8 @@ struct CoordinatorState {
 
   // Non-terminal attempts that `worker_id` holds a rank of.
   std::vector<std::string> ActiveAttemptsOf(const std::string& worker_id) const;
+  // Slots in use on each worker: one per rank of a non-terminal attempt.
+  std::map<std::string, int64_t> UsedSlots() const;
 };
 
 // Whether `worker_id` holds a rank of `a`.

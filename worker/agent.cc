@@ -102,7 +102,7 @@ absl::Status WorkerAgent::Run() {
   // reaches the job children too, and their exit must not be reported before its SLURM cause is
   // known.
   auto on_signals = [&] {
-    if ((stop_ || (config_.exit_after_preempt && preempt_)) && drain_until_ms == 0) {
+    if ((stop_ || (!config_.slurm.job_id().empty() && preempt_)) && drain_until_ms == 0) {
       PreemptChildren(/*grace_signal=*/!stop_);
       preempt_ = false;
       draining_ = true;
@@ -357,11 +357,8 @@ void WorkerAgent::PreemptChildren(bool grace_signal) {
   if (!config_.slurm.job_id().empty()) {
     // What SLURM is doing to the allocation, asked once for all children.
     std::optional<SlurmJobInfo> info;
-    auto r = RunCommand({"scontrol", "show", "job", "-o", config_.slurm.job_id()}, "", 5000);
-    if (r.ok() && r->exit_code == 0) {
-      auto jobs = ParseScontrolJobs(r->out);
-      if (jobs.count(config_.slurm.job_id())) info = jobs[config_.slurm.job_id()];
-    }
+    auto jobs = NewShellSlurmCommands(5000)->Query(config_.slurm.job_id());
+    if (jobs.ok() && jobs->count(config_.slurm.job_id())) info = jobs->at(config_.slurm.job_id());
     ending = ClassifySlurmEnding(info, config_.slurm.restart_count(), grace_signal, config_.slurm_grace_s);
     std::fprintf(stderr, "dd2-worker: SLURM allocation %s ending: %s\n", config_.slurm.job_id().c_str(),
                  ending->cause.c_str());

@@ -44,11 +44,10 @@ struct WorkerConfig {
   int64_t heartbeat_liveness = 3;
   int64_t shutdown_grace_ms = 3000;
   int64_t idle_exit_ms = 0;         // registered and idle this long: drain and exit (0: never)
-  // Inside a SLURM allocation (--slurm): the task's environment, reported in Hello. Then a
-  // preemption (USR1) also drains and exits, and every attempt SLURM ends gets a `slurm ...`
-  // cause from the allocation's state (ClassifySlurmEnding).
+  // Inside a SLURM allocation (--slurm; job_id set): the task's environment, reported in Hello.
+  // Then a preemption (USR1) also drains and exits, and every attempt SLURM ends gets a
+  // `slurm ...` cause from the allocation's state (ClassifySlurmEnding).
   proto::SlurmTask slurm;
-  bool exit_after_preempt = false;
   int64_t slurm_grace_s = 120;      // the USR1 lead before the time limit (--signal=B:USR1@N)
 };
 

@@ -66,7 +66,6 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "dd2-worker: --slurm outside a SLURM allocation (SLURM_JOB_ID is not set)\n");
       return 2;
     }
-    config.exit_after_preempt = true;
     if (app.count("--shutdown-grace-ms") == 0) config.shutdown_grace_ms = 25000;
     if (config.worker_id.empty()) {
       config.worker_id = "slurm-" + config.slurm.job_id() + "-" + std::to_string(config.slurm.procid());

@@ -105,7 +105,7 @@ class FakeSlurm : public SlurmCommands {
     answers.pop_front();
     return a;
   }
-  absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query() override { return std::map<std::string, SlurmJobInfo>{}; }
+  absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query(const std::string&) override { return std::map<std::string, SlurmJobInfo>{}; }
   absl::StatusOr<std::string> FinalState(const std::string&) override { return absl::NotFoundError("no sacct"); }
   absl::Status Cancel(const std::string&) override { return absl::OkStatus(); }
 };

@@ -64,6 +64,7 @@ TEST(AutoscaleTest, StaysWithinItsLimitsAndSaysWhy) {
   auto d = DecideAutoscale(Config(), v);
   EXPECT_EQ(d.nodes, 0);
   EXPECT_THAT(d.why, ::testing::HasSubstr("max_allocations (3)"));
+  EXPECT_EQ(d.held_by, "max_allocations");
   v.unfinished_allocations = 1;
   v.allocation_workers = 8;
   v.coming_workers = 0;
@@ -78,6 +79,7 @@ TEST(AutoscaleTest, HoldsOffWhileSbatchBacksOff) {
   auto d = DecideAutoscale(Config(), v);
   EXPECT_EQ(d.nodes, 0);
   EXPECT_THAT(d.why, ::testing::HasSubstr("backing off for 20 s"));
+  EXPECT_EQ(d.held_by, "backoff");
   AutoscaleConfig c = Config();
   c.sbatch_backoff_s = 30;
   c.sbatch_backoff_max_s = 100;

@@ -664,7 +664,7 @@ class FakeSlurm : public SlurmCommands {
     }
     return std::to_string(99 + s_->submits);
   }
-  absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query() override { return s_->jobs; }
+  absl::StatusOr<std::map<std::string, SlurmJobInfo>> Query(const std::string&) override { return s_->jobs; }
   absl::StatusOr<std::string> FinalState(const std::string&) override { return absl::NotFoundError("no sacct"); }
   absl::Status Cancel(const std::string&) override { return absl::OkStatus(); }
 
@@ -814,7 +814,12 @@ TEST_F(SlurmServiceTest, FailedSbatchBacksOffAndSaysWhy) {
   svc_->Tick();
   EXPECT_EQ(slurm_.submits, 1) << "30 s of backoff";
   EXPECT_THAT(Allocations()["autoscale"]["last_decision"].get<std::string>(), ::testing::HasSubstr("backing off"));
-  clock_.Advance(11000);
+  for (int i = 0; i < 4; ++i) {  // polls during the backoff: its countdown changes, the event does not repeat
+    clock_.Advance(1000);
+    svc_->Tick();
+  }
+  EXPECT_EQ(CountEvents("autoscale_waiting"), 1u);
+  clock_.Advance(7000);
   svc_->Tick();
   EXPECT_EQ(slurm_.submits, 2);
 }
