@@ -16,7 +16,7 @@ constexpr char kTimeLimitLine[] =
     "Account=(null) QOS=(null) JobState=COMPLETING Reason=TimeLimit Dependency=(null) Requeue=1 Restarts=0 "
     "BatchFlag=1 Reboot=0 ExitCode=0:0 RunTime=00:01:18 TimeLimit=00:01:00 TimeMin=N/A\n";
 
-TEST(SlurmTest, ParsesScontrolJobLines) {
+TEST(SlurmHelpersTest, ParsesScontrolJobLines) {
   const std::string text = std::string(kTimeLimitLine) +
                            "JobId=7 JobName=dd2-alloc-2 JobState=RUNNING Reason=None Restarts=1 RunTime=1-02:03:04 "
                            "TimeLimit=UNLIMITED\n"
@@ -27,7 +27,7 @@ TEST(SlurmTest, ParsesScontrolJobLines) {
   EXPECT_EQ(jobs["7"], (SlurmJobInfo{"dd2-alloc-2", "RUNNING", "None", 1, 93784, -1}));
 }
 
-TEST(SlurmTest, ParsesEveryDurationForm) {
+TEST(SlurmHelpersTest, ParsesEveryDurationForm) {
   EXPECT_EQ(ParseSlurmDuration("5"), 300);
   EXPECT_EQ(ParseSlurmDuration("5:30"), 330);
   EXPECT_EQ(ParseSlurmDuration("01:02:03"), 3723);
@@ -49,7 +49,7 @@ SlurmLaunchSpec Spec() {
   return s;
 }
 
-TEST(SlurmTest, RendersOneWorkerPerGpuWithTheGraceSignalAndRequeue) {
+TEST(SlurmHelpersTest, RendersOneWorkerPerGpuWithTheGraceSignalAndRequeue) {
   SlurmLaunchSpec s = Spec();
   s.partition = "gpu";
   s.time_limit = "4:00:00";
@@ -72,7 +72,7 @@ TEST(SlurmTest, RendersOneWorkerPerGpuWithTheGraceSignalAndRequeue) {
   EXPECT_THAT(RenderSbatchScript(s), ::testing::HasSubstr("--device cpu"));
 }
 
-TEST(SlurmTest, RefusesValuesThatWouldBreakTheScript) {
+TEST(SlurmHelpersTest, RefusesValuesThatWouldBreakTheScript) {
   SlurmLaunchSpec s = Spec();
   s.partition = "gpu'; rm -rf /";
   EXPECT_THAT(std::string(ValidateLaunchSpec(s).message()), ::testing::HasSubstr("--partition"));
@@ -87,7 +87,7 @@ TEST(SlurmTest, RefusesValuesThatWouldBreakTheScript) {
   EXPECT_FALSE(ValidateLaunchSpec(s).ok());
 }
 
-TEST(SlurmTest, KnowsTransientSbatchErrors) {
+TEST(SlurmHelpersTest, KnowsTransientSbatchErrors) {
   EXPECT_TRUE(IsTransientSbatchError("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"));
   EXPECT_TRUE(IsTransientSbatchError("sbatch: error: Resource temporarily unavailable"));
   EXPECT_TRUE(IsTransientSbatchError("sbatch: error: Unable to contact slurm controller (connect failure)"));
@@ -110,7 +110,7 @@ class FakeSlurm : public SlurmCommands {
   absl::Status Cancel(const std::string&) override { return absl::OkStatus(); }
 };
 
-TEST(SlurmTest, SubmitRetriesTransientErrorsWithDoublingBackoff) {
+TEST(SlurmHelpersTest, SubmitRetriesTransientErrorsWithDoublingBackoff) {
   FakeSlurm slurm;
   slurm.answers = {absl::UnavailableError("sbatch: Socket timed out"),
                    absl::UnavailableError("sbatch: Resource temporarily unavailable"), std::string("42")};
@@ -125,7 +125,7 @@ TEST(SlurmTest, SubmitRetriesTransientErrorsWithDoublingBackoff) {
   EXPECT_THAT(heard[0], ::testing::HasSubstr("Socket timed out; retrying in 1000 ms"));
 }
 
-TEST(SlurmTest, SubmitGivesUpAtOnceOnAPermanentErrorAndAfterTheLastAttempt) {
+TEST(SlurmHelpersTest, SubmitGivesUpAtOnceOnAPermanentErrorAndAfterTheLastAttempt) {
   FakeSlurm slurm;
   slurm.answers = {absl::UnavailableError("sbatch: error: invalid partition specified: nope")};
   auto id = SubmitWithRetry(slurm, "", 5, 1000, [](int64_t) {});
@@ -137,7 +137,7 @@ TEST(SlurmTest, SubmitGivesUpAtOnceOnAPermanentErrorAndAfterTheLastAttempt) {
   EXPECT_EQ(slurm.submits, 2);
 }
 
-TEST(SlurmTest, ReadsTheTaskEnvironmentAndPicksItsGpu) {
+TEST(SlurmHelpersTest, ReadsTheTaskEnvironmentAndPicksItsGpu) {
   std::map<std::string, std::string> env = {{"SLURM_JOB_ID", "77"}, {"SLURM_PROCID", "5"}, {"SLURM_LOCALID", "1"},
                                             {"SLURM_RESTART_COUNT", "2"}, {"SLURMD_NODENAME", "gpu07"}};
   auto get = [&](const char* k) -> const char* {
@@ -157,7 +157,7 @@ TEST(SlurmTest, ReadsTheTaskEnvironmentAndPicksItsGpu) {
   EXPECT_EQ(SlurmTaskFromEnv(get).job_id(), "");
 }
 
-TEST(SlurmTest, ClassifiesWhySlurmEndsAnAllocation) {
+TEST(SlurmHelpersTest, ClassifiesWhySlurmEndsAnAllocation) {
   auto info = [](std::string state, std::string reason, int restarts = 0, int64_t run = 0, int64_t limit = -1) {
     return std::optional<SlurmJobInfo>(SlurmJobInfo{"dd2", state, reason, restarts, run, limit});
   };
