@@ -111,7 +111,7 @@ int RunCtl(int argc, char** argv) {
   auto* up_cmd = app.add_subcommand("up", "start a local coordinator and workers in the background");
   up_cmd->add_option("--workers", up.workers, "workers to start")->check(CLI::Range(0, 64))->capture_default_str();
   up_cmd->add_option("--slots", up.slots, "slots per worker")->check(CLI::Range(1, 64))->capture_default_str();
-  up_cmd->add_option("--threads", up.threads, "intra-op threads per job on each worker (0: LibTorch's default, all cores)")
+  up_cmd->add_option("--threads", up.threads, "intra-op CPU threads per job on each worker (0: inherit OMP_NUM_THREADS; a job's `threads` param wins; LibTorch jobs default to 1)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   up_cmd->add_option("--heartbeat-ms", heartbeat_ms, "coordinator heartbeat interval");
@@ -214,7 +214,7 @@ int RunCtl(int argc, char** argv) {
   slurm_launch_cmd->add_option("--sbatch-arg", launch.sbatch_args, "another sbatch option, e.g. --qos=high (repeatable)");
   slurm_launch_cmd->add_option("--grace-s", launch.grace_s, "USR1 this long before the time limit: checkpoint and hand back")
       ->capture_default_str();
-  slurm_launch_cmd->add_option("--threads", launch.threads, "intra-op threads per job (0: LibTorch's default)")
+  slurm_launch_cmd->add_option("--threads", launch.threads, "intra-op CPU threads per job (0: inherit; a job's `threads` param wins; LibTorch jobs default to 1)")
       ->capture_default_str();
   slurm_launch_cmd->add_option("--idle-exit-s", launch.idle_exit_s, "workers idle this long exit (0: never)")
       ->capture_default_str();

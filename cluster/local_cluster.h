@@ -16,7 +16,7 @@ struct UpOptions {
   std::string home;
   int workers = 2;
   int slots = 1;
-  int threads = 0;  // dd2-worker --threads: intra-op threads per job (0: LibTorch's default)
+  int threads = 0;  // dd2-worker --threads: intra-op threads per job (0: inherit; LibTorch jobs default to 1)
   std::vector<std::string> coordinator_args;  // extra flags, e.g. --lost-after-ms=2000
   int wait_ms = 20000;
 };

@@ -38,10 +38,13 @@ ParamSpec CollectiveTimeout() {
           "a gang collective blocked this long fails the attempt (cause: collective timeout)"};
 }
 
-ParamSpec Device() {
-  return {"device", ParamKind::kString, 0, 0, "\"auto\"",
-          "where tensors live: cpu, cuda (fails without a visible GPU), auto (the worker's --device)",
-          {"auto", "cpu", "cuda"}};
+// Where a LibTorch job runs: its device and its intra-op CPU threads.
+std::vector<ParamSpec> Placement() {
+  return {{"device", ParamKind::kString, 0, 0, "\"auto\"",
+           "where tensors live: cpu, cuda (fails without a visible GPU), auto (the worker's --device)",
+           {"auto", "cpu", "cuda"}},
+          {"threads", ParamKind::kInt, 0, 256, "0",
+           "intra-op CPU threads (0: the worker's --threads, else 1); not part of the job's identity"}};
 }
 
 // Fashion-MNIST training data.
@@ -102,8 +105,8 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"channels", ParamKind::kInt, 8, 1024, "64", "conv channels (even)"},
               {"restart_every", ParamKind::kInt, 0, 1e6, "50",
                "steps per dead-code window: unused codes move onto encoder outputs (0: never; stops at 80% of steps)"},
-              Seed(), CheckpointEvery("200"), CollectiveTimeout(), Device()},
-             Data()})},
+              Seed(), CheckpointEvery("200"), CollectiveTimeout()},
+             Placement(), Data()})},
       {"teacher",
        "class-conditional causal transformer over tokens (the AR teacher), CFG by label dropout",
        Join({{JobName("tokenizer", "tokenizer", "job whose tokenizer to use"),
@@ -114,15 +117,15 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"layers", ParamKind::kInt, 1, 64, "2", "transformer blocks"},
               {"heads", ParamKind::kInt, 1, 64, "4", "attention heads"},
               {"label_dropout", ParamKind::kNumber, 0, 1, "0.1", "share of steps' labels replaced by the null class"},
-              Seed(), CheckpointEvery("200"), CollectiveTimeout(), Device()},
-             Data()})},
+              Seed(), CheckpointEvery("200"), CollectiveTimeout()},
+             Placement(), Data()})},
       {"featurenet",
        "small CNN classifier; its penultimate features are the FID space",
        Join({{{"steps", ParamKind::kInt, 1, 1e7, "1500", "training steps"},
               {"batch", ParamKind::kInt, 1, 4096, "128", "images per step"},
               {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate, decayed linearly to 10%"},
-              Seed(), CheckpointEvery("500"), CollectiveTimeout(), Device()},
-             Data()})},
+              Seed(), CheckpointEvery("500"), CollectiveTimeout()},
+             Placement(), Data()})},
       {"eval",
        "samples from a sampler; FID, IS, precision/recall, class accuracy, latency, PNG grid",
        Join({{{"sampler", ParamKind::kString, 0, 0, "\"teacher\"", "which sampler",
@@ -147,9 +150,9 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"samples", ParamKind::kInt, 10, 100000, "1000", "generated images"},
               {"batch", ParamKind::kInt, 1, 10000, "250", "sampling batch"},
               {"marginal_samples", ParamKind::kInt, 10, 1e6, "2000", "teacher samples behind the set-prediction marginals"},
-              Seed(), Device(),
+              Seed(),
               {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"}},
-             TeacherSampling()})},
+             Placement(), TeacherSampling()})},
       {"tune",
        "stage 1: AR-diffusion tuning (teacher backbone + adaLN MLP head, velocity) on teacher samples",
        Join({Dd2Common(),
@@ -160,7 +163,7 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"head_width", ParamKind::kInt, 8, 4096, "128", "head width"},
               {"head_depth", ParamKind::kInt, 1, 64, "2", "adaLN residual blocks"},
               {"pool", ParamKind::kInt, 10, 1e7, "2000", "teacher samples to train on"},
-              CheckpointEvery("200"), CollectiveTimeout(), Device()}})},
+              CheckpointEvery("200"), CollectiveTimeout()}, Placement()})},
       {"distill",
        "stage 2: conditional score distillation, K guidance updates per generator update, EMA",
        Join({Dd2Common(),
@@ -174,7 +177,7 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"omega", ParamKind::kString, 0, 0, "\"sid\"", "sid: 1 / mean|q - x0_Phi| per sequence; one: 1", {"sid", "one"}},
               {"ema_max", ParamKind::kNumber, 0, 1, "0.9999", "EMA rate min(ema_max, (s + 1) / (s + 10))"},
               CarryState(),
-              CheckpointEvery("100"), CollectiveTimeout(), Device()}})},
+              CheckpointEvery("100"), CollectiveTimeout()}, Placement()})},
       {"align",
        "performance alignment: generator <- its EMA, then guidance-only updates",
        Join({Dd2Common(),
@@ -182,7 +185,7 @@ const std::vector<JobTypeSpec>& JobTypes() {
               CarryState(),
               {"steps", ParamKind::kInt, 1, 1e7, "100", "guidance updates"},
               {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
-              CheckpointEvery("100"), CollectiveTimeout(), Device()}})},
+              CheckpointEvery("100"), CollectiveTimeout()}, Placement()})},
   };
   return *types;
 }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_manifest.h"
+#include "training/dd2_update.h"
 #include "training/distill.h"
 #include "training/job_support.h"
 #include "training/jobs.h"
@@ -80,20 +81,6 @@ absl::Status WriteDd2Config(JobContext& ctx, const Json& init_config, int64_t ge
   Json c = {{"kind", "dd2"}, {"backbone", init_config.at("backbone")}, {"head", init_config.at("head")},
             {"generator_steps", generator_steps}};
   return WriteJson(ctx.out_dir() + "/config.json", c);
-}
-
-// Flow-matching noise for m draws per sequence of the gang's batch (global_batch sequences of
-// n tokens in C dims), drawn whole from `gen` so every gang size sees the same numbers; this
-// rank's share, laid out as m blocks of its batch: t [m*B, n], eps [m*B, n, C].
-std::pair<torch::Tensor, torch::Tensor> DrawNoise(Distributed& dist, int64_t m, int64_t global_batch, int64_t n,
-                                                  int64_t c, double t_min, double t_max, at::Generator& gen) {
-  auto t = torch::rand({m, global_batch, n}, gen) * (t_max - t_min) + t_min;
-  auto eps = torch::randn({m, global_batch, n, c}, gen);
-  return {dist.Shard(t, 1).reshape({-1, n}), dist.Shard(eps, 1).reshape({-1, n, c})};
-}
-
-void SetLr(torch::optim::Adam& adam, double lr) {
-  for (auto& group : adam.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
 }
 
 }  // namespace
@@ -197,13 +184,14 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   const int64_t steps_before = carry ? models->config.value("generator_steps", int64_t{0}) : 0;
   const int64_t steps_here = guidance_only ? 0 : p.value("steps", int64_t{300});
   if (auto st = WriteDd2Config(ctx, models->config, steps_before + steps_here); !st.ok()) return Fail(ctx, st);
-  const auto codebook = tok->Codebook().detach();
-  const SamplingConfig sampling = SamplingFromParams(p);
   ArDiffusion& g = models->generator;
   ArDiffusion& psi = models->guidance;
-  const double lr_g = p.value("lr", 1e-4), lr_psi = p.value("guidance_lr", 1e-4);
-  torch::optim::Adam opt_g(g->parameters(), torch::optim::AdamOptions(lr_g).betas({0.9, 0.95}));
-  torch::optim::Adam opt_psi(psi->parameters(), torch::optim::AdamOptions(lr_psi).betas({0.9, 0.95}));
+  Dd2UpdateOptions o;
+  o.guidance_only = guidance_only;
+  o.lr_g = p.value("lr", 1e-4);
+  o.lr_psi = p.value("guidance_lr", 1e-4);
+  torch::optim::Adam opt_g(g->parameters(), torch::optim::AdamOptions(o.lr_g).betas({0.9, 0.95}));
+  torch::optim::Adam opt_psi(psi->parameters(), torch::optim::AdamOptions(o.lr_psi).betas({0.9, 0.95}));
   if (carry) {
     const std::string init_path = ctx.ArtifactDir(init_name) + "/final.pt";
     auto loaded = LoadCheckpoint(init_path, {}, {{"generator", &opt_g}, {"guidance", &opt_psi}});
@@ -212,14 +200,19 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
                   std::string(loaded.status().message()).c_str());
     }
   }
-  const int64_t k = guidance_only ? 1 : p.value("k", 5), m = p.value("m", 4), batch = p.value("batch", 32);
-  const int64_t warmup = p.value("warmup", 0);
-  const double t_min = p.value("t_min", 0.01), t_max = p.value("t_max", 0.99), ema_max = p.value("ema_max", 0.9999);
-  CsdOptions csd;
-  csd.alpha = p.value("alpha", 1.0);
-  csd.normalise = p.value("omega", std::string("sid")) == "sid";
-  const TransformerOptions bo = g->backbone()->options();
-  const int64_t global_batch = batch * dist.world_size();
+  o.k = p.value("k", 5);
+  o.m = p.value("m", 4);
+  o.batch = p.value("batch", 32);
+  o.warmup = p.value("warmup", 0);
+  o.t_min = p.value("t_min", 0.01);
+  o.t_max = p.value("t_max", 0.99);
+  o.ema_max = p.value("ema_max", 0.9999);
+  o.steps_before = steps_before;
+  o.seed = seed;
+  o.csd.alpha = p.value("alpha", 1.0);
+  o.csd.normalise = p.value("omega", std::string("sid")) == "sid";
+  o.sampling = SamplingFromParams(p);
+  Dd2Updater updater(dist, {g, psi, models->ema, teacher, tok->Codebook().detach()}, opt_g, opt_psi, o);
   Loop loop;
   loop.dist = &dist;
   loop.steps = p.value("steps", 300);
@@ -227,42 +220,7 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   loop.modules = {{"generator", g.ptr()}, {"guidance", psi.ptr()}, {"ema", models->ema.ptr()}};
   loop.optimizers = {{"generator", &opt_g}, {"guidance", &opt_psi}};
   loop.final_with_optimizers = true;
-  loop.step = [&](int64_t step) {
-    auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));
-    // Linear warm-up from 1e-6, counted in guidance updates (dd2-method §5.3).
-    const double frac = warmup > 0 ? std::min(1.0, static_cast<double>(step * k + 1) / warmup) : 1.0;
-    SetLr(opt_g, 1e-6 + (lr_g - 1e-6) * frac);
-    SetLr(opt_psi, 1e-6 + (lr_psi - 1e-6) * frac);
-    double psi_loss = 0;
-    for (int64_t i = 0; i < k; ++i) {
-      auto classes = dist.Shard(torch::randint(bo.classes, {global_batch}, gen, torch::kLong));
-      auto eps = dist.Shard(torch::randn({global_batch, bo.tokens, bo.code_dim}, gen));
-      torch::Tensor z;
-      {
-        torch::NoGradGuard no_grad;
-        z = g->Generate(classes, eps);
-      }
-      auto [t, noise] = DrawNoise(dist, m, global_batch, bo.tokens, bo.code_dim, t_min, t_max, gen);
-      auto loss = GuidanceFmLoss(psi, classes, z, t, noise);
-      dist.Step(opt_psi, loss);
-      psi_loss += loss.item<double>() / static_cast<double>(k);
-    }
-    Metrics out = {{"guidance_loss", psi_loss}};
-    if (!guidance_only) {
-      auto classes = dist.Shard(torch::randint(bo.classes, {global_batch}, gen, torch::kLong));
-      auto eps = dist.Shard(torch::randn({global_batch, bo.tokens, bo.code_dim}, gen));
-      auto z = g->Generate(classes, eps);
-      auto t = dist.Shard(torch::rand({global_batch, bo.tokens}, gen) * (t_max - t_min) + t_min);
-      auto noise = dist.Shard(torch::randn({global_batch, bo.tokens, bo.code_dim}, gen));
-      auto loss = TokensCsdLoss(z, psi, teacher, codebook, classes, t, noise, sampling, csd);
-      dist.Step(opt_g, loss);
-      const double rate = EmaRate(steps_before + step, ema_max);
-      EmaUpdate(*models->ema, *g, rate);
-      out["csd_loss"] = loss.item<double>();
-      out["ema_rate"] = rate;
-    }
-    return out;
-  };
+  loop.step = [&](int64_t step) { return updater.Step(step); };
   return RunLoop(ctx, loop);
 }
 

@@ -45,9 +45,16 @@ AdaLnHeadImpl::AdaLnHeadImpl(const HeadOptions& o) : options_(o) {
   ZeroInit(out_);
 }
 
+torch::Tensor AdaLnHeadImpl::TimeVector(const torch::Tensor& t) {
+  return time_mlp2_->forward(torch::silu(time_mlp1_->forward(TimeEmbedding(t, options_.width))));
+}
+
 torch::Tensor AdaLnHeadImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& cond) {
+  return Forward(x, TimeVector(t), cond);
+}
+
+torch::Tensor AdaLnHeadImpl::Forward(const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor& cond) {
   auto h = input_->forward(x);
-  auto time = time_mlp2_->forward(torch::silu(time_mlp1_->forward(TimeEmbedding(t, options_.width))));
   auto c = torch::silu(time + cond_->forward(cond));
   for (size_t i = 0; i < mod_.size(); ++i) {
     auto m = mod_[i]->forward(c).chunk(3, -1);
@@ -74,8 +81,8 @@ torch::Tensor ArDiffusionImpl::Velocity(const torch::Tensor& x, const torch::Ten
 }
 
 torch::Tensor ArDiffusionImpl::Generate(const torch::Tensor& classes, const torch::Tensor& eps) {
-  auto ones = torch::ones_like(eps.select(-1, 0));
-  return eps - head_->forward(eps, ones, Features(classes, eps));
+  auto time = head_->TimeVector(torch::ones({1}, eps.options()));  // t = 1 for every token: computed once
+  return eps - head_->Forward(eps, time, Features(classes, eps));
 }
 
 torch::Tensor SampleTimes(const torch::Tensor& like, double t_min, double t_max, at::Generator& gen) {

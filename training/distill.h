@@ -32,6 +32,11 @@ class AdaLnHeadImpl : public torch::nn::Module {
   explicit AdaLnHeadImpl(const HeadOptions& options);
   // x [..., C], t [...], cond [..., cond_dim] -> velocity [..., C].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& cond);
+  // The time conditioning of times t [...]: [..., width].
+  torch::Tensor TimeVector(const torch::Tensor& t);
+  // forward with the time conditioning given, broadcastable against cond's projection (one
+  // vector for a time every token shares, as the generator's t = 1).
+  torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor& cond);
 
  private:
   HeadOptions options_;

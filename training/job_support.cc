@@ -1,7 +1,9 @@
 #include "training/job_support.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "absl/strings/match.h"
@@ -19,7 +21,13 @@ int Fail(JobContext& ctx, const std::string& what) {
 
 int Fail(JobContext& ctx, const absl::Status& st) { return Fail(ctx, std::string(st.message())); }
 
-absl::StatusOr<torch::Device> JobDevice(const JobContext& ctx) {
+absl::StatusOr<torch::Device> PlaceJob(const JobContext& ctx) {
+  int threads = ctx.params().value("threads", 0);
+  if (threads <= 0) {
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    threads = env != nullptr ? std::atoi(env) : 0;
+  }
+  torch::set_num_threads(std::max(threads, 1));
   const std::string param = ctx.params().value("device", std::string("auto"));
   const std::string& worker = ctx.gang().device;  // cpu, cuda:N or auto
   const bool cuda = torch::cuda::is_available();
@@ -45,7 +53,7 @@ absl::StatusOr<torch::Device> JobDevice(const JobContext& ctx) {
 }
 
 absl::StatusOr<std::unique_ptr<Distributed>> JoinGang(JobContext& ctx) {
-  auto device = JobDevice(ctx);
+  auto device = PlaceJob(ctx);
   if (!device.ok()) return device.status();
   DistributedOptions o;
   o.device = *device;

@@ -52,11 +52,13 @@ class Batcher {
   torch::Tensor perm_;
 };
 
-// The job's `device` param: cpu, cuda (the worker's GPU when it named one; an error when this
-// LibTorch has no CUDA or sees no GPU), or auto (the worker's device; cuda when the worker did
-// not say and a GPU is visible). Models are moved there; random numbers are still drawn on the
-// CPU, so a run gives the same numbers on any device up to floating-point rounding.
-absl::StatusOr<torch::Device> JobDevice(const JobContext& ctx);
+// Places the job: sets this process's intra-op CPU threads from the job's `threads` param (0:
+// OMP_NUM_THREADS, which the worker's --threads sets, else 1) and returns the device of its
+// `device` param: cpu, cuda (the worker's GPU when it named one; an error when this LibTorch has
+// no CUDA or sees no GPU), or auto (the worker's device; cuda when the worker did not say and a
+// GPU is visible). Models are moved there; random numbers are still drawn on the CPU, so a run
+// gives the same numbers on any device up to floating-point rounding.
+absl::StatusOr<torch::Device> PlaceJob(const JobContext& ctx);
 
 // Joins this attempt's gang (world size 1: no collectives) on the job's device. Uses the job's
 // `collective_timeout_s`.

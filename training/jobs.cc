@@ -186,7 +186,7 @@ int RunFeatureNetJob(JobContext& ctx) {
 
 int RunEvalJob(JobContext& ctx) {
   const Json& p = ctx.params();
-  auto device = JobDevice(ctx);
+  auto device = PlaceJob(ctx);
   if (!device.ok()) return Fail(ctx, device.status());
   std::printf("sampling on %s\n", device->str().c_str());
   auto tok = LoadTokenizer(ctx, p.value("tokenizer", std::string("tokenizer")), *device);

@@ -11,7 +11,6 @@ int main(int argc, char** argv) {
                          "(started by dd2-worker; see worker/job_registry.h)\n");
     return 2;
   }
-  torch::set_num_threads(1);  // one intra-op thread per worker process is fastest here
   dd2::RegisterTrainingJobTypes();
   return dd2::JobRunMain(argc - 1, argv + 1);
 }

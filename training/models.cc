@@ -103,13 +103,15 @@ torch::Tensor ArTransformerImpl::Embed(const torch::Tensor& classes, const torch
 
 torch::Tensor ArTransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
   const int64_t b = x.size(0), t = x.size(1), h = options_.heads, dh = options_.width / h;
+  // Query i (absolute past + i) sees keys 0 .. past + i; one query sees every key.
+  const int64_t past = cache != nullptr && !cache->keys.empty() ? cache->keys[0].size(2) : 0;
+  torch::Tensor mask;
+  if (t > 1) mask = torch::ones({t, past + t}, x.options().dtype(torch::kBool)).triu(past + 1);
   for (size_t l = 0; l < qkv_.size(); ++l) {
     auto qkv = qkv_[l]->forward(norm1_[l]->forward(x)).view({b, t, 3, h, dh}).permute({2, 0, 3, 1, 4});
     auto q = qkv[0], k = qkv[1], v = qkv[2];                    // [B, H, t, dh]
-    int64_t past = 0;
     if (cache) {
       if (cache->keys.size() > l) {
-        past = cache->keys[l].size(2);
         k = torch::cat({cache->keys[l], k}, 2);
         v = torch::cat({cache->values[l], v}, 2);
         cache->keys[l] = k;
@@ -120,11 +122,7 @@ torch::Tensor ArTransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
       }
     }
     auto att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh));
-    if (t > 1) {
-      // Query i (absolute past + i) sees keys 0 .. past + i.
-      auto mask = torch::ones({t, past + t}, x.options().dtype(torch::kBool)).triu(past + 1);
-      att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
-    }
+    if (t > 1) att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
     auto y = torch::matmul(att.softmax(-1), v).permute({0, 2, 1, 3}).reshape({b, t, options_.width});
     x = x + proj_[l]->forward(y);
     x = x + fc2_[l]->forward(torch::gelu(fc1_[l]->forward(norm2_[l]->forward(x))));

@@ -37,7 +37,7 @@ struct WorkerConfig {
   std::string device = "cpu";
   int device_index = 0;
   int slots = 1;
-  int threads = 0;                  // OMP_NUM_THREADS for each job child; 0: inherit / LibTorch's default
+  int threads = 0;                  // OMP_NUM_THREADS for each job child; 0: inherit (dd2-train then uses 1)
   std::string work_dir;             // attempt logs and scratch space
   std::string artifacts_root;       // job outputs: <root>/<run id>/<job name>/
   int64_t heartbeat_interval_ms = 1000;  // until the coordinator's Welcome says otherwise

@@ -1,0 +1,65 @@
+// One update of DD2 stage 2 (dd2-method §5.2-§5.3), the body of the `distill` and `align` jobs'
+// loops: K guidance (psi) updates by flow matching on fresh generator samples, then (unless
+// guidance_only) one generator update by the CSD loss and the progressive EMA. Every random
+// number of update `step` comes from a CPU generator seeded by (seed, step), drawn for the whole
+// gang and sharded, so a resumed or re-sharded run repeats the same numbers. Holds the modules
+// and optimizers it is given (shared handles); not thread-safe.
+#ifndef DD2_TRAINING_DD2_UPDATE_H_
+#define DD2_TRAINING_DD2_UPDATE_H_
+
+#include <map>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "training/distill.h"
+#include "training/distributed.h"
+
+namespace dd2 {
+
+// Flow-matching noise for m draws per sequence of the gang's batch (global_batch sequences of
+// n tokens in C dims), drawn whole from `gen` so every gang size sees the same numbers; this
+// rank's share, laid out as m blocks of its batch: t [m*B, n], eps [m*B, n, C].
+std::pair<torch::Tensor, torch::Tensor> DrawNoise(Distributed& dist, int64_t m, int64_t global_batch, int64_t n,
+                                                  int64_t c, double t_min, double t_max, at::Generator& gen);
+
+struct Dd2UpdateOptions {
+  bool guidance_only = false;  // align: K = 1 guidance update, no generator update
+  int64_t k = 5;               // guidance updates per generator update
+  int64_t m = 4;               // flow-matching draws per sequence for psi
+  int64_t batch = 32;          // per rank
+  int64_t warmup = 0;          // linear lr warm-up, counted in guidance updates
+  double lr_g = 1e-4, lr_psi = 1e-4;
+  double t_min = 0.01, t_max = 0.99;
+  double ema_max = 0.9999;
+  int64_t steps_before = 0;    // generator updates behind the init (the EMA rate continues)
+  uint64_t seed = 0;
+  CsdOptions csd;
+  SamplingConfig sampling;
+};
+
+struct Dd2Networks {
+  ArDiffusion generator{nullptr}, guidance{nullptr}, ema{nullptr};
+  ArTransformer teacher{nullptr};
+  torch::Tensor codebook;  // [V, C], detached
+};
+
+class Dd2Updater {
+ public:
+  Dd2Updater(Distributed& dist, Dd2Networks nets, torch::optim::Adam& opt_g, torch::optim::Adam& opt_psi,
+             const Dd2UpdateOptions& options);
+  // Update `step` (0-based within this job). Returns guidance_loss (mean over the K updates)
+  // and, for distill, csd_loss and ema_rate.
+  std::map<std::string, double> Step(int64_t step);
+
+ private:
+  Distributed& dist_;
+  Dd2Networks nets_;
+  torch::optim::Adam& opt_g_;
+  torch::optim::Adam& opt_psi_;
+  Dd2UpdateOptions o_;
+};
+
+}  // namespace dd2
+
+#endif  // DD2_TRAINING_DD2_UPDATE_H_
