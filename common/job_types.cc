@@ -33,6 +33,14 @@ ParamSpec CarryState() {
           "from a distill/align init: continue its Adam moments and generator-step count (EMA rate)"};
 }
 
+ParamSpec Noise() {
+  return {"noise", ParamKind::kString, 0, 0, "\"cpu\"",
+          "where random numbers are drawn: cpu (for the whole gang, sharded: the same numbers on any device and gang "
+          "size) or device (each rank its share on its device: no host-to-device copies; reproducible for the same "
+          "seed, device type and gang size only)",
+          {"cpu", "device"}};
+}
+
 ParamSpec CollectiveTimeout() {
   return {"collective_timeout_s", ParamKind::kNumber, 1, 86400, "300",
           "a gang collective blocked this long fails the attempt (cause: collective timeout)"};
@@ -176,13 +184,13 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"alpha", ParamKind::kNumber, 0, 10, "1.0", "SiD alpha"},
               {"omega", ParamKind::kString, 0, 0, "\"sid\"", "sid: 1 / mean|q - x0_Phi| per sequence; one: 1", {"sid", "one"}},
               {"ema_max", ParamKind::kNumber, 0, 1, "0.9999", "EMA rate min(ema_max, (s + 1) / (s + 10))"},
-              CarryState(),
+              CarryState(), Noise(),
               CheckpointEvery("100"), CollectiveTimeout()}, Placement()})},
       {"align",
        "performance alignment: generator <- its EMA, then guidance-only updates",
        Join({Dd2Common(),
              {JobName("init", "distill", "distill job to align"),
-              CarryState(),
+              CarryState(), Noise(),
               {"steps", ParamKind::kInt, 1, 1e7, "100", "guidance updates"},
               {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
               CheckpointEvery("100"), CollectiveTimeout()}, Placement()})},

@@ -105,14 +105,16 @@ run() {
     echo "gpu-check: teacher failed"
   job tune tune '{"device": "cuda", "steps": 20, "head_steps": 10, "batch": 32, "pool": 250}' >/dev/null ||
     echo "gpu-check: tune failed"
-  printf '\n| device | threads | batch | K | m | timed steps | ms per generator step | sequences/s |\n|---|---|---|---|---|---|---|---|\n'
-  local device batch steps ms threads
-  for spec in "cuda 32 50" "cuda 256 50" "cpu 32 20"; do
-    read -r device batch steps <<<"$spec"
-    ms=$(job distill "distill-$device-$batch" "{\"device\": \"$device\", \"steps\": $steps, \"k\": 4, \"m\": 2, \"batch\": $batch, \"checkpoint_every\": 0}" |
+  # noise: cpu draws every random number on the CPU and copies it over (the default, the same
+  # numbers on any device); device draws them on the GPU (the `noise: device` param).
+  printf '\n| device | threads | noise | batch | K | m | timed steps | ms per generator step | sequences/s |\n|---|---|---|---|---|---|---|---|---|\n'
+  local device batch steps noise ms threads
+  for spec in "cuda 32 50 cpu" "cuda 256 50 cpu" "cuda 32 50 device" "cuda 256 50 device" "cpu 32 20 cpu"; do
+    read -r device batch steps noise <<<"$spec"
+    threads=$([ "$device" = cpu ] && nproc || echo 1)
+    ms=$(job distill "distill-$device-$batch-$noise" "{\"device\": \"$device\", \"threads\": $threads, \"noise\": \"$noise\", \"steps\": $steps, \"k\": 4, \"m\": 2, \"batch\": $batch, \"checkpoint_every\": 0}" |
          step_ms || true)
-    threads=$([ "$device" = cpu ] && nproc || echo -)
-    printf '| %s | %s | %s | 4 | 2 | %s | %s | %s |\n' "$device" "$threads" "$batch" "$((steps - 10))" "$ms" \
+    printf '| %s | %s | %s | %s | 4 | 2 | %s | %s | %s |\n' "$device" "$threads" "$noise" "$batch" "$((steps - 10))" "$ms" \
       "$(awk -v b="$batch" -v ms="$ms" 'BEGIN { if (ms + 0 > 0) printf "%.0f", 1000 * b / ms; else print "n/a" }')"
   done
   rm -rf "$dir"

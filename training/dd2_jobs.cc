@@ -157,7 +157,7 @@ int RunTuneJob(JobContext& ctx) {
     auto x = (1 - t.unsqueeze(-1)) * zm + t.unsqueeze(-1) * eps;
     auto loss = TuneLoss(model->Velocity(x, t, fm), x, t, zm, eps, lpm, codebook, gts);
     dist.Step(adam, loss);
-    return Metrics{{"loss", loss.item<double>()}, {"phase", step < head_steps ? 1.0 : 2.0}};
+    return StepMetrics{{"loss", loss.detach()}, {"phase", torch::tensor(step < head_steps ? 1.0 : 2.0)}};
   };
   return RunLoop(ctx, loop);
 }
@@ -209,6 +209,7 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   o.ema_max = p.value("ema_max", 0.9999);
   o.steps_before = steps_before;
   o.seed = seed;
+  o.device_noise = p.value("noise", std::string("cpu")) == "device";
   o.csd.alpha = p.value("alpha", 1.0);
   o.csd.normalise = p.value("omega", std::string("sid")) == "sid";
   o.sampling = SamplingFromParams(p);

@@ -1,9 +1,9 @@
 // One update of DD2 stage 2 (dd2-method §5.2-§5.3), the body of the `distill` and `align` jobs'
 // loops: K guidance (psi) updates by flow matching on fresh generator samples, then (unless
 // guidance_only) one generator update by the CSD loss and the progressive EMA. Every random
-// number of update `step` comes from a CPU generator seeded by (seed, step), drawn for the whole
-// gang and sharded, so a resumed or re-sharded run repeats the same numbers. Holds the modules
-// and optimizers it is given (shared handles); not thread-safe.
+// number of update `step` comes from a generator seeded by (seed, step) (see device_noise), so a
+// resumed run repeats the same numbers. Holds the modules and optimizers it is given (shared
+// handles); not thread-safe.
 #ifndef DD2_TRAINING_DD2_UPDATE_H_
 #define DD2_TRAINING_DD2_UPDATE_H_
 
@@ -34,6 +34,11 @@ struct Dd2UpdateOptions {
   double ema_max = 0.9999;
   int64_t steps_before = 0;    // generator updates behind the init (the EMA rate continues)
   uint64_t seed = 0;
+  // false: every random number is drawn on the CPU for the whole gang and sharded, so a seed
+  // gives the same numbers on any device and gang size (the tests' and resume's contract).
+  // true: each rank draws its own share on its device (no host-to-device copies, what a GPU
+  // wants at large batches): reproducible for the same seed, device type and gang size only.
+  bool device_noise = false;
   CsdOptions csd;
   SamplingConfig sampling;
 };
@@ -49,8 +54,9 @@ class Dd2Updater {
   Dd2Updater(Distributed& dist, Dd2Networks nets, torch::optim::Adam& opt_g, torch::optim::Adam& opt_psi,
              const Dd2UpdateOptions& options);
   // Update `step` (0-based within this job). Returns guidance_loss (mean over the K updates)
-  // and, for distill, csd_loss and ema_rate.
-  std::map<std::string, double> Step(int64_t step);
+  // and, for distill, csd_loss and ema_rate, as scalar tensors on the networks' device: nothing
+  // in the update waits for the device (the caller reads them when it reports).
+  std::map<std::string, torch::Tensor> Step(int64_t step);
 
  private:
   Distributed& dist_;

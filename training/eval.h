@@ -57,7 +57,8 @@ struct EvalOptions {
 
 // fid, inception_score, precision, recall, class_accuracy, latency_ms_b1, latency_ms_b256
 // (per image), speedup_vs_teacher_b1 and token_speedup_vs_teacher_b1 (decoding excluded) when
-// `teacher` is given, codebook_distance (mean distance of sampled vectors to their nearest
+// `teacher` is given (timed side by side: teacher, sampler, teacher, on the same threads; 1.0
+// when `teacher` is `&sampler`), codebook_distance (mean distance of sampled vectors to their nearest
 // codebook entry), and with `likelihood_teacher` teacher_nll: the teacher's negative
 // log-likelihood per token (nats, class-conditional, no CFG) of the samples snapped to their
 // nearest codes, the "generative perplexity" of discrete-diffusion distillation papers (the

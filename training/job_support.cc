@@ -79,6 +79,13 @@ absl::Status CommitStep(JobContext& ctx, Loop& loop, int64_t step, const Metrics
   return absl::OkStatus();
 }
 
+// The step's metrics read from wherever they live, plus `extra` (the loop's own, such as steps_per_s).
+Metrics Read(const StepMetrics& step_metrics, const Metrics& extra = {}) {
+  Metrics m = extra;
+  for (const auto& [name, value] : step_metrics) m[name] = value.item<double>();
+  return m;
+}
+
 }  // namespace
 
 int RunLoop(JobContext& ctx, Loop& loop) {
@@ -103,11 +110,12 @@ int RunLoop(JobContext& ctx, Loop& loop) {
   std::printf("training on %s (collectives: %s, %d rank(s), %d intra-op thread(s))\n", dist.device().str().c_str(),
               dist.backend().c_str(), dist.world_size(), static_cast<int>(torch::get_num_threads()));
   const auto t0 = std::chrono::steady_clock::now();
-  Metrics last;
+  StepMetrics last;
+  Metrics rates;  // steps_per_s (and all-reduce ms) as of the last progress line
   int64_t since_report = 0;
   for (int64_t step = start; step < loop.steps; ++step) {
     if (dist.AnyStop(ctx.StopRequested())) {
-      absl::Status st = dist.is_chief() ? CommitStep(ctx, loop, step, last) : absl::OkStatus();
+      absl::Status st = dist.is_chief() ? CommitStep(ctx, loop, step, Read(last, rates)) : absl::OkStatus();
       dist.AnyStop(true);  // a barrier: no rank exits before the checkpoint is committed
       std::printf("stop requested: checkpointed at step %lld (%s)\n", static_cast<long long>(step),
                   st.ok() ? "ok" : std::string(st.message()).c_str());
@@ -119,17 +127,18 @@ int RunLoop(JobContext& ctx, Loop& loop) {
     const int64_t done = step + 1;
     if (done % loop.report_every == 0 || done == loop.steps) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      last["steps_per_s"] = static_cast<double>(done - start) / std::max(secs, 1e-9);
-      if (dist.world_size() > 1) last["allreduce_ms_per_step"] = dist.TakeAllReduceMs() / static_cast<double>(since_report);
+      rates["steps_per_s"] = static_cast<double>(done - start) / std::max(secs, 1e-9);
+      if (dist.world_size() > 1) rates["allreduce_ms_per_step"] = dist.TakeAllReduceMs() / static_cast<double>(since_report);
       since_report = 0;
-      if (dist.is_chief()) ctx.ReportProgress(static_cast<uint64_t>(done), static_cast<uint64_t>(loop.steps), last);
+      const Metrics report = Read(last, rates);
+      if (dist.is_chief()) ctx.ReportProgress(static_cast<uint64_t>(done), static_cast<uint64_t>(loop.steps), report);
       std::string line;
-      for (const auto& [k, v] : last) absl::StrAppend(&line, " ", k, "=", v);
+      for (const auto& [k, v] : report) absl::StrAppend(&line, " ", k, "=", v);
       std::printf("step %lld/%lld%s\n", static_cast<long long>(done), static_cast<long long>(loop.steps), line.c_str());
       std::fflush(stdout);
     }
     if (dist.is_chief() && loop.checkpoint_every > 0 && done % loop.checkpoint_every == 0 && done < loop.steps) {
-      if (auto st = CommitStep(ctx, loop, done, last); !st.ok()) return Fail(ctx, st);
+      if (auto st = CommitStep(ctx, loop, done, Read(last, rates)); !st.ok()) return Fail(ctx, st);
     }
   }
   if (dist.is_chief()) {

@@ -22,6 +22,9 @@ namespace dd2 {
 
 using Json = nlohmann::json;
 using Metrics = std::map<std::string, double>;
+// A training step's metrics as scalar tensors, left where they were computed: the loop reads
+// them (a host sync on a GPU) only when a progress line or a checkpoint is due.
+using StepMetrics = std::map<std::string, torch::Tensor>;
 
 // Prints "dd2 job: <what>" to stderr, reports it as the attempt's cause (shown by `dd2ctl
 // jobs`) and returns exit code 1.
@@ -73,7 +76,7 @@ struct Loop {
   NamedOptimizers optimizers;
   bool final_with_optimizers = false;  // final.pt also holds the optimizers (a later job continues them)
   // One optimisation step; returns metrics to report.
-  std::function<Metrics(int64_t step)> step;
+  std::function<StepMetrics(int64_t step)> step;
 };
 
 // Resumes from the newest checkpoint under <out>/checkpoints whose manifest verifies (older ones

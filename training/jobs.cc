@@ -58,8 +58,8 @@ int RunTokenizerJob(JobContext& ctx) {
     const bool window_end = restart_every > 0 && (step + 1) % restart_every == 0 && step + 1 < restart_until;
     restarted += model->TrackAndRestart(out.indices, model->Encode(x), window_end, gen);
     if (window_end) dist.Broadcast(*model);  // rank 0's restarts win
-    return Metrics{{"recon_mse", recon.item<double>()}, {"vq_loss", out.vq_loss.item<double>()},
-                   {"codes_restarted", static_cast<double>(restarted)}};
+    return StepMetrics{{"recon_mse", recon.detach()}, {"vq_loss", out.vq_loss.detach()},
+                       {"codes_restarted", torch::tensor(static_cast<double>(restarted))}};
   };
   if (int code = RunLoop(ctx, loop); code != 0) return code;
   // Held-out reconstruction and codebook usage.
@@ -124,7 +124,7 @@ int RunTeacherJob(JobContext& ctx) {
     auto logits = model->forward(classes, prefix);
     auto loss = torch::cross_entropy_loss(logits.reshape({-1, opts.vocab}), target.reshape(-1));
     dist.Step(adam, loss);
-    return Metrics{{"loss", loss.item<double>()}};
+    return StepMetrics{{"loss", loss.detach()}};
   };
   if (int code = RunLoop(ctx, loop); code != 0) return code;
   auto test = LoadFashionMnist(data_dir, "test", 2000);
@@ -171,7 +171,7 @@ int RunFeatureNetJob(JobContext& ctx) {
     auto logits = model->forward(data->images.index_select(0, idx));
     auto loss = torch::cross_entropy_loss(logits, data->labels.index_select(0, idx));
     dist.Step(adam, loss);
-    return Metrics{{"loss", loss.item<double>()}};
+    return StepMetrics{{"loss", loss.detach()}};
   };
   if (int code = RunLoop(ctx, loop); code != 0) return code;
   auto test = LoadFashionMnist(data_dir, "test");
@@ -228,8 +228,10 @@ int RunEvalJob(JobContext& ctx) {
   } else {
     return Fail(ctx, absl::StrCat("unknown sampler '", kind, "'"));
   }
-  auto teacher_sampler = MakeTeacherSampler(*teacher, (*tok)->Codebook().detach(), sampling);
-  auto result = Evaluate(*sampler, teacher_sampler.get(), *tok, *features, *test, options, &*teacher);
+  std::unique_ptr<TokenSampler> teacher_sampler;  // the reference for the speed-ups (the sampler itself for kind teacher)
+  if (kind != "teacher") teacher_sampler = MakeTeacherSampler(*teacher, (*tok)->Codebook().detach(), sampling);
+  auto result = Evaluate(*sampler, kind == "teacher" ? sampler.get() : teacher_sampler.get(), *tok, *features, *test,
+                         options, &*teacher);
   if (!result.ok()) return Fail(ctx, result.status());
   ReportFinal(ctx, *result, 1);
   std::printf("sample grid: %s\n", options.grid_path.c_str());

@@ -252,15 +252,20 @@ TEST_F(ClusterTest, TrainingJobThatCannotStartSaysWhyInItsAttempt) {
               ::testing::HasSubstr("tokenizer/config.json: missing (did the upstream job succeed?)"));
 }
 
+// `dd2ctl up --threads N` sets every job's intra-op threads; a job's `threads` param wins.
 TEST_F(ClusterTest, UpThreadsSetsTheIntraOpThreadsOfEveryJob) {
-  auto up = Ctl({"up", "--workers", "1", "--threads", "1", "--heartbeat-ms", "200"});
+  auto up = Ctl({"up", "--workers", "1", "--threads", "2", "--heartbeat-ms", "200"});
   ASSERT_EQ(up.exit_code, 0) << up.err;
   auto r = Ctl({"submit",
-                WriteYaml("threads.yaml", "name: threads\njobs: [{name: f, type: featurenet, "
-                                          "params: {steps: 2, batch: 8, train_limit: 64}}]\n"),
+                WriteYaml("threads.yaml", "name: threads\njobs:\n"
+                                          "  - {name: f, type: featurenet, params: {steps: 2, batch: 8, train_limit: 64}}\n"
+                                          "  - {name: g, type: featurenet, params: {steps: 2, batch: 8, train_limit: 64, "
+                                          "threads: 1}}\n"),
                 "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   auto logs = Ctl({"logs", "threads-1/f"});
+  EXPECT_THAT(logs.out, ::testing::HasSubstr("2 intra-op thread(s)")) << logs.out;
+  logs = Ctl({"logs", "threads-1/g"});
   EXPECT_THAT(logs.out, ::testing::HasSubstr("1 intra-op thread(s)")) << logs.out;
 }
 
