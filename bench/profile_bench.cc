@@ -199,9 +199,10 @@ Nets MakeNets(const Shapes& s) {
 struct Phases {
   std::vector<std::string> order;
   std::map<std::string, double> ms;
-  void Add(const std::string& name, Clock::time_point t0) {
+  void Add(const std::string& name, Clock::time_point t0) { AddMs(name, MsSince(t0)); }
+  void AddMs(const std::string& name, double elapsed) {
     if (!ms.count(name)) order.push_back(name);
-    ms[name] += MsSince(t0);
+    ms[name] += elapsed;
   }
 };
 
@@ -270,25 +271,21 @@ void PhasedUpdate(Nets& n, const Shapes& s, torch::optim::Adam& opt_g, torch::op
     features = psi->Features(classes, z.detach());
     ph.Add("G: psi backbone, no grad", t0);
   }
+  // The CSD loss as TokensCsdLoss computes it, psi's head timed apart from the rest.
   t0 = Clock::now();
   auto head_params = psi->head()->parameters();
   for (auto& p : head_params) p.set_requires_grad(false);
-  auto tu = tt.unsqueeze(-1);
-  auto x = (1 - tu) * z + tu * noise;
-  auto f_phi = Denoiser(x, tt, log_p, n.dd2.codebook);
-  ph.Add("G: closed-form denoiser", t0);
-  t0 = Clock::now();
-  auto f_psi = x - tu * psi->Velocity(x, tt, features);
-  ph.Add("G: psi head forward (frozen)", t0);
-  t0 = Clock::now();
-  torch::Tensor omega;
-  {
-    torch::NoGradGuard no_grad;
-    omega = 1.0 / (z - f_phi).abs().mean({1, 2}, true).clamp_min(1e-4);
-  }
-  auto diff = f_phi - f_psi;
-  auto loss = (omega * diff * ((f_phi - z) - diff)).sum({1, 2}).mean();
-  ph.Add("G: CSD loss", t0);
+  double head_ms = 0;
+  auto loss = CsdLoss(z, tt, noise, log_p, n.dd2.codebook,
+                      [&](const torch::Tensor& x, const torch::Tensor& t) {
+                        const auto h0 = Clock::now();
+                        auto v = psi->Velocity(x, t, features);
+                        head_ms += MsSince(h0);
+                        return v;
+                      },
+                      CsdOptions());
+  ph.AddMs("G: closed-form denoiser + CSD loss", MsSince(t0) - head_ms);
+  ph.AddMs("G: psi head forward (frozen)", head_ms);
   t0 = Clock::now();
   opt_g.zero_grad();
   loss.backward();

@@ -26,12 +26,6 @@ HeadOptions HeadOptionsFromJson(const Json& j) {
   return h;
 }
 
-void CopyParameters(torch::nn::Module& to, torch::nn::Module& from) {
-  torch::NoGradGuard no_grad;
-  auto target = to.named_parameters();
-  for (const auto& p : from.named_parameters()) target[p.key()].copy_(p.value());
-}
-
 struct Dd2Models {
   ArDiffusion generator{nullptr}, guidance{nullptr}, ema{nullptr};
   Json config;

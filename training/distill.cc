@@ -155,6 +155,12 @@ double EmaRate(int64_t generator_step, double max_rate) {
   return std::min(max_rate, (generator_step + 1.0) / (generator_step + 10.0));
 }
 
+void CopyParameters(torch::nn::Module& to, torch::nn::Module& from) {
+  torch::NoGradGuard no_grad;
+  auto target = to.named_parameters();
+  for (const auto& p : from.named_parameters()) target[p.key()].copy_(p.value());
+}
+
 void EmaUpdate(torch::nn::Module& ema, torch::nn::Module& model, double rate) {
   torch::NoGradGuard no_grad;
   auto target = ema.named_parameters();

@@ -107,6 +107,8 @@ torch::Tensor GuidanceFmLoss(ArDiffusion& guidance, const torch::Tensor& classes
 // Progressive EMA (dd2-method §5.3): rate min(max_rate, (step + 1) / (step + 10)).
 double EmaRate(int64_t generator_step, double max_rate);
 void EmaUpdate(torch::nn::Module& ema, torch::nn::Module& model, double rate);
+// `to`'s parameters <- `from`'s, by name (the same architecture, or `to` a part of it).
+void CopyParameters(torch::nn::Module& to, torch::nn::Module& from);
 
 }  // namespace dd2
 

@@ -59,8 +59,9 @@ class Batcher {
 // OMP_NUM_THREADS, which the worker's --threads sets, else 1) and returns the device of its
 // `device` param: cpu, cuda (the worker's GPU when it named one; an error when this LibTorch has
 // no CUDA or sees no GPU), or auto (the worker's device; cuda when the worker did not say and a
-// GPU is visible). Models are moved there; random numbers are still drawn on the CPU, so a run
-// gives the same numbers on any device up to floating-point rounding.
+// GPU is visible). Models are moved there; random numbers are still drawn on the CPU (unless a
+// distill/align job says `noise: device`), so a run gives the same numbers on any device up to
+// floating-point rounding.
 absl::StatusOr<torch::Device> PlaceJob(const JobContext& ctx);
 
 // Joins this attempt's gang (world size 1: no collectives) on the job's device. Uses the job's

@@ -37,11 +37,8 @@ Fixture Make(uint64_t seed) {
     // A non-zero head output layer, so the generator's gradient is not trivially zero.
     for (auto& p : (*net)->head()->parameters()) p.normal_(0, 0.05);
   }
-  auto g = f.nets.generator->named_parameters();
-  for (auto* net : {&f.nets.guidance, &f.nets.ema}) {
-    auto to = (*net)->named_parameters();
-    for (const auto& p : g) to[p.key()].copy_(p.value());
-  }
+  CopyParameters(*f.nets.guidance, *f.nets.generator);
+  CopyParameters(*f.nets.ema, *f.nets.generator);
   return f;
 }
 
