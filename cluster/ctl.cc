@@ -20,6 +20,7 @@
 #include "cluster/slurm_commands.h"
 #include "cluster/sweep_commands.h"
 #include "common/client.h"
+#include "common/curve_keys.h"
 #include "common/home.h"
 #include "common/run_spec.h"
 #include "common/sweep.h"
@@ -33,6 +34,7 @@ struct Common {
   std::string home;
   std::string endpoint;
   int timeout_ms = 2000;
+  std::string key, coordinator_key;  // CURVE; default: the home's keys when it has them
 };
 
 absl::StatusOr<std::string> Endpoint(const Common& c) {
@@ -105,6 +107,10 @@ int RunCtl(int argc, char** argv) {
   app.add_option("--home", common.home, "dd2 home (default $DD2_HOME or ./.dd2)");
   app.add_option("--endpoint", common.endpoint, "coordinator endpoint (default: recorded in the home)");
   app.add_option("--timeout-ms", common.timeout_ms, "per-request timeout")->capture_default_str();
+  app.add_option("--key", common.key,
+                 "CURVE key file for a keyed coordinator (default <home>/keys/dd2ctl.key when the home is keyed)");
+  app.add_option("--coordinator-key", common.coordinator_key,
+                 "the coordinator's public key file (default <home>/keys/coordinator.pub when the home is keyed)");
 
   UpOptions up;
   int lost_after_ms = 0, heartbeat_ms = 0, backoff_ms = -1;
@@ -122,11 +128,23 @@ int RunCtl(int argc, char** argv) {
                      "the coordinator submits SLURM allocations of workers when jobs wait (settings: a YAML file)")
       ->check(CLI::ExistingFile);
 
+  up_cmd->add_flag("--curve", up.curve,
+                   "keyed: create <home>/keys (coordinator, worker and admin keys) if missing and start with CURVE "
+                   "(a home with keys always starts keyed)");
   auto* down_cmd = app.add_subcommand("down", "stop the local coordinator and workers");
+  auto* shutdown_cmd = app.add_subcommand("shutdown", "ask the coordinator to exit (needs an admin key)");
+  std::string keygen_out, keygen_role = "client", keygen_name;
+  auto* keygen_cmd = app.add_subcommand("keygen", "write a CURVE key pair: NAME.key (secret, 0600) and NAME.pub");
+  keygen_cmd->add_option("--out", keygen_out, "folder to write into")->required();
+  keygen_cmd->add_option("--role", keygen_role, "what the key may do")
+      ->check(CLI::IsMember({"worker", "client", "admin", "coordinator"}))
+      ->capture_default_str();
+  keygen_cmd->add_option("--name", keygen_name, "file name without extension (default: the role)");
   auto* endpoint_cmd = app.add_subcommand("endpoint", "print the coordinator endpoint");
 
   std::string file, id;
   bool wait = false, json = false, watch = false, follow = false;
+  keygen_cmd->add_flag("--json", json, "JSON output");
   auto* submit_cmd = app.add_subcommand("submit", "submit a run.yaml");
   submit_cmd->add_option("file", file, "run.yaml")->required();
   submit_cmd->add_option("--id", id, "submission id: the same id always returns the same run");
@@ -258,6 +276,27 @@ int RunCtl(int argc, char** argv) {
     std::printf("dd2 is down (home %s)\n", home.c_str());
     return kExitOk;
   }
+  if (keygen_cmd->parsed()) {
+    auto pair = GenerateKeyPair(*ParseRole(keygen_role));
+    if (!pair.ok()) return Fail(pair.status());
+    const std::string name = keygen_name.empty() ? keygen_role : keygen_name;
+    if (absl::Status st = WriteKeyFiles(keygen_out, name, *pair); !st.ok()) return Fail(st);
+    const std::string base = absl::StrCat(keygen_out, "/", name);
+    if (json) {
+      std::printf("%s\n", Json{{"role", keygen_role}, {"public_key", pair->public_key}, {"key_file", base + ".key"},
+                               {"pub_file", base + ".pub"}}.dump().c_str());
+    } else {
+      std::printf("wrote %s.key (secret, mode 0600) and %s.pub (role %s)\n", base.c_str(), base.c_str(),
+                  keygen_role.c_str());
+      if (keygen_role == "coordinator") {
+        std::printf("start the coordinator with --curve-secret %s.key; give %s.pub to every worker and client\n",
+                    base.c_str(), base.c_str());
+      } else {
+        std::printf("authorize it: copy %s.pub into the coordinator's --authorized-keys folder\n", base.c_str());
+      }
+    }
+    return kExitOk;
+  }
   // Validate before touching the coordinator: bad input never reaches the database.
   Submission submission;
   if (submit_cmd->parsed() || sweep_extend_cmd->parsed()) {
@@ -274,7 +313,18 @@ int RunCtl(int argc, char** argv) {
   }
   auto endpoint = Endpoint(common);
   if (!endpoint.ok()) return Fail(endpoint.status());
-  CoordinatorClient client(*endpoint, common.timeout_ms, 3);
+  const KeyedHomePaths keyed = KeyedHome(home);
+  auto keys = ClientKeys(common.key, common.coordinator_key, keyed.ctl_key, keyed.coordinator_pub);
+  if (!keys.ok()) return Fail(keys.status());
+  CoordinatorClient client(*endpoint, common.timeout_ms, 3, *keys);
+  if (shutdown_cmd->parsed()) {
+    proto::Envelope req;
+    req.mutable_shutdown();
+    auto reply = client.Call(req);
+    if (!reply.ok()) return Fail(reply.status());
+    std::printf("coordinator at %s is stopping\n", endpoint->c_str());
+    return kExitOk;
+  }
 
   if (endpoint_cmd->parsed()) {
     std::printf("%s\n", endpoint->c_str());

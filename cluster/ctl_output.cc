@@ -18,6 +18,8 @@ int ExitCodeFor(const absl::Status& st) {
     case absl::StatusCode::kNotFound: return kExitNotFound;
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDeadlineExceeded: return kExitUnreachable;
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied: return kExitDenied;
     default: return kExitFailed;
   }
 }

@@ -15,6 +15,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
 #include "common/client.h"
+#include "common/curve_keys.h"
 #include "common/home.h"
 #include "common/process.h"
 #include "common/status_macros.h"
@@ -109,8 +110,18 @@ absl::Status Up(const UpOptions& o) {
   const std::string bin = BinDir();
   const std::string coord_pid = o.home + "/coordinator.pid";
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.wait_ms);
+  const KeyedHomePaths keyed = KeyedHome(o.home);
+  const bool curve = o.curve || fs::exists(keyed.coordinator_key);
+  if (curve) DD2_RETURN_IF_ERROR(EnsureKeyedHome(o.home));
+  DD2_ASSIGN_OR_RETURN(std::optional<CurveClientKeys> keys, ClientKeys("", "", keyed.ctl_key, keyed.coordinator_pub));
   if (!PidFileAlive(coord_pid)) {
     std::vector<std::string> argv = {bin + "/dd2-coordinator", "--home", o.home};
+    if (curve) {
+      for (const std::string& a : {std::string("--curve-secret"), keyed.coordinator_key, std::string("--authorized-keys"),
+                                   keyed.authorized}) {
+        argv.push_back(a);
+      }
+    }
     for (const auto& a : o.coordinator_args) argv.push_back(a);
     DD2_ASSIGN_OR_RETURN(int pid, StartDaemon(argv, o.home + "/coordinator.log", coord_pid, o.wait_ms));
     (void)pid;
@@ -123,7 +134,7 @@ absl::Status Up(const UpOptions& o) {
     }
     auto ep = ReadEndpoint(o.home);
     if (ep.ok()) {
-      CoordinatorClient client(*ep, 500, 1);
+      CoordinatorClient client(*ep, 500, 1, keys);
       proto::Envelope req;
       req.mutable_status();
       if (client.Call(req).ok()) break;
@@ -148,7 +159,7 @@ absl::Status Up(const UpOptions& o) {
     (void)pid;
   }
   // Wait until every local worker is registered and alive.
-  CoordinatorClient client(endpoint, 1000, 2);
+  CoordinatorClient client(endpoint, 1000, 2, keys);
   while (true) {
     proto::Envelope req;
     req.mutable_workers();

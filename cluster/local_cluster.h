@@ -18,6 +18,9 @@ struct UpOptions {
   int slots = 1;
   int threads = 0;  // dd2-worker --threads: intra-op threads per job (0: inherit; LibTorch jobs default to 1)
   std::vector<std::string> coordinator_args;  // extra flags, e.g. --lost-after-ms=2000
+  // CURVE: create <home>/keys (EnsureKeyedHome) and start keyed. A home with a coordinator key
+  // always starts keyed; the workers and dd2ctl then take their keys from the home.
+  bool curve = false;
   int wait_ms = 20000;
 };
 

@@ -8,11 +8,13 @@
 
 namespace dd2 {
 
-CoordinatorClient::CoordinatorClient(std::string endpoint, int timeout_ms, int tries)
+CoordinatorClient::CoordinatorClient(std::string endpoint, int timeout_ms, int tries,
+                                     std::optional<CurveClientKeys> keys)
     : endpoint_(std::move(endpoint)),
       timeout_ms_(timeout_ms),
       tries_(tries),
       next_request_id_(std::random_device{}() | 1ULL << 40),
+      keys_(std::move(keys)),
       context_(1) {}
 
 absl::StatusOr<proto::Envelope> CoordinatorClient::Call(proto::Envelope request) {
@@ -22,7 +24,8 @@ absl::StatusOr<proto::Envelope> CoordinatorClient::Call(proto::Envelope request)
   for (int attempt = 0; attempt < tries_; ++attempt) {
     if (!socket_) {
       socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
-      absl::Status st = ConnectDealer(*socket_, endpoint_, "", /*immediate=*/false);
+      absl::Status st = WatchHandshakes(context_, *socket_, monitor_);
+      if (st.ok()) st = ConnectDealer(*socket_, endpoint_, "", /*immediate=*/false, keys_ ? &*keys_ : nullptr);
       if (!st.ok()) return st;
     }
     if (!SendFrames(*socket_, {frame}).ok()) {
@@ -42,7 +45,14 @@ absl::StatusOr<proto::Envelope> CoordinatorClient::Call(proto::Envelope request)
       if (!st.ok()) return st;
       return *std::move(reply);
     }
+    ReadHandshakeEvents(monitor_, &handshake_failure_);
     socket_.reset();  // Lazy Pirate: a timed-out DEALER is discarded
+  }
+  if (!handshake_failure_.empty()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "coordinator at ", endpoint_, " did not answer: ",
+        keys_ ? handshake_failure_
+              : "it requires CURVE keys and this client has none (--key and --coordinator-key, or a home with keys/)"));
   }
   return absl::UnavailableError(
       absl::StrCat("coordinator at ", endpoint_, " did not answer (", tries_, " tries of ",

@@ -61,4 +61,27 @@ absl::StatusOr<std::string> ReadEndpoint(const std::string& home) {
   return std::string(absl::StripAsciiWhitespace(*text));
 }
 
+absl::Status CheckInsideDir(const std::string& path, const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  auto refuse = [&](const std::string& why) {
+    return absl::PermissionDeniedError(absl::StrCat("path ", path, " ", why, " (allowed: inside ", dir, ")"));
+  };
+  if (path.empty() || !p.is_absolute()) return refuse("is not absolute");
+  if (path.find('\0') != std::string::npos) return refuse("contains a NUL byte");
+  for (const auto& part : p) {
+    if (part == "..") return refuse("has a '..' component");
+  }
+  std::error_code ec;
+  const fs::path resolved = fs::weakly_canonical(p, ec);
+  if (ec) return refuse(absl::StrCat("cannot be resolved: ", ec.message()));
+  const fs::path root = fs::weakly_canonical(fs::path(dir), ec);
+  if (ec) return refuse(absl::StrCat("cannot be checked, the folder cannot be resolved: ", ec.message()));
+  const std::string r = resolved.string(), d = root.string();
+  if (r.size() <= d.size() + 1 || r.compare(0, d.size(), d) != 0 || r[d.size()] != '/') {
+    return refuse(r == path ? "lies outside it" : absl::StrCat("resolves to ", r, ", outside it"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace dd2

@@ -4,6 +4,8 @@
 //   coordinator.pid, coordinator.log
 //   logs/<job>/<n>.log  job attempt logs, as streamed by workers
 //   workers/<id>/       each local worker's pid, log and scratch space
+//   artifacts/<run>/<job>/  job outputs and checkpoints (the storage root; workers' --artifacts)
+//   keys/               CURVE key files of a keyed local cluster (common/curve_keys.h)
 // Helpers are pure apart from the file system; thread-compatible.
 #ifndef DD2_COMMON_HOME_H_
 #define DD2_COMMON_HOME_H_
@@ -26,6 +28,12 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 // The endpoint recorded in `home`, trimmed. NotFound with a hint when there is none.
 absl::StatusOr<std::string> ReadEndpoint(const std::string& home);
+
+// OK when `path` is absolute, has no ".." component, and resolves (symlinks followed, as far as
+// they exist) to a location strictly inside `dir` (resolved the same way); PermissionDenied
+// naming both otherwise. For paths that came in a message, before anything reads or deletes
+// them.
+absl::Status CheckInsideDir(const std::string& path, const std::string& dir);
 
 }  // namespace dd2
 

@@ -58,7 +58,7 @@ std::vector<ParamSpec> Placement() {
 // Fashion-MNIST training data.
 std::vector<ParamSpec> Data() {
   return {{"train_limit", ParamKind::kInt, 0, 60000, "0", "use the first N training images (0: all)"},
-          {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"}};
+          {"data_dir", ParamKind::kPath, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files (an absolute path)"}};
 }
 
 // The teacher's probability post-processing (dd2-method §1.4).
@@ -104,13 +104,17 @@ const std::vector<JobTypeSpec>& JobTypes() {
            Seed(),
        }},
       {"tokenizer",
-       "VQ-VAE tokenizer on Fashion-MNIST: 7x7 grid, L2-normalised codebook",
+       "VQ-VAE tokenizer on Fashion-MNIST: a 7x7 or 16x16 token grid, L2-normalised codebook",
        Join({{{"steps", ParamKind::kInt, 1, 1e7, "1000", "training steps"},
               {"batch", ParamKind::kInt, 1, 4096, "64", "images per step"},
               {"lr", ParamKind::kNumber, 1e-7, 1, "1e-3", "Adam learning rate"},
               {"codebook_size", ParamKind::kInt, 2, 65536, "256", "codebook entries V"},
               {"code_dim", ParamKind::kInt, 1, 256, "8", "code dimension C"},
               {"channels", ParamKind::kInt, 8, 1024, "64", "conv channels (even)"},
+              {"grid", ParamKind::kInt, 7, 16, "7",
+               "tokens per side: 7 (49 tokens, 28x28 images downsampled 4x) or 16 (256 tokens, images padded to 32x32 "
+               "and downsampled 2x); later jobs take the token count from the tokenizer",
+               {"7", "16"}},
               {"restart_every", ParamKind::kInt, 0, 1e6, "50",
                "steps per dead-code window: unused codes move onto encoder outputs (0: never; stops at 80% of steps)"},
               Seed(), CheckpointEvery("200"), CollectiveTimeout()},
@@ -159,7 +163,7 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"batch", ParamKind::kInt, 1, 10000, "250", "sampling batch"},
               {"marginal_samples", ParamKind::kInt, 10, 1e6, "2000", "teacher samples behind the set-prediction marginals"},
               Seed(),
-              {"data_dir", ParamKind::kString, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files"}},
+              {"data_dir", ParamKind::kPath, 0, 0, "\"/usr/share/datasets/fashion-mnist\"", "gzip'd IDX files (an absolute path)"}},
              Placement(), TeacherSampling()})},
       {"tune",
        "stage 1: AR-diffusion tuning (teacher backbone + adaLN MLP head, velocity) on teacher samples",

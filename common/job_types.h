@@ -9,7 +9,9 @@
 
 namespace dd2 {
 
-enum class ParamKind { kInt, kNumber, kString, kBool };
+// kPath: a string naming a file or folder on the workers: absolute, no '..' component, no
+// control characters (checked when a run is validated).
+enum class ParamKind { kInt, kNumber, kString, kBool, kPath };
 
 struct ParamSpec {
   std::string name;
@@ -18,7 +20,7 @@ struct ParamSpec {
   double max;
   std::string default_json;  // JSON text of the default value
   std::string doc;
-  std::vector<std::string> choices = {};  // kString: the allowed values (empty: any)
+  std::vector<std::string> choices = {};  // kString, kInt: the allowed values, as written (empty: any)
   // The param matters only when param `used_when` has one of `used_when_values` (e.g. an eval's
   // `generator` only for the dd2 samplers); "" = always. Job identities leave it out otherwise,
   // so the teacher's eval in two runs that differ only in their distillation is one job.

@@ -9,7 +9,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/home.h"
 #include "common/job_types.h"
 #include "common/yaml_checker.h"
@@ -42,6 +44,9 @@ absl::StatusOr<Json> ParseParams(const YamlChecker& c, const YAML::Node& node, c
     switch (p.kind) {
       case ParamKind::kInt: {
         DD2_ASSIGN_OR_RETURN(int64_t i, c.Int(v, key, static_cast<int64_t>(p.min), static_cast<int64_t>(p.max)));
+        if (!p.choices.empty() && std::find(p.choices.begin(), p.choices.end(), std::to_string(i)) == p.choices.end()) {
+          return c.Error(v.Mark(), key, absl::StrCat("expected one of ", absl::StrJoin(p.choices, ", "), ", got ", i));
+        }
         params[p.name] = i;
         break;
       }
@@ -56,6 +61,20 @@ absl::StatusOr<Json> ParseParams(const YamlChecker& c, const YAML::Node& node, c
           return c.Error(v.Mark(), key, absl::StrCat("expected one of ", absl::StrJoin(p.choices, ", "), ", got '", s, "'"));
         }
         params[p.name] = s;
+        break;
+      }
+      case ParamKind::kPath: {
+        DD2_ASSIGN_OR_RETURN(std::string path, c.String(v, key));
+        std::string why;
+        if (path.empty() || path[0] != '/') why = "must be an absolute path";
+        for (char ch : path) {
+          if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) why = "must not contain control characters";
+        }
+        for (const absl::string_view part : absl::StrSplit(path, '/')) {
+          if (part == "..") why = "must not contain a '..' component";
+        }
+        if (!why.empty()) return c.Error(v.Mark(), key, absl::StrCat(why, ", got '", absl::CEscape(path), "'"));
+        params[p.name] = path;
         break;
       }
       case ParamKind::kBool: {

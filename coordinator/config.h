@@ -10,11 +10,19 @@
 namespace dd2 {
 
 struct CoordinatorConfig {
-  // Where the ROUTER binds; port 0 picks a free one. Non-loopback addresses are refused until
-  // CURVE keys exist (DESIGN.md, Security).
+  // Where the ROUTER binds; port 0 picks a free one. Non-loopback addresses are refused
+  // without CURVE keys.
   std::string endpoint = "tcp://127.0.0.1:0";
+  // CURVE: the coordinator's key file (role coordinator) and the folder of authorized peers'
+  // .pub files (common/curve_keys.h). Both or neither; with neither, only loopback, and every
+  // local peer may send every message but shutdown.
+  std::string curve_secret;
+  std::string authorized_keys;
   // Data directory: coordinator.db, logs/.
   std::string home = ".dd2";
+  // The storage root workers write job outputs under, <root>/<run>/<job> (workers' --artifacts);
+  // "" = <home>/artifacts. The coordinator reads and deletes only files inside a job's folder.
+  std::string artifacts_root;
   // Workers heartbeat at this interval; the coordinator acknowledges each heartbeat.
   int64_t heartbeat_interval_ms = 1000;
   // A worker silent for interval x liveness is suspect (no new work, keeps its jobs).

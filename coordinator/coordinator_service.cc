@@ -15,6 +15,8 @@
 #include "common/run_spec.h"
 #include "common/status_macros.h"
 #include "common/checkpoint_manifest.h"
+#include "common/home.h"
+#include "coordinator/access.h"
 #include "coordinator/retention.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/staged.h"
@@ -237,6 +239,11 @@ void CoordinatorService::Reply(const std::string& peer, const proto::Envelope& r
 
 
 
+std::string CoordinatorService::ArtifactDir(const JobRecord& job) const {
+  const std::string root = config_.artifacts_root.empty() ? config_.home + "/artifacts" : config_.artifacts_root;
+  return absl::StrCat(std::filesystem::absolute(root).lexically_normal().string(), "/", job.run_id, "/", job.name);
+}
+
 std::string CoordinatorService::LogPath(const std::string& attempt_id) const {
   // "<run>/<job>#<n>" -> logs/<run>/<job>/<n>.log
   std::string path = attempt_id;
@@ -246,7 +253,7 @@ std::string CoordinatorService::LogPath(const std::string& attempt_id) const {
 
 // ---------------------------------------------------------------- frames
 
-void CoordinatorService::HandleFrame(const std::string& peer, std::string_view frame) {
+void CoordinatorService::HandleFrame(const std::string& peer, std::string_view frame, Role role) {
   ++frames_;
   auto decoded = DecodeEnvelope(frame);
   if (!decoded.ok()) {
@@ -254,6 +261,10 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
     return;
   }
   const proto::Envelope& env = *decoded;
+  if (!MayPeerSend(role, env.body_case())) {
+    Refuse(peer, env, AccessDeniedMessage(role, env.body_case()));
+    return;
+  }
   // Any message from a registered worker counts as liveness.
   if (auto it = state_.live.find(env.sender()); it != state_.live.end() && !it->second.peer.empty() &&
                                           it->second.peer == peer) {
@@ -303,6 +314,24 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
       ++malformed_frames_;
     }
     if (is_request || !absl::IsInvalidArgument(st)) send_(peer, ErrorReply(env, st));
+  }
+}
+
+void CoordinatorService::RejectRevoked(const std::string& peer, std::string_view frame) {
+  ++frames_;
+  auto decoded = DecodeEnvelope(frame);
+  if (!decoded.ok()) {
+    ++rejected_frames_;
+    return;
+  }
+  Refuse(peer, *decoded, "this key was removed from the coordinator's authorized keys");
+}
+
+void CoordinatorService::Refuse(const std::string& peer, const proto::Envelope& env, const std::string& why) {
+  ++rejected_frames_;
+  // Reports a worker streams (progress, log chunks) get no reply; everything else does.
+  if (env.body_case() != proto::Envelope::kProgress && env.body_case() != proto::Envelope::kLogChunk) {
+    send_(peer, ErrorReply(env, absl::PermissionDeniedError(why)));
   }
 }
 
@@ -492,8 +521,17 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   const bool ok = f.exit_code() == 0 && f.signal() == 0 && !f.cancelled();
   std::vector<std::string> ranks = absl::StrSplit(a.worker_ids, ',');
   std::string retention_job;  // a generator whose checkpoint an eval just scored
+  std::string outputs_path = f.outputs_path();  // read later (reuse verifies it): only inside the job's folder
+  if (!outputs_path.empty()) {
+    if (absl::Status inside = CheckInsideDir(outputs_path, ArtifactDir(job)); !inside.ok()) {
+      Event(s, "outputs_refused", job.run_id, job.id, a.id,
+            absl::StrCat("from ", env.sender(), ": ", inside.message()).substr(0, 1024));
+      ++refused_paths_;
+      outputs_path.clear();
+    }
+  }
   if (ok && ranks.size() > 1) {
-    if (!f.outputs_path().empty()) pending_outputs_[a.id] = {f.outputs_path(), f.outputs_sha256()};
+    if (!outputs_path.empty()) pending_outputs_[a.id] = {outputs_path, f.outputs_sha256()};
     auto& done = state_.finished_ranks[a.id];
     done.insert(env.sender());
     if (done.size() < ranks.size()) {
@@ -527,8 +565,8 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
     job.updated_ms = now;
     job.reused_from.clear();
     auto outputs = pending_outputs_.find(a.id);
-    if (!f.outputs_path().empty()) {
-      job.outputs_path = f.outputs_path();
+    if (!outputs_path.empty()) {
+      job.outputs_path = outputs_path;
       job.outputs_sha256 = f.outputs_sha256();
     } else if (outputs != pending_outputs_.end()) {
       job.outputs_path = outputs->second.first;
@@ -799,6 +837,15 @@ absl::Status CoordinatorService::HandleCheckpointCommitted(const std::string& pe
   const AttemptRecord& a = it->second;
   const JobRecord& job = state_.jobs[a.job_id];
   const int64_t step = static_cast<int64_t>(c.step());
+  if (absl::Status inside = CheckInsideDir(c.path(), ArtifactDir(job)); !inside.ok()) {
+    // Never recorded, so retention never deletes it; acknowledged so the worker stops resending.
+    Staged s(this);
+    Event(s, "checkpoint_refused", job.run_id, job.id, a.id,
+          absl::StrCat("step ", step, " from ", env.sender(), ": ", inside.message()).substr(0, 1024));
+    DD2_RETURN_IF_ERROR(Commit(s));
+    ++refused_paths_;
+    return acked(absl::OkStatus());
+  }
   int64_t created_ms = clock_->NowMs();
   if (auto k = state_.checkpoints[a.job_id].find(step); k != state_.checkpoints[a.job_id].end()) {
     if (k->second.sha256 == c.sha256() && k->second.state == state::kCommitted) return acked(absl::OkStatus());  // duplicate
@@ -908,7 +955,9 @@ void CoordinatorService::FinishDeletions(const std::vector<CheckpointRecord>& vi
   if (victims.empty()) return;
   Staged s(this);
   for (CheckpointRecord c : victims) {
-    absl::Status st = RemoveCheckpoint(c.path);
+    // Checked again at deletion: a folder on the path may have become a symlink since the commit.
+    absl::Status st = CheckInsideDir(c.path, ArtifactDir(state_.jobs[c.job_id]));
+    if (st.ok()) st = RemoveCheckpoint(c.path);
     if (!st.ok()) {  // stays "deleting"; retried at the next start
       Event(s, "checkpoint_delete_failed", c.run_id, c.job_id, "", std::string(st.message()));
       continue;
@@ -997,7 +1046,9 @@ void CoordinatorService::UnindexRun(const std::string& run_id) {
 
 absl::Status CoordinatorService::HandleStatus(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
-  const CoordinatorInfo info{endpoint_, clock_->NowMs() - started_ms_, frames_, malformed_frames_, send_failures_};
+  const CoordinatorInfo info{endpoint_,      clock_->NowMs() - started_ms_, frames_,         malformed_frames_,
+                             send_failures_, rejected_frames_,              rejected_connections_, refused_paths_,
+                             keyed_};
   DD2_ASSIGN_OR_RETURN(Json doc, StatusDocument(state_, env.status().run_id(), info));
   ReplyJson(peer, env, doc);
   return absl::OkStatus();

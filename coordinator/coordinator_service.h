@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/slurm.h"
 #include "coordinator/autoscale.h"
+#include "common/curve_keys.h"
 #include "coordinator/config.h"
 #include "coordinator/job_store.h"
 #include "coordinator/state.h"
@@ -41,8 +42,18 @@ class CoordinatorService {
   // Workers recorded as alive get lost_after_ms from now to re-register and reattach.
   absl::Status Recover();
 
-  // One frame from `peer`. Malformed frames are counted (MalformedFrames) and dropped.
-  void HandleFrame(const std::string& peer, std::string_view frame);
+  // One frame from `peer`, whose connection has `role` (kLocal on a keyless coordinator; see
+  // coordinator/access.h). Malformed frames are counted (malformed_frames) and dropped; a
+  // message the role may not send is counted (rejected_frames), answered with PermissionDenied
+  // when it is a request, and never reaches a handler.
+  void HandleFrame(const std::string& peer, std::string_view frame, Role role = Role::kLocal);
+  // A frame from a connection whose key is no longer authorized: counted and never handled; a
+  // request is answered with PermissionDenied saying so.
+  void RejectRevoked(const std::string& peer, std::string_view frame);
+  // Handshakes the ZAP handler refused so far, for `status`.
+  void SetRejectedConnections(int64_t n) { rejected_connections_ = n; }
+  // Whether peers authenticate with CURVE keys, for `status`.
+  void SetKeyed(bool keyed) { keyed_ = keyed; }
 
   // Places ready jobs on free workers if anything changed since the last call. The loop calls
   // it once per batch of frames, so a burst of N reports costs one scheduling pass.
@@ -64,6 +75,9 @@ class CoordinatorService {
   int64_t frames() const { return frames_; }
   int64_t malformed_frames() const { return malformed_frames_; }
   int64_t send_failures() const { return send_failures_; }
+  // Checkpoint and outputs paths refused for lying outside their job's folder.
+  int64_t refused_paths() const { return refused_paths_; }
+  int64_t rejected_frames() const { return rejected_frames_; }
   // A send to `peer` failed; `gone`: its connection is closed. A worker whose connection is gone
   // is marked lost at the next Schedule or Tick, so no gang waits on a dead rank.
   void CountSendFailure(const std::string& peer, bool gone);
@@ -158,6 +172,11 @@ class CoordinatorService {
   void CancelDownstream(Staged& s, const std::string& job_id, const std::string& why);
   void FinishRunIfDone(Staged& s, const std::string& run_id);
   std::string LogPath(const std::string& attempt_id) const;
+  // Counts a message its sender may not send and answers it with PermissionDenied `why`.
+  void Refuse(const std::string& peer, const proto::Envelope& env, const std::string& why);
+  // <artifacts root>/<run>/<job>: the only folder whose files the coordinator reads or deletes
+  // for `job`.
+  std::string ArtifactDir(const JobRecord& job) const;
   void Reply(const std::string& peer, const proto::Envelope& request, proto::Envelope reply);
   void ReplyJson(const std::string& peer, const proto::Envelope& request, const nlohmann::json& doc);
   proto::Envelope CancelAttemptMessage(const std::string& attempt_id) const;
@@ -181,6 +200,10 @@ class CoordinatorService {
   int64_t frames_ = 0;
   int64_t malformed_frames_ = 0;
   int64_t send_failures_ = 0;
+  int64_t refused_paths_ = 0;
+  int64_t rejected_frames_ = 0;
+  int64_t rejected_connections_ = 0;
+  bool keyed_ = false;
 
   CoordinatorState state_;
   std::set<std::string> unreachable_peers_;

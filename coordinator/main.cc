@@ -23,6 +23,16 @@ int main(int argc, char** argv) {
   app.add_option("--home", home, "data directory (default $DD2_HOME or ./.dd2)");
   app.add_option("--endpoint", config.endpoint,
                  "ZeroMQ endpoint to bind; default: the one recorded in the home, else tcp://127.0.0.1:0");
+  app.add_option("--curve-secret", config.curve_secret,
+                 "CURVE key file of the coordinator (dd2ctl keygen --role coordinator); peers must authenticate")
+      ->check(CLI::ExistingFile);
+  app.add_option("--authorized-keys", config.authorized_keys,
+                 "folder of the .pub files of the peers allowed to connect; each key's role limits what it may send "
+                 "(re-read while running: add or remove a file to rotate keys)")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--artifacts", config.artifacts_root,
+                 "the workers' storage root, <root>/<run>/<job> (default <home>/artifacts): checkpoint paths "
+                 "reported outside a job's folder are refused");
   app.add_option("--heartbeat-interval-ms", config.heartbeat_interval_ms, "worker heartbeat interval")->capture_default_str();
   app.add_option("--heartbeat-liveness", config.heartbeat_liveness, "missed heartbeats before suspect")->capture_default_str();
   app.add_option("--lost-after-ms", config.lost_after_ms, "silence before a worker is lost")->capture_default_str();

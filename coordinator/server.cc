@@ -12,15 +12,33 @@
 #include "common/transport.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/job_store.h"
+#include "coordinator/zap_handler.h"
 
 namespace dd2 {
 
 absl::Status CoordinatorServer::Run() {
   DD2_RETURN_IF_ERROR(ValidateConfig(config_));
-  if (config_.endpoint.rfind("tcp://127.0.0.1:", 0) != 0 && config_.endpoint.rfind("ipc://", 0) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("endpoint ", config_.endpoint, " is not loopback; dd2 listens beyond ",
-                     "loopback only with CURVE keys, which this build does not have yet"));
+  const bool keyed = !config_.curve_secret.empty();
+  if (keyed != !config_.authorized_keys.empty()) {
+    return absl::InvalidArgumentError("--curve-secret and --authorized-keys go together: give both or neither");
+  }
+  const bool loopback = config_.endpoint.rfind("tcp://127.0.0.1:", 0) == 0 || config_.endpoint.rfind("ipc://", 0) == 0;
+  if (!keyed && !loopback) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "endpoint ", config_.endpoint, " is not loopback, and dd2 listens beyond loopback only with CURVE keys.\n",
+        "Create them (README, Security):\n",
+        "  dd2ctl keygen --out KEYS --role coordinator\n",
+        "  dd2ctl keygen --out KEYS/peers --role worker --name worker-1   # and --role client / admin keys\n",
+        "  mkdir -p KEYS/authorized && cp KEYS/peers/*.pub KEYS/authorized/\n",
+        "then start with: dd2-coordinator --curve-secret KEYS/coordinator.key --authorized-keys KEYS/authorized"));
+  }
+  std::optional<CurveKeyPair> server_key;
+  if (keyed) {
+    DD2_ASSIGN_OR_RETURN(server_key, ReadSecretKeyFile(config_.curve_secret));
+    if (server_key->role != Role::kCoordinator) {
+      return absl::InvalidArgumentError(absl::StrCat(config_.curve_secret, ": role ", RoleName(server_key->role),
+                                                     "; the coordinator needs a key made with --role coordinator"));
+    }
   }
   std::error_code ec;
   std::filesystem::create_directories(config_.home + "/logs", ec);
@@ -33,10 +51,14 @@ absl::Status CoordinatorServer::Run() {
 
   zmq::context_t context(1);
   context.set(zmq::ctxopt::max_sockets, 65536);
-  zmq::socket_t router(context, zmq::socket_type::router);
-  DD2_ASSIGN_OR_RETURN(std::string bound, BindRouter(router, config_.endpoint));
-
   RealClock clock;
+  std::unique_ptr<ZapHandler> zap;  // bound before the ROUTER, so no handshake goes unchecked
+  if (keyed) {
+    DD2_ASSIGN_OR_RETURN(zap, ZapHandler::Create(context, config_.authorized_keys, &clock));
+  }
+  zmq::socket_t router(context, zmq::socket_type::router);
+  DD2_ASSIGN_OR_RETURN(std::string bound, BindRouter(router, config_.endpoint, keyed ? &*server_key : nullptr));
+
   CoordinatorService* service_ptr = nullptr;
   CoordinatorService service(config_, store.get(), &clock,
                              [&](const std::string& peer, const proto::Envelope& env) {
@@ -45,6 +67,7 @@ absl::Status CoordinatorServer::Run() {
                              });
   service_ptr = &service;
   service.SetEndpoint(bound);
+  service.SetKeyed(keyed);
   SlurmLaunchSpec base;
   base.coordinator = bound;
   base.home = std::filesystem::absolute(config_.home).lexically_normal().string();
@@ -52,29 +75,48 @@ absl::Status CoordinatorServer::Run() {
   service.SetSlurm(NewShellSlurmCommands(10000), std::move(autoscale), base);
   DD2_RETURN_IF_ERROR(service.Recover());
   DD2_RETURN_IF_ERROR(WriteFileAtomic(config_.home + "/endpoint", bound + "\n"));
-  std::fprintf(stderr, "dd2-coordinator: listening on %s, home %s\n", bound.c_str(), config_.home.c_str());
+  std::fprintf(stderr, "dd2-coordinator: listening on %s (%s), home %s\n", bound.c_str(),
+               keyed ? "CURVE, authorized keys in " + config_.authorized_keys : "no keys: loopback only",
+               config_.home.c_str());
   std::fflush(stderr);
 
   const long poll_ms = std::max<long>(5, config_.heartbeat_interval_ms / 4);
   int64_t last_tick = 0;
+  std::vector<zmq::socket_t*> sockets = {&router};
+  if (zap) sockets.push_back(&zap->socket());
   while (!stop_ && !service.shutdown_requested()) {
-    auto readable = PollReadable(router, poll_ms);
+    auto readable = PollReadable(sockets, poll_ms);
     if (!readable.ok()) return readable.status();
+    if (zap && (*readable)[1]) {
+      zap->HandleRequest();
+      service.SetRejectedConnections(zap->rejected());
+    }
     // Drain a bounded batch so ticks keep their cadence under load.
-    for (int i = 0; i < 1000 && *readable; ++i) {
-      auto frames = RecvFrames(router);
+    for (int i = 0; i < 1000 && (*readable)[0]; ++i) {
+      std::string user_id;
+      auto frames = RecvFrames(router, &user_id);
       if (!frames.ok()) return frames.status();
       if (!frames->has_value()) break;
       auto& f = **frames;
+      Role role = Role::kLocal;
+      if (zap) {
+        std::optional<Role> current = zap->RoleOf(user_id);
+        if (!current) {  // its key was removed from the folder after it connected
+          if (f.size() == 2) service.RejectRevoked(f[0], f[1]);
+          continue;
+        }
+        role = *current;
+      }
       if (f.size() != 2) {
-        service.HandleFrame(f.empty() ? "" : f[0], "");  // counted as malformed
+        service.HandleFrame(f.empty() ? "" : f[0], "", role);  // counted as malformed
         continue;
       }
-      service.HandleFrame(f[0], f[1]);
+      service.HandleFrame(f[0], f[1], role);
     }
     service.Schedule();
     const int64_t now = clock.NowMs();
     if (now - last_tick >= poll_ms) {
+      if (zap) zap->Refresh();
       service.Tick();
       last_tick = now;
     }

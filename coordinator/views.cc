@@ -216,6 +216,10 @@ absl::StatusOr<Json> StatusDocument(const CoordinatorState& s, const std::string
                                {"frames", info.frames},
                                {"malformed_frames", info.malformed_frames},
                                {"send_failures", info.send_failures},
+                               {"rejected_frames", info.rejected_frames},
+                               {"rejected_connections", info.rejected_connections},
+                               {"refused_paths", info.refused_paths},
+                               {"authentication", info.keyed ? "curve" : "none (loopback)"},
                                {"workers", workers}}},
               {"runs", list}};
 }

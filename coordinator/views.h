@@ -23,6 +23,10 @@ struct CoordinatorInfo {
   int64_t frames = 0;
   int64_t malformed_frames = 0;
   int64_t send_failures = 0;
+  int64_t rejected_frames = 0;       // messages a peer's role may not send, or from a revoked key
+  int64_t rejected_connections = 0;  // CURVE handshakes with a key that is not authorized
+  int64_t refused_paths = 0;         // checkpoint/outputs paths outside their job's folder
+  bool keyed = false;                // peers authenticate with CURVE keys
 };
 
 // Every run (run_id empty) with the coordinator's counters, or one run; NotFound for an unknown run.

@@ -148,8 +148,9 @@ class EulerSampler : public TokenSampler {
   torch::Tensor Sample(const torch::Tensor& classes, at::Generator& gen) override {
     const int64_t n = model_->backbone()->options().tokens, c = codebook_.size(1), b = classes.size(0);
     auto x = torch::zeros({b, n, c}, codebook_.options());
+    KvCache cache;  // the features of token i from the tokens before it, one position at a time
     for (int64_t i = 0; i < n; ++i) {
-      auto f = model_->Features(classes, x).select(1, i);  // causal: reads tokens < i only
+      auto f = model_->backbone()->StepHidden(classes, i > 0 ? x.select(1, i - 1) : torch::Tensor(), i, cache);
       auto xi = torch::randn({b, c}, gen).to(x.device());
       for (int64_t s = 0; s < steps_; ++s) {
         auto t = torch::full({b}, 1.0 - static_cast<double>(s) / steps_, x.options());
@@ -237,7 +238,7 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
   m["precision"] = pr.precision;
   m["recall"] = pr.recall;
   m["class_accuracy"] = fake_probs.argmax(1).eq(classes).to(torch::kFloat64).mean().item<double>();
-  m["codebook_distance"] = nearest_sum.item<double>() / static_cast<double>(o.samples * 49);
+  m["codebook_distance"] = nearest_sum.item<double>() / static_cast<double>(o.samples * tok->options().tokens());
   if (likelihood_teacher != nullptr) m["teacher_nll"] = nll_sum / static_cast<double>(o.samples);
   m["latency_ms_b256"] = MsPerImage(sampler, tok, 256, 1, o.seed + 8);
   if (teacher == nullptr || teacher == &sampler) {

@@ -177,6 +177,7 @@ VqVaeOptions TokenizerOptions(const Json& p) {
   o.codebook_size = p.value("codebook_size", o.codebook_size);
   o.code_dim = p.value("code_dim", o.code_dim);
   o.channels = p.value("channels", o.channels);
+  o.grid = p.value("grid", o.grid);
   return o;
 }
 
@@ -184,6 +185,7 @@ TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok) {
   TransformerOptions o;
   o.vocab = tok.codebook_size;
   o.code_dim = tok.code_dim;
+  o.tokens = tok.tokens();
   o.width = p.value("width", o.width);
   o.layers = p.value("layers", o.layers);
   o.heads = p.value("heads", o.heads);
@@ -236,6 +238,7 @@ TransformerOptions TransformerOptionsFromJson(const Json& c) {
   TransformerOptions o;
   o.vocab = c.at("vocab");
   o.code_dim = c.at("code_dim");
+  o.tokens = c.value("tokens", o.tokens);  // artifacts written before the 16x16 grid: 49
   o.width = c.at("width");
   o.layers = c.at("layers");
   o.heads = c.at("heads");
@@ -243,7 +246,7 @@ TransformerOptions TransformerOptionsFromJson(const Json& c) {
 }
 
 Json TransformerOptionsToJson(const TransformerOptions& o) {
-  return {{"vocab", o.vocab}, {"code_dim", o.code_dim}, {"width", o.width}, {"layers", o.layers}, {"heads", o.heads}};
+  return {{"vocab", o.vocab}, {"code_dim", o.code_dim}, {"tokens", o.tokens}, {"width", o.width}, {"layers", o.layers}, {"heads", o.heads}};
 }
 
 SamplingConfig SamplingFromParams(const Json& p) {

@@ -103,7 +103,7 @@ absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name, co
 absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name, const torch::Device& device);
 absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name, const torch::Device& device);
 
-// Token indices of images, in chunks, without gradients: [N, 49].
+// Token indices of images, in chunks, without gradients: [N, n].
 torch::Tensor Tokenize(VqVae& tok, const torch::Tensor& images);
 
 // cfg, top_k, top_p, temperature from a job's params.

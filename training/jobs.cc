@@ -33,7 +33,8 @@ int RunTokenizerJob(JobContext& ctx) {
   std::filesystem::create_directories(ctx.out_dir());
   if (auto st = WriteJson(ctx.out_dir() + "/config.json", Json{{"codebook_size", opts.codebook_size},
                                                                {"code_dim", opts.code_dim},
-                                                               {"channels", opts.channels}});
+                                                               {"channels", opts.channels},
+                                                               {"grid", opts.grid}});
       !st.ok()) {
     return Fail(ctx, st);
   }
@@ -69,7 +70,7 @@ int RunTokenizerJob(JobContext& ctx) {
   torch::NoGradGuard no_grad;
   model->eval();
   auto idx = Tokenize(model, test->images);
-  auto recon = model->Decode(model->Codebook().index_select(0, idx.view(-1)).view({idx.size(0), 49, opts.code_dim}));
+  auto recon = model->Decode(model->Codebook().index_select(0, idx.view(-1)).view({idx.size(0), idx.size(1), opts.code_dim}));
   auto counts = torch::bincount(idx.view(-1), {}, opts.codebook_size).to(torch::kFloat64);
   auto freq = counts / counts.sum();
   auto entropy = -(freq * (freq + 1e-12).log()).sum();
@@ -115,12 +116,13 @@ int RunTeacherJob(JobContext& ctx) {
   loop.step = [&](int64_t step) {
     auto global = batcher.Indices(step);
     auto idx = dist.Shard(global);
-    auto target = tokens.index_select(0, idx);                               // [B, 49]
+    auto target = tokens.index_select(0, idx);                               // [B, n]
     auto classes = data->labels.index_select(0, idx);
     auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));      // label dropout
     auto drop = dist.Shard(torch::rand({global.size(0)}, gen)) < dropout;
     classes = classes.masked_fill(drop, opts.classes);
-    auto prefix = codebook.index_select(0, target.slice(1, 0, 48).reshape(-1)).view({target.size(0), 48, opts.code_dim});
+    const int64_t n = target.size(1);
+    auto prefix = codebook.index_select(0, target.slice(1, 0, n - 1).reshape(-1)).view({target.size(0), n - 1, opts.code_dim});
     auto logits = model->forward(classes, prefix);
     auto loss = torch::cross_entropy_loss(logits.reshape({-1, opts.vocab}), target.reshape(-1));
     dist.Step(adam, loss);
@@ -132,7 +134,8 @@ int RunTeacherJob(JobContext& ctx) {
   torch::NoGradGuard no_grad;
   model->eval();
   auto test_tokens = Tokenize(*tok, test->images.to(dist.device()));
-  auto prefix = codebook.index_select(0, test_tokens.slice(1, 0, 48).reshape(-1)).view({test_tokens.size(0), 48, opts.code_dim});
+  const int64_t n = test_tokens.size(1);
+  auto prefix = codebook.index_select(0, test_tokens.slice(1, 0, n - 1).reshape(-1)).view({test_tokens.size(0), n - 1, opts.code_dim});
   auto logits = model->forward(test->labels.to(dist.device()), prefix);
   auto nll = torch::cross_entropy_loss(logits.reshape({-1, opts.vocab}), test_tokens.reshape(-1));
   ReportFinal(ctx, {{"test_nll", nll.item<double>()}}, loop.steps);

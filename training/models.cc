@@ -13,17 +13,34 @@ at::Generator MakeGenerator(uint64_t seed) { return at::detail::createCPUGenerat
 // ---------------------------------------------------------------- VqVae
 
 VqVaeImpl::VqVaeImpl(const VqVaeOptions& o) : options_(o) {
+  TORCH_CHECK(o.grid == 7 || o.grid == 16, "tokenizer grid must be 7 or 16, got ", o.grid);
   const int64_t ch = o.channels;
-  encoder_ = register_module("encoder", nn::Sequential(
-      nn::Conv2d(nn::Conv2dOptions(1, ch / 2, 4).stride(2).padding(1)), nn::ReLU(),
-      nn::Conv2d(nn::Conv2dOptions(ch / 2, ch, 4).stride(2).padding(1)), nn::ReLU(),
-      nn::Conv2d(nn::Conv2dOptions(ch, ch, 3).padding(1)), nn::ReLU(),
-      nn::Conv2d(nn::Conv2dOptions(ch, o.code_dim, 1))));
-  decoder_ = register_module("decoder", nn::Sequential(
-      nn::Conv2d(nn::Conv2dOptions(o.code_dim, ch, 3).padding(1)), nn::ReLU(),
-      nn::Conv2d(nn::Conv2dOptions(ch, ch, 3).padding(1)), nn::ReLU(),
-      nn::ConvTranspose2d(nn::ConvTranspose2dOptions(ch, ch / 2, 4).stride(2).padding(1)), nn::ReLU(),
-      nn::ConvTranspose2d(nn::ConvTranspose2dOptions(ch / 2, 1, 4).stride(2).padding(1)), nn::Sigmoid()));
+  const bool seven = o.grid == 7;
+  // 7x7: 28 -> 14 -> 7 by two strided convs. 16x16: 32 (padded) -> 16 by one, then a 3x3 conv.
+  // The decoder mirrors it. Module indices are the same for both grids.
+  nn::Sequential encoder;
+  encoder->push_back(nn::Conv2d(nn::Conv2dOptions(1, ch / 2, 4).stride(2).padding(1)));
+  encoder->push_back(nn::ReLU());
+  encoder->push_back(nn::Conv2d(nn::Conv2dOptions(ch / 2, ch, seven ? 4 : 3).stride(seven ? 2 : 1).padding(1)));
+  encoder->push_back(nn::ReLU());
+  encoder->push_back(nn::Conv2d(nn::Conv2dOptions(ch, ch, 3).padding(1)));
+  encoder->push_back(nn::ReLU());
+  encoder->push_back(nn::Conv2d(nn::Conv2dOptions(ch, o.code_dim, 1)));
+  encoder_ = register_module("encoder", encoder);
+  nn::Sequential decoder;
+  decoder->push_back(nn::Conv2d(nn::Conv2dOptions(o.code_dim, ch, 3).padding(1)));
+  decoder->push_back(nn::ReLU());
+  decoder->push_back(nn::Conv2d(nn::Conv2dOptions(ch, ch, 3).padding(1)));
+  decoder->push_back(nn::ReLU());
+  decoder->push_back(nn::ConvTranspose2d(nn::ConvTranspose2dOptions(ch, ch / 2, 4).stride(2).padding(1)));
+  decoder->push_back(nn::ReLU());
+  if (seven) {
+    decoder->push_back(nn::ConvTranspose2d(nn::ConvTranspose2dOptions(ch / 2, 1, 4).stride(2).padding(1)));
+  } else {
+    decoder->push_back(nn::Conv2d(nn::Conv2dOptions(ch / 2, 1, 3).padding(1)));
+  }
+  decoder->push_back(nn::Sigmoid());
+  decoder_ = register_module("decoder", decoder);
   codebook_ = register_module("codebook", nn::Embedding(o.codebook_size, o.code_dim));
   usage_ = register_buffer("usage", torch::zeros({o.codebook_size}, torch::kFloat32));
 }
@@ -49,8 +66,10 @@ torch::Tensor VqVaeImpl::Codebook() {
 }
 
 torch::Tensor VqVaeImpl::Encode(const torch::Tensor& images) {
-  auto z = encoder_->forward(images);                            // [B, C, 7, 7]
-  z = z.flatten(2).transpose(1, 2);                              // [B, 49, C]
+  const int64_t pad = options_.grid == 16 ? 2 : 0;  // 28 -> 32
+  auto z = encoder_->forward(pad ? nn::functional::pad(images, nn::functional::PadFuncOptions({pad, pad, pad, pad}))
+                                 : images);              // [B, C, grid, grid]
+  z = z.flatten(2).transpose(1, 2);                      // [B, n, C]
   return nn::functional::normalize(z, nn::functional::NormalizeFuncOptions().dim(-1));
 }
 
@@ -60,8 +79,9 @@ torch::Tensor VqVaeImpl::Quantize(const torch::Tensor& latents) {
 
 torch::Tensor VqVaeImpl::Decode(const torch::Tensor& vectors) {
   const int64_t b = vectors.size(0);
-  auto grid = vectors.transpose(1, 2).reshape({b, options_.code_dim, 7, 7});
-  return decoder_->forward(grid);
+  const int64_t g = options_.grid;
+  auto images = decoder_->forward(vectors.transpose(1, 2).reshape({b, options_.code_dim, g, g}));
+  return g == 16 ? images.slice(2, 2, 30).slice(3, 2, 30) : images;  // 32 -> 28
 }
 
 VqOutput VqVaeImpl::forward(const torch::Tensor& images) {
@@ -140,9 +160,14 @@ torch::Tensor ArTransformerImpl::forward(const torch::Tensor& classes, const tor
 
 torch::Tensor ArTransformerImpl::Step(const torch::Tensor& classes, const torch::Tensor& token_vector,
                                       int64_t position, KvCache& cache) {
+  return head_->forward(StepHidden(classes, token_vector, position, cache));
+}
+
+torch::Tensor ArTransformerImpl::StepHidden(const torch::Tensor& classes, const torch::Tensor& token_vector,
+                                            int64_t position, KvCache& cache) {
   torch::Tensor x = position == 0 ? class_embed_->forward(classes) : token_in_->forward(token_vector);
   x = (x + pos_embed_->weight[position]).unsqueeze(1);
-  return head_->forward(Blocks(x, &cache)).squeeze(1);
+  return Blocks(x, &cache).squeeze(1);
 }
 
 torch::Tensor TeacherLogProbsFor(ArTransformer& model, const torch::Tensor& classes,

@@ -1,7 +1,8 @@
 // The networks of the DD2 pipeline on Fashion-MNIST, in LibTorch:
-//  - VqVae: conv encoder to a 7x7 grid of C-dim vectors, L2-normalised codebook of V entries
+//  - VqVae: conv encoder to a 7x7 grid (28x28 images, downsampled 4x) or a 16x16 grid (images
+//    padded to 32x32, downsampled 2x) of C-dim vectors, L2-normalised codebook of V entries
 //    (LlamaGen-style), straight-through quantiser, conv decoder that accepts continuous,
-//    off-codebook vectors.
+//    off-codebook vectors and always returns 28x28 images (the 16x16 grid's are cropped).
 //  - ArTransformer: class-conditional causal transformer over tokens in raster order. Its input
 //    is a Linear layer on codebook vectors (so continuous prefixes work); class id
 //    `num_classes` is the null class for classifier-free guidance. Sampling with and without a
@@ -21,12 +22,14 @@ struct VqVaeOptions {
   int64_t codebook_size = 256;
   int64_t code_dim = 8;
   int64_t channels = 64;
+  int64_t grid = 7;  // tokens per side: 7 or 16 (VqVaeImpl's constructor throws otherwise)
   double commitment = 0.25;
+  int64_t tokens() const { return grid * grid; }
 };
 
 struct VqOutput {
   torch::Tensor reconstruction;  // [B, 1, 28, 28]
-  torch::Tensor indices;         // [B, 49]
+  torch::Tensor indices;         // [B, n], n = grid * grid
   torch::Tensor vq_loss;         // scalar
 };
 
@@ -34,11 +37,11 @@ class VqVaeImpl : public torch::nn::Module {
  public:
   explicit VqVaeImpl(const VqVaeOptions& options);
   VqOutput forward(const torch::Tensor& images);
-  // L2-normalised encoder outputs: [B, 49, C].
+  // L2-normalised encoder outputs of [B, 1, 28, 28] images: [B, n, C], raster order.
   torch::Tensor Encode(const torch::Tensor& images);
-  // Nearest codebook entry by cosine similarity: [B, 49].
+  // Nearest codebook entry by cosine similarity: [B, n].
   torch::Tensor Quantize(const torch::Tensor& latents);
-  // Any vectors, on or off the codebook: [B, 49, C] -> [B, 1, 28, 28].
+  // Any vectors, on or off the codebook: [B, n, C] -> [B, 1, 28, 28].
   torch::Tensor Decode(const torch::Tensor& vectors);
   // The L2-normalised codebook [V, C].
   torch::Tensor Codebook();
@@ -83,6 +86,9 @@ class ArTransformerImpl : public torch::nn::Module {
   // One step with a cache: `input` is the class (step 0) or the previous token's vector.
   torch::Tensor Step(const torch::Tensor& classes, const torch::Tensor& token_vector, int64_t position,
                      KvCache& cache);
+  // The same step's final hidden state [B, width] (Hidden(...).select(1, position), cached).
+  torch::Tensor StepHidden(const torch::Tensor& classes, const torch::Tensor& token_vector, int64_t position,
+                           KvCache& cache);
   const TransformerOptions& options() const { return options_; }
 
  private:

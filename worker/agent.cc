@@ -93,7 +93,11 @@ absl::Status WorkerAgent::Run() {
   std::error_code ec;
   std::filesystem::create_directories(config_.work_dir + "/attempts", ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", config_.work_dir, ": ", ec.message()));
-  absl::Status st = ConnectDealer(socket_, config_.coordinator, config_.worker_id, /*immediate=*/true);
+  absl::Status st = WatchHandshakes(context_, socket_, handshakes_);
+  if (st.ok()) {
+    st = ConnectDealer(socket_, config_.coordinator, config_.worker_id, /*immediate=*/true,
+                       config_.curve ? &*config_.curve : nullptr);
+  }
   if (!st.ok()) return st;
   last_heard_ms_ = NowMs();
   idle_since_ms_ = NowMs();
@@ -131,6 +135,12 @@ absl::Status WorkerAgent::Run() {
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(50));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) return absl::UnavailableError(absl::StrCat("poll: ", e.what()));
+    }
+    const std::string failure_before = handshake_failure_;
+    ReadHandshakeEvents(handshakes_, &handshake_failure_);
+    if (!handshake_failure_.empty() && handshake_failure_ != failure_before) {
+      std::fprintf(stderr, "dd2-worker: cannot connect to %s: %s; retrying\n", config_.coordinator.c_str(),
+                   handshake_failure_.c_str());
     }
     while (true) {
       auto frames = RecvFrames(socket_);

@@ -20,12 +20,14 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "absl/status/status.h"
+#include "common/curve_keys.h"
 #include "schemas/dd2.pb.h"
 
 namespace dd2 {
@@ -49,6 +51,7 @@ struct WorkerConfig {
   // `slurm ...` cause from the allocation's state (ClassifySlurmEnding).
   proto::SlurmTask slurm;
   int64_t slurm_grace_s = 120;      // the USR1 lead before the time limit (--signal=B:USR1@N)
+  std::optional<CurveClientKeys> curve;  // a keyed coordinator: this worker's key (role worker)
 };
 
 class WorkerAgent {
@@ -101,6 +104,8 @@ class WorkerAgent {
   std::atomic<bool> preempt_{false};
   zmq::context_t context_;
   zmq::socket_t socket_;
+  zmq::socket_t handshakes_;       // socket_'s failed handshakes, logged when the reason changes
+  std::string handshake_failure_;
   std::map<std::string, Child> children_;
   std::map<std::string, proto::AttemptFinished> unacked_;  // resent until FinishedAck
   // Checkpoint reports by (attempt, step), resent until CheckpointAck.

@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/curve_keys.h"
 #include "common/home.h"
 #include "common/slurm.h"
 #include "worker/agent.h"
@@ -52,6 +53,11 @@ int main(int argc, char** argv) {
   app.add_option("--idle-exit-s", idle_exit_s, "exit after this long without work (0: never)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  std::string curve_secret, coordinator_key;
+  app.add_option("--curve-secret", curve_secret,
+                 "this worker's CURVE key file (role worker); default <home>/keys/worker.key when the home is keyed");
+  app.add_option("--coordinator-key", coordinator_key,
+                 "the coordinator's public key file; default <home>/keys/coordinator.pub when the home is keyed");
   bool slurm = false;
   app.add_flag("--slurm", slurm,
                "a task of a SLURM allocation: id slurm-<job>-<rank>, the GPU from SLURM_LOCALID, SLURM's reasons as "
@@ -83,6 +89,18 @@ int main(int argc, char** argv) {
     }
     config.coordinator = *ep;
   }
+  const dd2::KeyedHomePaths keyed = dd2::KeyedHome(resolved_home);
+  auto keys = dd2::ClientKeys(curve_secret, coordinator_key, keyed.worker_key, keyed.coordinator_pub);
+  if (!keys.ok()) {
+    std::fprintf(stderr, "dd2-worker: %s\n", std::string(keys.status().message()).c_str());
+    return 2;
+  }
+  if (*keys && (*keys)->own.role != dd2::Role::kWorker) {
+    std::fprintf(stderr, "dd2-worker: the key has role %s; a worker needs a key made with --role worker\n",
+                 dd2::RoleName((*keys)->own.role).c_str());
+    return 2;
+  }
+  config.curve = *keys;
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
   if (config.worker_id.empty()) config.worker_id = std::string(host) + "-" + std::to_string(::getpid());

@@ -139,21 +139,28 @@ class CoordinatorServiceTest : public ::testing::Test {
 
   size_t CountEvents(const std::string& kind) { return store_->Events({"", "", kind})->size(); }
 
-  // Writes a real checkpoint file and manifest for `step` and reports it from `worker`.
+  // Writes a real checkpoint file and manifest for `step` in the attempt's job folder
+  // (<home>/artifacts/<run>/<job>/checkpoints) and reports it from `worker`.
   std::string Checkpoint(const std::string& worker, const std::string& attempt, int64_t step,
                          std::map<std::string, double> metrics = {}) {
-    const std::string path = CheckpointPath(dir_.path() + "/ckpt", step);
-    std::filesystem::create_directories(dir_.path() + "/ckpt");
+    const std::string folder = dir_.path() + "/artifacts/" + attempt.substr(0, attempt.find('#')) + "/checkpoints";
+    std::filesystem::create_directories(folder);
+    return ReportCheckpoint(worker, attempt, step, CheckpointPath(folder, step), metrics);
+  }
+
+  // Writes a checkpoint at `path` (its folder must exist) and reports it.
+  std::string ReportCheckpoint(const std::string& worker, const std::string& attempt, int64_t step,
+                               const std::string& path, std::map<std::string, double> metrics = {}) {
     std::ofstream(path) << "weights of step " << step;
     auto manifest = CommitCheckpoint(path, step, attempt);
-    EXPECT_TRUE(manifest.ok());
+    EXPECT_TRUE(manifest.ok()) << manifest.status();
     proto::Envelope env;
     auto* c = env.mutable_checkpoint_committed();
     c->set_attempt_id(attempt);
     c->set_step(static_cast<uint64_t>(step));
     c->set_path(path);
-    c->set_sha256(manifest->sha256);
-    c->set_bytes(static_cast<uint64_t>(manifest->bytes));
+    c->set_sha256(manifest.ok() ? manifest->sha256 : std::string(64, '0'));
+    c->set_bytes(manifest.ok() ? static_cast<uint64_t>(manifest->bytes) : 0);
     for (const auto& [k, v] : metrics) {
       auto* m = c->add_metrics();
       m->set_key(k);
@@ -519,6 +526,132 @@ TEST_F(CoordinatorServiceTest, DeletionJournaledBeforeACrashIsFinishedAtStart) {
   Restart();
   EXPECT_FALSE(std::filesystem::exists(path));
   EXPECT_THAT(CheckpointSteps(run, "deleted"), ::testing::ElementsAre(100));
+}
+
+TEST_F(CoordinatorServiceTest, CheckpointOutsideItsJobFolderIsRefusedAndNeverDeleted) {
+  namespace fs = std::filesystem;
+  Hello("w1");
+  const std::string run = Submit(kRetained);
+  const std::string a = "keep-1/d#1";
+  Started("w1", a);
+  Take("w1");
+  const std::string job_dir = dir_.path() + "/artifacts/keep-1/d", elsewhere = dir_.path() + "/elsewhere";
+  fs::create_directories(job_dir + "/checkpoints");
+  fs::create_directories(elsewhere);
+  fs::create_directories(dir_.path() + "/artifacts/keep-1/other");
+  fs::create_directory_symlink(elsewhere, job_dir + "/link");                 // a folder pointing out
+  std::ofstream(elsewhere + "/target.pt") << "not a checkpoint";
+  fs::create_symlink(elsewhere + "/target.pt", job_dir + "/checkpoints/ckpt-file-link.pt");  // a file pointing out
+  const std::vector<std::string> outside = {
+      elsewhere + "/absolute.pt",                                   // an absolute path elsewhere
+      job_dir + "/checkpoints/../../../../elsewhere/dotdot.pt",     // '..' back out
+      job_dir + "/link/through-symlink.pt",                         // through the folder symlink
+      dir_.path() + "/artifacts/keep-1/other/another-job.pt",       // another job's folder
+      "relative/path.pt",
+  };
+  int64_t step = 100;
+  for (const auto& path : outside) {
+    if (path[0] == '/') {
+      ReportCheckpoint("w1", a, step, path, {{"loss", 0.01}});  // the best loss: retention would keep it
+    } else {
+      proto::Envelope env;
+      auto* c = env.mutable_checkpoint_committed();
+      c->set_attempt_id(a);
+      c->set_step(static_cast<uint64_t>(step));
+      c->set_path(path);
+      c->set_sha256(std::string(64, 'a'));
+      Frame("w1", env);
+    }
+    auto acks = Take("w1");  // acknowledged, so the worker stops resending
+    ASSERT_EQ(acks.size(), 1u) << path;
+    EXPECT_EQ(acks[0].checkpoint_ack().step(), static_cast<uint64_t>(step));
+    step += 100;
+  }
+  {  // the file symlink: written by hand, since committing would hash the target
+    proto::Envelope env;
+    auto* c = env.mutable_checkpoint_committed();
+    c->set_attempt_id(a);
+    c->set_step(static_cast<uint64_t>(step));
+    c->set_path(job_dir + "/checkpoints/ckpt-file-link.pt");
+    c->set_sha256(std::string(64, 'b'));
+    Frame("w1", env);
+    step += 100;
+  }
+  EXPECT_EQ(CountEvents("checkpoint_refused"), 6u);
+  EXPECT_EQ(svc_->refused_paths(), 6);
+  EXPECT_TRUE(CheckpointSteps(run, "committed").empty());
+  // Real checkpoints after them: a retention pass runs with each and deletes only its own files.
+  std::vector<std::string> inside;
+  for (int i = 0; i < 4; ++i) inside.push_back(Checkpoint("w1", a, step + 100 * i, {{"loss", 1.0 - 0.1 * i}}));
+  EXPECT_EQ(CheckpointSteps(run, "committed").size(), 2u);
+  EXPECT_EQ(CheckpointSteps(run, "deleted").size(), 2u);
+  EXPECT_FALSE(fs::exists(inside[0]));
+  for (const auto& path : {elsewhere + "/absolute.pt", elsewhere + "/dotdot.pt", elsewhere + "/through-symlink.pt",
+                           dir_.path() + "/artifacts/keep-1/other/another-job.pt", elsewhere + "/target.pt"}) {
+    EXPECT_TRUE(fs::exists(path)) << path;
+    if (path != elsewhere + "/target.pt") EXPECT_TRUE(fs::exists(ManifestPathFor(path))) << path;
+  }
+  // A folder swapped for a symlink after the commit: checked again at deletion, nothing outside goes.
+  const std::string kept = inside[2];
+  fs::rename(job_dir + "/checkpoints", job_dir + "/moved");
+  fs::create_directory_symlink(elsewhere, job_dir + "/checkpoints");
+  const std::string decoy = elsewhere + "/" + fs::path(kept).filename().string();
+  std::ofstream(decoy) << "someone else's file";
+  std::ofstream(ManifestPathFor(decoy)) << "{}";
+  fs::create_directories(job_dir + "/real");
+  ReportCheckpoint("w1", a, step + 1000, CheckpointPath(job_dir + "/real", step + 1000), {{"loss", 0.9}});
+  EXPECT_TRUE(fs::exists(decoy));
+  EXPECT_TRUE(fs::exists(ManifestPathFor(decoy)));
+  EXPECT_GE(CountEvents("checkpoint_delete_failed"), 1u);
+}
+
+TEST_F(CoordinatorServiceTest, RolesDecideWhatReachesTheHandlers) {
+  auto send = [&](const std::string& peer, proto::Envelope env, Role role) {
+    env.set_sender(peer);
+    env.set_request_id(11);
+    svc_->HandleFrame(peer, EncodeEnvelope(env), role);
+    svc_->Schedule();
+    return Take(peer);
+  };
+  proto::Envelope shutdown;
+  shutdown.mutable_shutdown();
+  // Keyless (local): no shutdown by message.
+  auto r = send("cli", shutdown, Role::kLocal);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].error().code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+  EXPECT_FALSE(svc_->shutdown_requested());
+  // A worker key cannot submit: nothing is stored.
+  auto spec = ParseRunSpec(kChain, "chain.yaml");
+  ASSERT_TRUE(spec.ok());
+  proto::Envelope submit;
+  *submit.mutable_submit()->mutable_spec() = *spec;
+  submit.mutable_submit()->set_submission_id("s");
+  r = send("w", submit, Role::kWorker);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_THAT(r[0].error().message(), ::testing::HasSubstr("a worker peer may not send SubmitRequest"));
+  EXPECT_TRUE(store_->Load()->runs.empty());
+  // A client key cannot register as a worker.
+  proto::Envelope hello;
+  hello.mutable_hello()->set_worker_id("fake");
+  hello.mutable_hello()->set_slots(1);
+  r = send("c", hello, Role::kClient);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].has_error());
+  EXPECT_TRUE(store_->Load()->workers.empty());
+  // Progress from a client: refused silently (a report, not a request).
+  proto::Envelope progress;
+  progress.mutable_progress()->set_attempt_id("x#1");
+  EXPECT_TRUE(send("c", progress, Role::kClient).empty());
+  EXPECT_EQ(svc_->rejected_frames(), 4);
+  // A client submits; an admin shuts down.
+  r = send("c", submit, Role::kClient);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].has_submit_reply());
+  r = send("a", shutdown, Role::kAdmin);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_FALSE(r[0].has_error());
+  EXPECT_TRUE(svc_->shutdown_requested());
+  EXPECT_EQ(Status("")["coordinator"]["rejected_frames"], 4);
 }
 
 TEST_F(CoordinatorServiceTest, CheckpointsOfAReplacedAttemptAreIgnored) {

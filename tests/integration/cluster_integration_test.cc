@@ -321,6 +321,32 @@ eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
             std::vector<std::string>{"1"});
 }
 
+// The 256-token configuration (a 16x16 token grid) through every stage, tiny.
+TEST_F(ClusterTest, TinyPipelineOnA16x16TokenGridRunsEveryStage) {
+  Up(2);
+  auto r = Ctl({"submit", WriteYaml("tiny256.yaml", R"(
+name: tiny256
+pipeline: dd2
+tokenizer: {steps: 10, batch: 16, channels: 16, codebook_size: 32, train_limit: 256, grid: 16}
+featurenet: {steps: 10, batch: 32, train_limit: 256}
+teacher: {steps: 6, batch: 8, width: 16, heads: 2, train_limit: 256}
+tune: {steps: 3, head_steps: 2, pool: 10, batch: 4, m: 2, head_width: 16}
+distill: {steps: 3, k: 2, batch: 4, m: 2}
+eval: {samples: 20, batch: 20, marginal_samples: 20, euler_steps: 1}
+)"), "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto teacher_config = ReadFile(home_ + "/artifacts/tiny256-1/teacher/config.json");
+  ASSERT_TRUE(teacher_config.ok());
+  EXPECT_EQ(Json::parse(*teacher_config)["tokens"], 256);
+  Json results = CtlJson({"results", "tiny256-1"});
+  ASSERT_EQ(results["evals"].size(), 6u);
+  for (const auto& e : results["evals"]) {
+    EXPECT_EQ(e["state"], "succeeded") << e["job"];
+    EXPECT_TRUE(e["metrics"].contains("teacher_nll")) << e["job"];
+    EXPECT_TRUE(std::filesystem::exists(e["grid"].get<std::string>())) << e["grid"];
+  }
+}
+
 // kill -9 of one rank's worker during a 2-rank distill job: the whole gang stops, the next
 // attempt (fresh rendezvous, other workers) resumes from the latest committed checkpoint, the job
 // ends exactly at its target step, and at most one checkpoint interval is redone.

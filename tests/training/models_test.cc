@@ -52,6 +52,27 @@ TEST(ArTransformerTest, CachedStepLogitsEqualTheFullForward) {
   }
 }
 
+TEST(ArTransformerTest, CachedStepHiddenStatesEqualTheFullForward) {
+  torch::manual_seed(3);
+  TransformerOptions o;
+  o.vocab = 16;
+  o.code_dim = 4;
+  o.tokens = 9;
+  o.width = 16;
+  o.heads = 2;
+  ArTransformer model(o);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto classes = torch::tensor({1, 10}, torch::kLong);
+  auto x = torch::randn({2, 9, 4});
+  auto full = model->Hidden(classes, x.slice(1, 0, 8));  // [2, 9, 16]
+  KvCache cache;
+  for (int64_t i = 0; i < 9; ++i) {
+    auto h = model->StepHidden(classes, i > 0 ? x.select(1, i - 1) : torch::Tensor(), i, cache);
+    EXPECT_TRUE(torch::allclose(h, full.select(1, i), 1e-5, 1e-5)) << i;
+  }
+}
+
 TEST(ArTransformerTest, LaterTokensDoNotInfluenceEarlierLogits) {
   auto model = TinyTeacher();
   torch::NoGradGuard no_grad;
@@ -121,6 +142,29 @@ TEST(VqVaeTest, DecoderAcceptsOffCodebookVectorsAndCodesAreUnitNorm) {
   EXPECT_TRUE(torch::allclose(model->Codebook().norm(2, -1), torch::ones({32})));
   auto decoded = model->Decode(torch::randn({3, 49, 8}));
   EXPECT_EQ(decoded.sizes(), images.sizes());
+}
+
+TEST(VqVaeTest, SixteenBySixteenGridTokenisesAndDecodes28x28Images) {
+  VqVaeOptions o;
+  o.codebook_size = 32;
+  o.code_dim = 8;
+  o.channels = 16;
+  o.grid = 16;
+  VqVae model(o);
+  auto images = torch::rand({2, 1, 28, 28});
+  auto out = model->forward(images);
+  EXPECT_EQ(out.indices.sizes(), (std::vector<int64_t>{2, 256}));
+  EXPECT_EQ(out.reconstruction.sizes(), images.sizes());
+  EXPECT_EQ(model->Decode(torch::randn({2, 256, 8})).sizes(), images.sizes());
+  // Raster order: a bright patch in the image's top-left changes the first tokens' latents
+  // and leaves the bottom-right ones alone.
+  auto moved = images.clone();
+  moved.slice(2, 0, 4).slice(3, 0, 4).fill_(1.0);
+  auto delta = (model->Encode(moved) - model->Encode(images)).norm(2, -1).view({2, 16, 16});
+  EXPECT_GT(delta[0][0][0].item<double>(), 0.0);
+  EXPECT_EQ(delta[0][15][15].item<double>(), 0.0);
+  o.grid = 9;
+  EXPECT_THROW(VqVae{o}, c10::Error);
 }
 
 }  // namespace
