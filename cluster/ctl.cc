@@ -66,14 +66,18 @@ void PrintRun(const Json& run) {
 
 void PrintRuns(const Json& status) {
   const Json& c = status["coordinator"];
-  std::printf("coordinator %s: up %llds, workers %lld alive / %lld suspect / %lld lost, %lld frames (%lld malformed)\n",
+  std::printf("coordinator %s: up %llds, workers %lld alive / %lld suspect / %lld lost, %lld frames (%lld malformed, "
+              "%lld refused), authentication %s (%lld handshakes refused)\n",
               c["endpoint"].get<std::string>().c_str(),
               static_cast<long long>(c["uptime_ms"].get<int64_t>() / 1000),
               static_cast<long long>(c["workers"].value("alive", 0)),
               static_cast<long long>(c["workers"].value("suspect", 0)),
               static_cast<long long>(c["workers"].value("lost", 0)),
               static_cast<long long>(c["frames"].get<int64_t>()),
-              static_cast<long long>(c["malformed_frames"].get<int64_t>()));
+              static_cast<long long>(c["malformed_frames"].get<int64_t>()),
+              static_cast<long long>(c.value("rejected_frames", int64_t{0})),
+              c.value("authentication", std::string("?")).c_str(),
+              static_cast<long long>(c.value("rejected_connections", int64_t{0})));
   std::vector<std::vector<std::string>> rows = {{"RUN", "NAME", "STATE", "JOBS", "PROGRESS"}};
   for (const auto& r : status["runs"]) {
     double total = r["jobs_total"].get<double>();

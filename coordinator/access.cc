@@ -1,5 +1,7 @@
 #include "coordinator/access.h"
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 
 namespace dd2 {
@@ -8,40 +10,21 @@ namespace {
 using Kind = proto::Envelope::BodyCase;
 
 bool WorkerMessage(Kind k) {
-  switch (k) {
-    case proto::Envelope::kHello:
-    case proto::Envelope::kHeartbeat:
-    case proto::Envelope::kAttemptStarted:
-    case proto::Envelope::kProgress:
-    case proto::Envelope::kLogChunk:
-    case proto::Envelope::kAttemptFinished:
-    case proto::Envelope::kCheckpointCommitted:
-    case proto::Envelope::kAttemptResumed:
-      return true;
-    default:
-      return false;
-  }
+  static const std::set<Kind> kinds = {
+      proto::Envelope::kHello,          proto::Envelope::kHeartbeat,       proto::Envelope::kAttemptStarted,
+      proto::Envelope::kProgress,       proto::Envelope::kLogChunk,        proto::Envelope::kAttemptFinished,
+      proto::Envelope::kCheckpointCommitted, proto::Envelope::kAttemptResumed};
+  return kinds.count(k) > 0;
 }
 
 bool ClientRequest(Kind k) {
-  switch (k) {
-    case proto::Envelope::kSubmit:
-    case proto::Envelope::kStatus:
-    case proto::Envelope::kJobs:
-    case proto::Envelope::kLogs:
-    case proto::Envelope::kCancel:
-    case proto::Envelope::kWorkers:
-    case proto::Envelope::kCheckpoints:
-    case proto::Envelope::kSweepSubmit:
-    case proto::Envelope::kSweeps:
-    case proto::Envelope::kCompare:
-    case proto::Envelope::kMetrics:
-    case proto::Envelope::kSlurmRecord:
-    case proto::Envelope::kSlurmList:
-      return true;
-    default:
-      return false;
-  }
+  static const std::set<Kind> kinds = {
+      proto::Envelope::kSubmit,  proto::Envelope::kStatus,      proto::Envelope::kJobs,
+      proto::Envelope::kLogs,    proto::Envelope::kCancel,      proto::Envelope::kWorkers,
+      proto::Envelope::kCheckpoints, proto::Envelope::kSweepSubmit, proto::Envelope::kSweeps,
+      proto::Envelope::kCompare, proto::Envelope::kMetrics,     proto::Envelope::kSlurmRecord,
+      proto::Envelope::kSlurmList};
+  return kinds.count(k) > 0;
 }
 
 std::string KindName(Kind k) {

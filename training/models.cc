@@ -125,8 +125,9 @@ torch::Tensor ArTransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
   const int64_t b = x.size(0), t = x.size(1), h = options_.heads, dh = options_.width / h;
   // Query i (absolute past + i) sees keys 0 .. past + i; one query sees every key.
   const int64_t past = cache != nullptr && !cache->keys.empty() ? cache->keys[0].size(2) : 0;
+  // Additive causal mask (-inf where key j lies after query i), added inside the score matmul.
   torch::Tensor mask;
-  if (t > 1) mask = torch::ones({t, past + t}, x.options().dtype(torch::kBool)).triu(past + 1);
+  if (t > 1) mask = torch::full({t, past + t}, -std::numeric_limits<float>::infinity(), x.options()).triu(past + 1);
   for (size_t l = 0; l < qkv_.size(); ++l) {
     auto qkv = qkv_[l]->forward(norm1_[l]->forward(x)).view({b, t, 3, h, dh}).permute({2, 0, 3, 1, 4});
     auto q = qkv[0], k = qkv[1], v = qkv[2];                    // [B, H, t, dh]
@@ -141,8 +142,15 @@ torch::Tensor ArTransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
         cache->values.push_back(v);
       }
     }
-    auto att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh));
-    if (t > 1) att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    const int64_t keys = k.size(2);
+    torch::Tensor att;  // [B, H, t, keys]
+    if (t > 1) {
+      att = torch::baddbmm(mask, q.reshape({b * h, t, dh}), k.transpose(-2, -1).reshape({b * h, dh, keys}),
+                           /*beta=*/1.0, /*alpha=*/1.0 / std::sqrt(static_cast<double>(dh)))
+                .view({b, h, t, keys});
+    } else {
+      att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh));
+    }
     auto y = torch::matmul(att.softmax(-1), v).permute({0, 2, 1, 3}).reshape({b, t, options_.width});
     x = x + proj_[l]->forward(y);
     x = x + fc2_[l]->forward(torch::gelu(fc1_[l]->forward(norm2_[l]->forward(x))));

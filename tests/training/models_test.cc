@@ -39,37 +39,19 @@ TEST(ArTransformerTest, KvCacheSamplerGivesTheSameTokensAsTheUncachedOne) {
   }
 }
 
-TEST(ArTransformerTest, CachedStepLogitsEqualTheFullForward) {
+TEST(ArTransformerTest, CachedStepLogitsAndHiddenStatesEqualTheFullForward) {
   auto model = TinyTeacher();
   torch::NoGradGuard no_grad;
-  auto classes = torch::tensor({2}, torch::kLong);
-  auto prefix = torch::randn({1, 8, 4});
-  auto full = model->forward(classes, prefix);  // [1, 9, 16]
-  KvCache cache;
+  auto classes = torch::tensor({2, 3}, torch::kLong);
+  auto prefix = torch::randn({2, 8, 4});
+  auto full = model->forward(classes, prefix);  // [2, 9, 16]
+  auto hidden = model->Hidden(classes, prefix);
+  KvCache cache, hidden_cache;
   for (int64_t i = 0; i < 9; ++i) {
-    auto step = model->Step(classes, i == 0 ? torch::Tensor() : prefix.select(1, i - 1), i, cache);
-    EXPECT_TRUE(torch::allclose(step, full.select(1, i), 1e-5, 1e-5)) << i;
-  }
-}
-
-TEST(ArTransformerTest, CachedStepHiddenStatesEqualTheFullForward) {
-  torch::manual_seed(3);
-  TransformerOptions o;
-  o.vocab = 16;
-  o.code_dim = 4;
-  o.tokens = 9;
-  o.width = 16;
-  o.heads = 2;
-  ArTransformer model(o);
-  model->eval();
-  torch::NoGradGuard no_grad;
-  auto classes = torch::tensor({1, 10}, torch::kLong);
-  auto x = torch::randn({2, 9, 4});
-  auto full = model->Hidden(classes, x.slice(1, 0, 8));  // [2, 9, 16]
-  KvCache cache;
-  for (int64_t i = 0; i < 9; ++i) {
-    auto h = model->StepHidden(classes, i > 0 ? x.select(1, i - 1) : torch::Tensor(), i, cache);
-    EXPECT_TRUE(torch::allclose(h, full.select(1, i), 1e-5, 1e-5)) << i;
+    auto previous = i == 0 ? torch::Tensor() : prefix.select(1, i - 1);
+    EXPECT_TRUE(torch::allclose(model->Step(classes, previous, i, cache), full.select(1, i), 1e-5, 1e-5)) << i;
+    EXPECT_TRUE(torch::allclose(model->StepHidden(classes, previous, i, hidden_cache), hidden.select(1, i), 1e-5, 1e-5))
+        << i;
   }
 }
 
@@ -129,42 +111,32 @@ TEST(TeacherNllTest, OrdersGreedyBelowUniformBelowLeastLikely) {
   EXPECT_GT(worst, std::log(16.0));
 }
 
-TEST(VqVaeTest, DecoderAcceptsOffCodebookVectorsAndCodesAreUnitNorm) {
-  VqVaeOptions o;
-  o.codebook_size = 32;
-  o.code_dim = 8;
-  o.channels = 16;
-  VqVae model(o);
-  auto images = torch::rand({3, 1, 28, 28});
-  auto out = model->forward(images);
-  EXPECT_EQ(out.reconstruction.sizes(), images.sizes());
-  EXPECT_EQ(out.indices.sizes(), (std::vector<int64_t>{3, 49}));
-  EXPECT_TRUE(torch::allclose(model->Codebook().norm(2, -1), torch::ones({32})));
-  auto decoded = model->Decode(torch::randn({3, 49, 8}));
-  EXPECT_EQ(decoded.sizes(), images.sizes());
-}
-
-TEST(VqVaeTest, SixteenBySixteenGridTokenisesAndDecodes28x28Images) {
-  VqVaeOptions o;
-  o.codebook_size = 32;
-  o.code_dim = 8;
-  o.channels = 16;
-  o.grid = 16;
-  VqVae model(o);
-  auto images = torch::rand({2, 1, 28, 28});
-  auto out = model->forward(images);
-  EXPECT_EQ(out.indices.sizes(), (std::vector<int64_t>{2, 256}));
-  EXPECT_EQ(out.reconstruction.sizes(), images.sizes());
-  EXPECT_EQ(model->Decode(torch::randn({2, 256, 8})).sizes(), images.sizes());
-  // Raster order: a bright patch in the image's top-left changes the first tokens' latents
-  // and leaves the bottom-right ones alone.
-  auto moved = images.clone();
-  moved.slice(2, 0, 4).slice(3, 0, 4).fill_(1.0);
-  auto delta = (model->Encode(moved) - model->Encode(images)).norm(2, -1).view({2, 16, 16});
-  EXPECT_GT(delta[0][0][0].item<double>(), 0.0);
-  EXPECT_EQ(delta[0][15][15].item<double>(), 0.0);
-  o.grid = 9;
-  EXPECT_THROW(VqVae{o}, c10::Error);
+// Both token grids: 7x7 (49 tokens) and 16x16 (256 tokens, images padded to 32x32).
+TEST(VqVaeTest, EachGridDecodesOffCodebookVectorsTo28x28ImagesInRasterOrder) {
+  for (auto [grid, n] : {std::pair<int64_t, int64_t>{7, 49}, {16, 256}}) {
+    SCOPED_TRACE(grid);
+    VqVaeOptions o;
+    o.codebook_size = 32;
+    o.code_dim = 8;
+    o.channels = 16;
+    o.grid = grid;
+    VqVae model(o);
+    auto images = torch::rand({3, 1, 28, 28});
+    auto out = model->forward(images);
+    EXPECT_EQ(out.reconstruction.sizes(), images.sizes());
+    EXPECT_EQ(out.indices.sizes(), (std::vector<int64_t>{3, n}));
+    EXPECT_TRUE(torch::allclose(model->Codebook().norm(2, -1), torch::ones({32})));
+    EXPECT_EQ(model->Decode(torch::randn({3, n, 8})).sizes(), images.sizes());
+    // A bright patch in the image's top-left changes the first token's latent, not the last's.
+    auto moved = images.clone();
+    moved.slice(2, 0, 4).slice(3, 0, 4).fill_(1.0);
+    auto delta = (model->Encode(moved) - model->Encode(images)).norm(2, -1);
+    EXPECT_GT(delta[0][0].item<double>(), 0.0);
+    EXPECT_EQ(delta[0][n - 1].item<double>(), 0.0);
+  }
+  VqVaeOptions nine;
+  nine.grid = 9;
+  EXPECT_THROW(VqVae{nine}, c10::Error);
 }
 
 }  // namespace
