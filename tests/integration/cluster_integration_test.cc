@@ -319,6 +319,26 @@ eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
   }
   EXPECT_EQ(Sql("SELECT COUNT(*) FROM metrics WHERE job_id = 'tiny-1/eval-teacher' AND key = 'fid'"),
             std::vector<std::string>{"1"});
+  // Recovery shows everything: what status, jobs, results, ckpt ls and logs show, metrics
+  // included, is the same after a kill -9 of the coordinator and after down/up.
+  auto documents = [&] {
+    return std::vector<std::string>{CtlJson({"status", "tiny-1"}).dump(), CtlJson({"status"})["runs"].dump(),
+                                    CtlJson({"jobs", "tiny-1"}).dump(), CtlJson({"results", "tiny-1"}).dump(),
+                                    CtlJson({"ckpt", "ls", "tiny-1"}).dump(), Ctl({"logs", "tiny-1/distill"}).out,
+                                    Ctl({"logs", "tiny-1/eval-dd2"}).out};
+  };
+  const auto before = documents();
+  EXPECT_THAT(before[0], ::testing::HasSubstr("\"fid\""));
+  const int pid = Pid(home_ + "/coordinator.pid");
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return ::kill(pid, 0) != 0; }, 10));
+  Up(2);
+  const auto after_kill = documents();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(after_kill[i], before[i]) << "document " << i;
+  ASSERT_EQ(Ctl({"down"}).exit_code, 0);
+  Up(2);
+  const auto after_down = documents();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(after_down[i], before[i]) << "document " << i;
 }
 
 // The 256-token configuration (a 16x16 token grid) through every stage, tiny.
