@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/home.h"
+#include "common/json_fields.h"
 
 namespace dd2 {
 namespace {
@@ -93,15 +94,18 @@ absl::StatusOr<CheckpointManifest> ReadManifest(const std::string& checkpoint_pa
   auto text = ReadFile(path);
   if (!text.ok()) return absl::NotFoundError(absl::StrCat("no committed checkpoint: ", path, " is missing"));
   auto j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j.contains("sha256")) {
+  CheckpointManifest m;
+  m.step = FieldOr(j, "step", int64_t{-1});
+  m.sha256 = FieldOr(j, "sha256", std::string());
+  const std::string file = FieldOr(j, "file", std::string());
+  // The checkpoint lies beside its manifest: a bare file name, nothing that leads elsewhere.
+  if (m.step < 0 || m.sha256.empty() || file.empty() || file == "." || file == ".." ||
+      file.find('/') != std::string::npos) {
     return absl::DataLossError(absl::StrCat(path, ": not a checkpoint manifest"));
   }
-  CheckpointManifest m;
-  m.step = j.value("step", int64_t{0});
-  m.path = (std::filesystem::path(path).parent_path() / j.value("file", std::string())).string();
-  m.sha256 = j.value("sha256", std::string());
-  m.bytes = j.value("bytes", int64_t{0});
-  m.attempt_id = j.value("attempt_id", std::string());
+  m.path = (std::filesystem::path(path).parent_path() / file).string();
+  m.bytes = FieldOr(j, "bytes", int64_t{0});
+  m.attempt_id = FieldOr(j, "attempt_id", std::string());
   return m;
 }
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_manifest.h"
 #include "common/home.h"
+#include "common/json_fields.h"
 #include "common/status_macros.h"
 
 namespace dd2 {
@@ -56,14 +57,19 @@ absl::Status VerifyOutputs(const std::string& path, const std::string& sha256) {
   const fs::path dir = fs::path(path).parent_path();
   for (auto& [rel, f] : doc["files"].items()) {
     const std::string file = (dir / rel).string();
+    // Only files in the manifest's own folder are read.
+    if (absl::Status inside = CheckInsideDir(file, dir.string()); !inside.ok()) {
+      return absl::DataLossError(absl::StrCat(path, ": ", inside.message()));
+    }
     std::error_code ec;
     const auto bytes = fs::file_size(file, ec);
     if (ec) return absl::NotFoundError(absl::StrCat(file, ": missing"));
-    if (static_cast<int64_t>(bytes) != f.value("bytes", int64_t{-1})) {
-      return absl::DataLossError(absl::StrCat(file, ": ", bytes, " bytes, manifest says ", f.value("bytes", int64_t{-1})));
+    const int64_t want = FieldOr(f, "bytes", int64_t{-1});
+    if (static_cast<int64_t>(bytes) != want) {
+      return absl::DataLossError(absl::StrCat(file, ": ", bytes, " bytes, manifest says ", want));
     }
     DD2_ASSIGN_OR_RETURN(std::string sha, Sha256File(file));
-    if (sha != f.value("sha256", "")) return absl::DataLossError(absl::StrCat(file, ": sha256 mismatch"));
+    if (sha != FieldOr(f, "sha256", std::string())) return absl::DataLossError(absl::StrCat(file, ": sha256 mismatch"));
   }
   return absl::OkStatus();
 }

@@ -316,6 +316,12 @@ int FindCycle(const proto::RunSpec& spec) {
 
 absl::StatusOr<YAML::Node> LoadYaml(const std::string& yaml, const std::string& source) {
   YamlChecker c(source);
+  if (auto [line, column] = FirstInvalidUtf8(yaml); line >= 0) {
+    YAML::Mark mark;
+    mark.line = line;
+    mark.column = column;
+    return c.Error(mark, "", "not UTF-8 text (a run.yaml must be UTF-8)");
+  }
   try {
     return YAML::Load(yaml);
   } catch (const YAML::ParserException& e) {

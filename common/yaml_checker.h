@@ -19,6 +19,36 @@
 
 namespace dd2 {
 
+// The 0-based line and column of the first byte of `text` that is not valid UTF-8, or
+// line -1 when all of it is (YAML is UTF-8 text; JSON output of it must be too).
+inline std::pair<int, int> FirstInvalidUtf8(const std::string& text) {
+  int line = 0, column = 0;
+  for (size_t i = 0; i < text.size();) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    size_t n = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : (b >> 3) == 0x1e ? 4 : 0;
+    bool ok = n > 0 && i + n <= text.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(text[i + k]) >> 6) == 0x2;
+    if (ok && n == 2) ok = b >= 0xc2;  // no overlong forms
+    if (ok && n == 3) {
+      const auto c = static_cast<unsigned char>(text[i + 1]);
+      ok = !(b == 0xe0 && c < 0xa0) && !(b == 0xed && c >= 0xa0);  // overlong, surrogates
+    }
+    if (ok && n == 4) {
+      const auto c = static_cast<unsigned char>(text[i + 1]);
+      ok = b <= 0xf4 && !(b == 0xf0 && c < 0x90) && !(b == 0xf4 && c >= 0x90);
+    }
+    if (!ok) return {line, column};
+    if (b == '\n') {
+      ++line;
+      column = 0;
+    } else {
+      ++column;
+    }
+    i += n;
+  }
+  return {-1, -1};
+}
+
 // 1-63 of [A-Za-z0-9_-], starting with a letter or digit.
 inline bool ValidName(const std::string& s) {
   if (s.empty() || s.size() > 63) return false;

@@ -76,7 +76,7 @@ absl::Status CoordinatorServer::Run() {
   DD2_RETURN_IF_ERROR(service.Recover());
   DD2_RETURN_IF_ERROR(WriteFileAtomic(config_.home + "/endpoint", bound + "\n"));
   std::fprintf(stderr, "dd2-coordinator: listening on %s (%s), home %s\n", bound.c_str(),
-               keyed ? "CURVE, authorized keys in " + config_.authorized_keys : "no keys: loopback only",
+               (keyed ? "CURVE, authorized keys in " + config_.authorized_keys : "no keys: loopback only").c_str(),
                config_.home.c_str());
   std::fflush(stderr);
 

@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/process.h"
+#include "common/json_fields.h"
 #include "common/protocol.h"
 #include "common/slurm.h"
 #include "common/transport.h"
@@ -438,14 +439,14 @@ void WorkerAgent::DrainProgress(Child& c) {
       last = std::move(j);
       continue;
     }
-    const std::string kind = j.value("event", "");
+    const std::string kind = FieldOr(j, "event", std::string());
     if (kind == "cause") {
-      c.cause = j.value("cause", "");
+      c.cause = FieldOr(j, "cause", std::string());
       continue;
     }
     if (kind == "outputs") {
-      c.outputs_path = j.value("path", "");
-      c.outputs_sha256 = j.value("sha256", "");
+      c.outputs_path = FieldOr(j, "path", std::string());
+      c.outputs_sha256 = FieldOr(j, "sha256", std::string());
       continue;
     }
     if (c.fenced) continue;
@@ -453,15 +454,15 @@ void WorkerAgent::DrainProgress(Child& c) {
     if (kind == "checkpoint") {
       auto* k = env.mutable_checkpoint_committed();
       k->set_attempt_id(c.attempt_id);
-      k->set_step(j.value("step", 0ULL));
-      k->set_path(j.value("path", ""));
-      k->set_sha256(j.value("sha256", ""));
-      k->set_bytes(j.value("bytes", 0ULL));
+      k->set_step(FieldOr(j, "step", uint64_t{0}));
+      k->set_path(FieldOr(j, "path", std::string()));
+      k->set_sha256(FieldOr(j, "sha256", std::string()));
+      k->set_bytes(FieldOr(j, "bytes", uint64_t{0}));
       if (j.contains("metrics")) AddMetrics(j["metrics"], k->mutable_metrics());
       unacked_checkpoints_[{k->attempt_id(), k->step()}] = *k;
     } else if (kind == "resumed") {
       env.mutable_attempt_resumed()->set_attempt_id(c.attempt_id);
-      env.mutable_attempt_resumed()->set_step(j.value("step", 0ULL));
+      env.mutable_attempt_resumed()->set_step(FieldOr(j, "step", uint64_t{0}));
     } else {
       continue;
     }
@@ -471,8 +472,8 @@ void WorkerAgent::DrainProgress(Child& c) {
   proto::Envelope env;
   auto* p = env.mutable_progress();
   p->set_attempt_id(c.attempt_id);
-  p->set_step(last.value("step", 0ULL));
-  p->set_total(last.value("total", 0ULL));
+  p->set_step(FieldOr(last, "step", uint64_t{0}));
+  p->set_total(FieldOr(last, "total", uint64_t{0}));
   if (last.contains("metrics")) AddMetrics(last["metrics"], p->mutable_metrics());
   Send(std::move(env));
 }
