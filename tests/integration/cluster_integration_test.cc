@@ -341,6 +341,58 @@ eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
   for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(after_down[i], before[i]) << "document " << i;
 }
 
+// Determined's test: the coordinator is killed (kill -9) and stays down 0, 5 and 15 seconds
+// while a job runs and others wait; after each restart the queue is what it was (every job in
+// the same state, the running attempt reattached, not restarted), and cancel still works.
+TEST_F(ClusterTest, QueueSurvivesCoordinatorDowntimesOf0And5And15SecondsAndCancelStillWorks) {
+  Up(1);
+  const std::string busy = SubmitJson(WriteYaml("busy.yaml", R"(
+name: busy
+jobs:
+  - {name: a, type: sleep, params: {seconds: 120, steps: 1200}}
+  - {name: b, type: sleep, after: [a]}
+)"));
+  const std::string queued = SubmitJson(WriteYaml("queued.yaml", R"(
+name: queued
+jobs:
+  - {name: c, type: sleep, params: {seconds: 1, steps: 2}}
+)"));
+  ASSERT_TRUE(WaitFor([&] { return CtlJson({"status", busy})["run"]["jobs"][0]["state"] == "running"; }));
+  auto queue = [&] {
+    std::vector<std::string> rows;
+    const Json status = CtlJson({"status"});
+    for (const auto& run : status["runs"]) {
+      for (const auto& j : run["jobs"]) {
+        rows.push_back(run["id"].get<std::string>() + "/" + j["name"].get<std::string>() + " " +
+                       j["state"].get<std::string>() + " attempts " + std::to_string(j["attempts"].get<int64_t>()));
+      }
+    }
+    return rows;
+  };
+  const auto before = queue();
+  ASSERT_EQ(before.size(), 3u);
+  EXPECT_EQ(before[0], "busy-1/a running attempts 1");
+  EXPECT_EQ(before[2], "queued-2/c ready attempts 0");
+  for (int downtime_s : {0, 5, 15}) {
+    SCOPED_TRACE(downtime_s);
+    const int pid = Pid(home_ + "/coordinator.pid");
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    ASSERT_TRUE(WaitFor([&] { return ::kill(pid, 0) != 0; }, 10));
+    std::this_thread::sleep_for(std::chrono::seconds(downtime_s));  // the downtime is the scenario
+    Up(1);
+    // The worker reconnects and reattaches its attempt.
+    ASSERT_TRUE(WaitFor([&] {
+      Json w = CtlJson({"workers"});
+      return !w["workers"].empty() && w["workers"][0]["state"] == "alive" && !w["workers"][0]["attempts"].empty();
+    }, 30));
+    EXPECT_EQ(queue(), before);
+  }
+  EXPECT_EQ(Ctl({"cancel", busy}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return RunState(busy) == "cancelled"; })) << RunState(busy);
+  ASSERT_TRUE(WaitFor([&] { return RunState(queued) == "succeeded"; })) << RunState(queued);
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM attempts WHERE job_id = 'busy-1/a'"), std::vector<std::string>{"1"});
+}
+
 // The 256-token configuration (a 16x16 token grid) through every stage, tiny.
 TEST_F(ClusterTest, TinyPipelineOnA16x16TokenGridRunsEveryStage) {
   Up(2);
