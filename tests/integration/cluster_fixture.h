@@ -5,6 +5,7 @@
 #ifndef DD2_TESTS_INTEGRATION_CLUSTER_FIXTURE_H_
 #define DD2_TESTS_INTEGRATION_CLUSTER_FIXTURE_H_
 
+#include <signal.h>
 #include <sqlite3.h>
 
 #include <chrono>
@@ -76,6 +77,14 @@ class ClusterTest : public ::testing::Test {
   std::string RunState(const std::string& run) {
     Json st = CtlJson({"status", run});
     return st.is_discarded() ? "" : st["run"].value("state", "");
+  }
+
+  // kill -9 of the coordinator; returns once it is gone.
+  void KillCoordinator() {
+    const int pid = Pid(home_ + "/coordinator.pid");
+    ASSERT_GT(pid, 0);
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    ASSERT_TRUE(WaitFor([&] { return ::kill(pid, 0) != 0; }, 10));
   }
 
   int Pid(const std::string& pid_file) {

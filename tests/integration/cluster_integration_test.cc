@@ -329,9 +329,7 @@ eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
   };
   const auto before = documents();
   EXPECT_THAT(before[0], ::testing::HasSubstr("\"fid\""));
-  const int pid = Pid(home_ + "/coordinator.pid");
-  ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  ASSERT_TRUE(WaitFor([&] { return ::kill(pid, 0) != 0; }, 10));
+  KillCoordinator();
   Up(2);
   const auto after_kill = documents();
   for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(after_kill[i], before[i]) << "document " << i;
@@ -375,9 +373,7 @@ jobs:
   EXPECT_EQ(before[2], "queued-2/c ready attempts 0");
   for (int downtime_s : {0, 5, 15}) {
     SCOPED_TRACE(downtime_s);
-    const int pid = Pid(home_ + "/coordinator.pid");
-    ASSERT_EQ(::kill(pid, SIGKILL), 0);
-    ASSERT_TRUE(WaitFor([&] { return ::kill(pid, 0) != 0; }, 10));
+    KillCoordinator();
     std::this_thread::sleep_for(std::chrono::seconds(downtime_s));  // the downtime is the scenario
     Up(1);
     // The worker reconnects and reattaches its attempt.
