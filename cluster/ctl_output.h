@@ -21,7 +21,7 @@ inline constexpr int kExitNotFound = 3;
 inline constexpr int kExitUnreachable = 4;
 inline constexpr int kExitDenied = 5;  // a key refused, or a message the key's role may not send
 
-// 2 invalid input, 3 not found, 4 coordinator unreachable, 1 anything else.
+// 2 invalid input, 3 not found, 4 coordinator unreachable, 5 refused (key or role), 1 anything else.
 int ExitCodeFor(const absl::Status& st);
 // Prints "dd2ctl: MESSAGE" to stderr and returns ExitCodeFor(st).
 int Fail(const absl::Status& st);

@@ -17,6 +17,7 @@
 #include "absl/strings/strip.h"
 #include "common/home.h"
 #include "common/status_macros.h"
+#include "common/yaml_checker.h"
 
 namespace dd2 {
 namespace {
@@ -24,14 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kHeader[] = "# dd2 CURVE key (ZeroMQ CurveZMQ, Z85). Create with `dd2ctl keygen`.\n";
-
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 128 || name[0] == '.') return false;
-  for (char c : name) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;
-  }
-  return true;
-}
 
 bool ValidZ85Key(const std::string& key) {
   if (key.size() != 40) return false;
@@ -106,6 +99,7 @@ std::string RoleName(Role role) {
     case Role::kAdmin: return "admin";
     case Role::kCoordinator: return "coordinator";
     case Role::kLocal: return "local";
+    case Role::kRevoked: return "revoked";
   }
   return "?";
 }
@@ -129,7 +123,8 @@ absl::StatusOr<CurveKeyPair> GenerateKeyPair(Role role) {
 
 absl::Status WriteKeyFiles(const std::string& dir, const std::string& name, const CurveKeyPair& pair) {
   if (!ValidName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("key name '", name, "': use letters, digits, '.', '_', '-'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("key name '", name, "': 1-63 letters, digits, '_' or '-', starting with a letter or digit"));
   }
   std::error_code ec;
   fs::create_directories(dir, ec);

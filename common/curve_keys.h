@@ -19,8 +19,9 @@ namespace dd2 {
 
 // worker: the worker messages only. client: submit, query, cancel. admin: a client that may
 // also shut the coordinator down. coordinator: the coordinator's own key pair. local: a peer
-// of a keyless coordinator on loopback (every message but shutdown).
-enum class Role { kWorker, kClient, kAdmin, kCoordinator, kLocal };
+// of a keyless coordinator on loopback (every message but shutdown). revoked: a connection
+// whose key was removed from the authorized keys after it connected (nothing).
+enum class Role { kWorker, kClient, kAdmin, kCoordinator, kLocal, kRevoked };
 
 std::string RoleName(Role role);
 // InvalidArgument naming the accepted roles.
@@ -36,7 +37,7 @@ struct CurveKeyPair {
 absl::StatusOr<CurveKeyPair> GenerateKeyPair(Role role);
 
 // Writes <dir>/<name>.key (0600) and <dir>/<name>.pub (0644); refuses to overwrite either.
-// `name`: letters, digits, '.', '_', '-'.
+// `name`: a ValidName (common/yaml_checker.h), as job names are.
 absl::Status WriteKeyFiles(const std::string& dir, const std::string& name, const CurveKeyPair& pair);
 
 // A .key file: PermissionDenied when group or others may read it; InvalidArgument naming the

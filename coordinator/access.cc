@@ -35,6 +35,7 @@ std::string KindName(Kind k) {
 }  // namespace
 
 bool MayPeerSend(Role role, Kind kind) {
+  if (role == Role::kRevoked) return false;
   const bool shutdown = kind == proto::Envelope::kShutdown;
   if (!WorkerMessage(kind) && !ClientRequest(kind) && !shutdown) return true;  // refused by the handler
   switch (role) {
@@ -42,12 +43,14 @@ bool MayPeerSend(Role role, Kind kind) {
     case Role::kClient: return ClientRequest(kind);
     case Role::kAdmin: return ClientRequest(kind) || shutdown;
     case Role::kLocal: return !shutdown;
-    case Role::kCoordinator: return false;
+    case Role::kCoordinator:
+    case Role::kRevoked: return false;
   }
   return false;
 }
 
 std::string AccessDeniedMessage(Role role, Kind kind) {
+  if (role == Role::kRevoked) return "this key was removed from the coordinator's authorized keys";
   std::string who;
   if (kind == proto::Envelope::kShutdown) {
     who = role == Role::kLocal ? "an admin key; a keyless coordinator is stopped by signal (`dd2ctl down` does that)"

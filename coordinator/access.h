@@ -2,8 +2,8 @@
 // and a message's kind. worker: the worker messages (Hello .. AttemptResumed). client: submit,
 // query and cancel (every request but ShutdownRequest). admin: a client that may also shut the
 // coordinator down. local (a keyless coordinator on loopback): worker and client messages, no
-// shutdown. coordinator: nothing. Kinds the coordinator never accepts are left to its handler,
-// which refuses them as malformed.
+// shutdown. coordinator and revoked (a key removed while connected): nothing. Kinds the
+// coordinator never accepts are left to its handler, which refuses them as malformed.
 #ifndef DD2_COORDINATOR_ACCESS_H_
 #define DD2_COORDINATOR_ACCESS_H_
 

@@ -58,6 +58,10 @@ CoordinatorService::CoordinatorService(CoordinatorConfig config, JobStore* store
                                        SendFn send)
     : config_(std::move(config)), store_(store), clock_(clock), send_(std::move(send)) {
   started_ms_ = clock_->NowMs();
+  artifacts_root_ = std::filesystem::absolute(config_.artifacts_root.empty() ? config_.home + "/artifacts"
+                                                                             : config_.artifacts_root)
+                        .lexically_normal()
+                        .string();
 }
 
 absl::Status CoordinatorService::Recover() {
@@ -240,8 +244,7 @@ void CoordinatorService::Reply(const std::string& peer, const proto::Envelope& r
 
 
 std::string CoordinatorService::ArtifactDir(const JobRecord& job) const {
-  const std::string root = config_.artifacts_root.empty() ? config_.home + "/artifacts" : config_.artifacts_root;
-  return absl::StrCat(std::filesystem::absolute(root).lexically_normal().string(), "/", job.run_id, "/", job.name);
+  return absl::StrCat(artifacts_root_, "/", job.run_id, "/", job.name);
 }
 
 std::string CoordinatorService::LogPath(const std::string& attempt_id) const {
@@ -315,16 +318,6 @@ void CoordinatorService::HandleFrame(const std::string& peer, std::string_view f
     }
     if (is_request || !absl::IsInvalidArgument(st)) send_(peer, ErrorReply(env, st));
   }
-}
-
-void CoordinatorService::RejectRevoked(const std::string& peer, std::string_view frame) {
-  ++frames_;
-  auto decoded = DecodeEnvelope(frame);
-  if (!decoded.ok()) {
-    ++rejected_frames_;
-    return;
-  }
-  Refuse(peer, *decoded, "this key was removed from the coordinator's authorized keys");
 }
 
 void CoordinatorService::Refuse(const std::string& peer, const proto::Envelope& env, const std::string& why) {

@@ -47,9 +47,6 @@ class CoordinatorService {
   // message the role may not send is counted (rejected_frames), answered with PermissionDenied
   // when it is a request, and never reaches a handler.
   void HandleFrame(const std::string& peer, std::string_view frame, Role role = Role::kLocal);
-  // A frame from a connection whose key is no longer authorized: counted and never handled; a
-  // request is answered with PermissionDenied saying so.
-  void RejectRevoked(const std::string& peer, std::string_view frame);
   // Handshakes the ZAP handler refused so far, for `status`.
   void SetRejectedConnections(int64_t n) { rejected_connections_ = n; }
   // Whether peers authenticate with CURVE keys, for `status`.
@@ -201,6 +198,7 @@ class CoordinatorService {
   int64_t malformed_frames_ = 0;
   int64_t send_failures_ = 0;
   int64_t refused_paths_ = 0;
+  std::string artifacts_root_;  // config_.artifacts_root (default <home>/artifacts), absolute
   int64_t rejected_frames_ = 0;
   int64_t rejected_connections_ = 0;
   bool keyed_ = false;

@@ -98,15 +98,8 @@ absl::Status CoordinatorServer::Run() {
       if (!frames.ok()) return frames.status();
       if (!frames->has_value()) break;
       auto& f = **frames;
-      Role role = Role::kLocal;
-      if (zap) {
-        std::optional<Role> current = zap->RoleOf(user_id);
-        if (!current) {  // its key was removed from the folder after it connected
-          if (f.size() == 2) service.RejectRevoked(f[0], f[1]);
-          continue;
-        }
-        role = *current;
-      }
+      // Keyed: the role of the connection's key now (revoked when it left the folder since).
+      const Role role = zap ? zap->RoleOf(user_id).value_or(Role::kRevoked) : Role::kLocal;
       if (f.size() != 2) {
         service.HandleFrame(f.empty() ? "" : f[0], "", role);  // counted as malformed
         continue;

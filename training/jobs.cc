@@ -134,11 +134,8 @@ int RunTeacherJob(JobContext& ctx) {
   torch::NoGradGuard no_grad;
   model->eval();
   auto test_tokens = Tokenize(*tok, test->images.to(dist.device()));
-  const int64_t n = test_tokens.size(1);
-  auto prefix = codebook.index_select(0, test_tokens.slice(1, 0, n - 1).reshape(-1)).view({test_tokens.size(0), n - 1, opts.code_dim});
-  auto logits = model->forward(test->labels.to(dist.device()), prefix);
-  auto nll = torch::cross_entropy_loss(logits.reshape({-1, opts.vocab}), test_tokens.reshape(-1));
-  ReportFinal(ctx, {{"test_nll", nll.item<double>()}}, loop.steps);
+  ReportFinal(ctx, {{"test_nll", TeacherNll(model, codebook, test->labels.to(dist.device()), test_tokens)}},
+              loop.steps);
   return 0;
 }
 

@@ -37,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t at = 0;
   int frame = 0;
   while (at + 3 <= size) {
-    const auto role = static_cast<dd2::Role>(data[at] % 5);
+    const auto role = static_cast<dd2::Role>(data[at] % 6);  // every Role
     size_t length = data[at + 1] | (static_cast<size_t>(data[at + 2]) << 8);
     at += 3;
     if (length > size - at) length = size - at;
