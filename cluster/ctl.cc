@@ -117,7 +117,7 @@ int RunCtl(int argc, char** argv) {
                  "the coordinator's public key file (default <home>/keys/coordinator.pub when the home is keyed)");
 
   UpOptions up;
-  int lost_after_ms = 0, heartbeat_ms = 0, backoff_ms = -1;
+  int lost_after_ms = 0, heartbeat_ms = 0, backoff_ms = -1, lost_retries = -1;
   auto* up_cmd = app.add_subcommand("up", "start a local coordinator and workers in the background");
   up_cmd->add_option("--workers", up.workers, "workers to start")->check(CLI::Range(0, 64))->capture_default_str();
   up_cmd->add_option("--slots", up.slots, "slots per worker")->check(CLI::Range(1, 64))->capture_default_str();
@@ -127,6 +127,8 @@ int RunCtl(int argc, char** argv) {
   up_cmd->add_option("--heartbeat-ms", heartbeat_ms, "coordinator heartbeat interval");
   up_cmd->add_option("--lost-after-ms", lost_after_ms, "silence before a worker is lost");
   up_cmd->add_option("--retry-backoff-ms", backoff_ms, "first retry backoff");
+  up_cmd->add_option("--lost-retries", lost_retries, "retries for attempts lost with their worker (default 3)")
+      ->check(CLI::Range(0, 1000));
   std::string autoscale_file;
   up_cmd->add_option("--slurm-autoscale", autoscale_file,
                      "the coordinator submits SLURM allocations of workers when jobs wait (settings: a YAML file)")
@@ -264,6 +266,7 @@ int RunCtl(int argc, char** argv) {
     if (heartbeat_ms > 0) up.coordinator_args.push_back(absl::StrCat("--heartbeat-interval-ms=", heartbeat_ms));
     if (lost_after_ms > 0) up.coordinator_args.push_back(absl::StrCat("--lost-after-ms=", lost_after_ms));
     if (backoff_ms >= 0) up.coordinator_args.push_back(absl::StrCat("--retry-backoff-ms=", backoff_ms));
+    if (lost_retries >= 0) up.coordinator_args.push_back(absl::StrCat("--lost-retries=", lost_retries));
     if (!autoscale_file.empty()) {
       up.coordinator_args.push_back(
           absl::StrCat("--slurm-autoscale=", std::filesystem::absolute(autoscale_file).string()));

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -23,25 +25,55 @@ std::string ResolveHome(const std::string& flag) {
   return std::filesystem::absolute(home).lexically_normal().string();
 }
 
-absl::Status WriteFileAtomic(const std::string& path, const std::string& text) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      ::close(fd);
-      return absl::UnavailableError(absl::StrCat("write ", tmp, ": ", std::strerror(errno)));
+AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)), tmp_(absl::StrCat(path_, ".tmp.", ::getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) errno_ = errno;
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+void AtomicFileWriter::Write(const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (errno_ == 0 && n > 0) {
+    const ssize_t w = ::write(fd_, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      errno_ = w < 0 ? errno : ENOSPC;
+      break;
     }
-    done += static_cast<size_t>(n);
+    p += w;
+    n -= static_cast<size_t>(w);
   }
-  ::fsync(fd);
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("rename to ", path, ": ", std::strerror(errno)));
+}
+
+absl::Status AtomicFileWriter::Commit() {
+  if (errno_ == 0 && ::fsync(fd_) != 0) errno_ = errno;
+  if (fd_ >= 0 && ::close(fd_) != 0 && errno_ == 0) errno_ = errno;
+  fd_ = -1;
+  if (errno_ != 0) {
+    const absl::Status st = absl::Status(errno_ == ENOSPC || errno_ == EDQUOT || errno_ == EFBIG
+                                             ? absl::StatusCode::kResourceExhausted
+                                             : absl::StatusCode::kUnavailable,
+                                         absl::StrCat("cannot write ", path_, ": ", std::strerror(errno_)));
+    ::unlink(tmp_.c_str());
+    return st;
   }
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp_.c_str());
+    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp_, " to ", path_, ": ", std::strerror(e)));
+  }
+  committed_ = true;
   return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomic(const std::string& path, const std::string& text) {
+  AtomicFileWriter w(path);
+  w.Write(text.data(), text.size());
+  return w.Commit();
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {

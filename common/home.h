@@ -20,7 +20,27 @@ namespace dd2 {
 // `flag` if non-empty, else $DD2_HOME if set, else "./.dd2"; made absolute.
 std::string ResolveHome(const std::string& flag);
 
-// Writes `text` to `path` via a temp file, fsync and rename.
+// A file written in pieces to `<path>.tmp.<pid>`, then fsynced and renamed over `path` by
+// Commit, so a reader sees the old file or the whole new one. The first write error (a full
+// disk, say) is kept and returned by Commit, naming the file; the temp file is removed unless
+// committed. Thread-compatible.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  void Write(const void* data, size_t n);  // does nothing after an error
+  absl::Status Commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  int errno_ = 0;
+  bool committed_ = false;
+};
+
+// Writes `text` to `path` with an AtomicFileWriter.
 absl::Status WriteFileAtomic(const std::string& path, const std::string& text);
 
 // Whole file; NotFound when it does not exist.

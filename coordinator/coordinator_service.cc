@@ -1,9 +1,11 @@
 #include "coordinator/coordinator_service.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -15,6 +17,7 @@
 #include "common/run_spec.h"
 #include "common/status_macros.h"
 #include "common/checkpoint_manifest.h"
+#include "common/fault_point.h"
 #include "common/home.h"
 #include "coordinator/access.h"
 #include "coordinator/retention.h"
@@ -154,8 +157,17 @@ absl::Status CoordinatorService::Commit(Staged& s) {
   tx.sweeps = s.sweeps;
   tx.points = s.points;
   tx.decisions = s.decisions;
-  absl::Status st = store_->Apply(tx);
-  if (!st.ok()) return st;
+  if (absl::Status st = store_->Apply(tx); !st.ok()) {
+    // Nothing is applied: the state stays what the file holds, and the sender (whose report is
+    // not acknowledged) or the next tick tries again.
+    ++store_errors_;
+    std::set<std::string> kinds;
+    for (const auto& e : tx.events) kinds.insert(e.kind);
+    const std::string what = kinds.empty() ? "changes" : absl::StrJoin(kinds, ", ");
+    std::fprintf(stderr, "dd2-coordinator: could not store %s: %s; nothing applied\n", what.c_str(),
+                 std::string(st.message()).c_str());
+    return absl::Status(st.code(), absl::StrCat("coordinator could not store ", what, ": ", st.message()));
+  }
   Fold(s);
   for (auto& [peer, env] : s.outbox) send_(peer, env);
   return absl::OkStatus();
@@ -527,10 +539,9 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
     if (!outputs_path.empty()) pending_outputs_[a.id] = {outputs_path, f.outputs_sha256()};
     auto& done = state_.finished_ranks[a.id];
     done.insert(env.sender());
-    if (done.size() < ranks.size()) {
-      Reply(peer, env, ack);
-      return absl::OkStatus();
-    }
+    // Unacknowledged until the whole gang is done: the worker keeps reporting it (and holds it
+    // across a coordinator restart, which forgets this set), so no rank's success is lost.
+    if (done.size() < ranks.size()) return absl::OkStatus();
   }
   a.finished_ms = now;
   a.exit_code = f.exit_code();
@@ -589,10 +600,16 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
     Event(s, "attempt_failed", job.run_id, job.id, a.id, a.cause);
     RetryOrFail(s, job.id, a.cause, false);
   }
-  // Any other rank of a gang stops with it.
+  // Any other rank of a gang stops with it; ranks that finished before are acknowledged now.
   for (const auto& w : ranks) {
     if (w == env.sender() || !state_.live.count(w) || state_.live[w].peer.empty()) continue;
-    if (a.state == state::kSucceeded) continue;
+    if (a.state == state::kSucceeded) {
+      proto::Envelope rank_ack;
+      rank_ack.mutable_finished_ack()->set_attempt_id(a.id);
+      rank_ack.set_sender("coordinator");
+      s.outbox.push_back({state_.live[w].peer, rank_ack});
+      continue;
+    }
     proto::Envelope cancel = CancelAttemptMessage(a.id);
     s.outbox.push_back({state_.live[w].peer, cancel});
   }
@@ -601,6 +618,7 @@ absl::Status CoordinatorService::HandleAttemptFinished(const std::string& peer,
   ack.set_request_id(env.request_id());
   ack.set_sender("coordinator");
   s.outbox.push_back({peer, ack});
+  if (a.state == state::kSucceeded) FaultPoint("finish_transition", job.id);
   DD2_RETURN_IF_ERROR(Commit(s));
   return retention_job.empty() ? absl::OkStatus() : ApplyRetention(retention_job);
 }
@@ -1041,7 +1059,7 @@ absl::Status CoordinatorService::HandleStatus(const std::string& peer, const pro
   DD2_RETURN_IF_ERROR(CheckVersion(env));
   const CoordinatorInfo info{endpoint_,      clock_->NowMs() - started_ms_, frames_,         malformed_frames_,
                              send_failures_, rejected_frames_,              rejected_connections_, refused_paths_,
-                             keyed_};
+                             store_errors_,  keyed_};
   DD2_ASSIGN_OR_RETURN(Json doc, StatusDocument(state_, env.status().run_id(), info));
   ReplyJson(peer, env, doc);
   return absl::OkStatus();

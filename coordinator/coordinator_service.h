@@ -75,6 +75,7 @@ class CoordinatorService {
   // Checkpoint and outputs paths refused for lying outside their job's folder.
   int64_t refused_paths() const { return refused_paths_; }
   int64_t rejected_frames() const { return rejected_frames_; }
+  int64_t store_errors() const { return store_errors_; }
   // A send to `peer` failed; `gone`: its connection is closed. A worker whose connection is gone
   // is marked lost at the next Schedule or Tick, so no gang waits on a dead rank.
   void CountSendFailure(const std::string& peer, bool gone);
@@ -198,6 +199,7 @@ class CoordinatorService {
   int64_t malformed_frames_ = 0;
   int64_t send_failures_ = 0;
   int64_t refused_paths_ = 0;
+  int64_t store_errors_ = 0;  // SQLite transactions that failed (busy, I/O, full disk): nothing applied
   std::string artifacts_root_;  // config_.artifacts_root (default <home>/artifacts), absolute
   int64_t rejected_frames_ = 0;
   int64_t rejected_connections_ = 0;

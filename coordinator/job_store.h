@@ -47,7 +47,10 @@ std::unique_ptr<JobStore> NewInMemoryJobStore();
 
 // Opens (creating if needed) the SQLite file at `path` in WAL mode and applies pending
 // migrations. FailedPrecondition when the file's schema is newer than this binary knows.
-absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::string& path);
+// A write waits up to `busy_timeout_ms` for another connection's lock; then Apply fails
+// Unavailable ("database busy"), as on an I/O error, and ResourceExhausted on a full disk,
+// with nothing applied.
+absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::string& path, int busy_timeout_ms = 5000);
 
 }  // namespace dd2
 

@@ -15,6 +15,20 @@
 namespace dd2 {
 namespace {
 
+// A SQLite result code as a status: busy/locked and I/O faults are Unavailable (the caller
+// may try again: nothing was applied), a full disk ResourceExhausted, a constraint
+// AlreadyExists, anything else Internal.
+absl::Status SqliteError(int rc, const std::string& msg) {
+  switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT: return absl::AlreadyExistsError(absl::StrCat("constraint failed: ", msg));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return absl::UnavailableError(absl::StrCat("database busy: ", msg));
+    case SQLITE_FULL: return absl::ResourceExhaustedError(absl::StrCat("disk full: ", msg));
+    case SQLITE_IOERR: return absl::UnavailableError(absl::StrCat("I/O error: ", msg));
+    default: return absl::InternalError(absl::StrCat("sqlite: ", msg));
+  }
+}
+
 class Statement {
  public:
   Statement(sqlite3* db, const char* sql) : db_(db) {
@@ -47,13 +61,7 @@ class Statement {
     sqlite3_reset(stmt_);
     sqlite3_clear_bindings(stmt_);
     if (rc == SQLITE_DONE || rc == SQLITE_ROW) return absl::OkStatus();
-    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-      return absl::AlreadyExistsError(absl::StrCat("constraint failed: ", sqlite3_errmsg(db_)));
-    }
-    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
-      return absl::UnavailableError(absl::StrCat("database busy: ", sqlite3_errmsg(db_)));
-    }
-    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+    return SqliteError(rc, sqlite3_errmsg(db_));
   }
   std::string Text(int col) {
     const void* p = sqlite3_column_blob(stmt_, col);
@@ -70,10 +78,10 @@ class Statement {
 
 absl::Status Exec(sqlite3* db, const std::string& sql) {
   char* err = nullptr;
-  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
+  if (const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err); rc != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
-    return absl::InternalError(absl::StrCat("sqlite: ", msg));
+    return SqliteError(rc, msg);
   }
   return absl::OkStatus();
 }
@@ -86,9 +94,9 @@ class SqliteJobStore : public JobStore {
     sqlite3_close(db_);
   }
 
-  absl::Status Init() {
-    DD2_RETURN_IF_ERROR(Exec(db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                                  "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"));
+  absl::Status Init(int busy_timeout_ms) {
+    DD2_RETURN_IF_ERROR(Exec(db_, absl::StrCat("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                                               "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=", busy_timeout_ms, ";")));
     Statement v(db_, "PRAGMA user_version");
     v.Step();
     int64_t version = v.Int(0);
@@ -373,7 +381,7 @@ class SqliteJobStore : public JobStore {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::string& path) {
+absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::string& path, int busy_timeout_ms) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
   if (rc != SQLITE_OK) {
@@ -382,7 +390,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::string& 
     return absl::UnavailableError(absl::StrCat("cannot open database ", path, ": ", msg));
   }
   auto store = std::make_unique<SqliteJobStore>(db);
-  absl::Status st = store->Init();
+  absl::Status st = store->Init(busy_timeout_ms);
   if (!st.ok()) return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
   return std::unique_ptr<JobStore>(std::move(store));
 }

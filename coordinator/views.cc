@@ -219,6 +219,7 @@ absl::StatusOr<Json> StatusDocument(const CoordinatorState& s, const std::string
                                {"rejected_frames", info.rejected_frames},
                                {"rejected_connections", info.rejected_connections},
                                {"refused_paths", info.refused_paths},
+                               {"store_errors", info.store_errors},
                                {"authentication", info.keyed ? "curve" : "none (loopback)"},
                                {"workers", workers}}},
               {"runs", list}};

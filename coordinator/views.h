@@ -26,6 +26,7 @@ struct CoordinatorInfo {
   int64_t rejected_frames = 0;       // messages a peer's role may not send, or from a revoked key
   int64_t rejected_connections = 0;  // CURVE handshakes with a key that is not authorized
   int64_t refused_paths = 0;         // checkpoint/outputs paths outside their job's folder
+  int64_t store_errors = 0;          // SQLite transactions that failed; nothing of them applied
   bool keyed = false;                // peers authenticate with CURVE keys
 };
 

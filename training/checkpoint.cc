@@ -6,14 +6,17 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/home.h"
 
 namespace dd2 {
 
 absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules,
                             const NamedOptimizers& optimizers, int64_t step) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create the folder of ", path, ": ", ec.message()));
+  AtomicFileWriter file(path);
   try {
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
     torch::serialize::OutputArchive archive;
     for (const auto& [name, module] : modules) {
       torch::serialize::OutputArchive sub;
@@ -26,13 +29,18 @@ absl::Status SaveCheckpoint(const std::string& path, const NamedModules& modules
       archive.write("optimizer/" + name, sub);
     }
     archive.write("step", torch::tensor(step));
-    archive.save_to(tmp);
+    // Streamed through our writer, which keeps the first error and claims every byte written:
+    // LibTorch's own file writer throws from a destructor when a write comes up short (a full
+    // disk), which aborts the process instead of failing this call.
+    archive.save_to([&file](const void* data, size_t n) -> size_t {
+      file.Write(data, n);
+      return n;
+    });
   } catch (const std::exception& e) {
-    std::remove(tmp.c_str());
     return absl::UnavailableError(absl::StrCat("cannot write checkpoint ", path, ": ", e.what()));
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot rename checkpoint into ", path));
+  if (absl::Status st = file.Commit(); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("checkpoint of step ", step, ": ", st.message()));
   }
   return absl::OkStatus();
 }

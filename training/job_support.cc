@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_manifest.h"
+#include "common/fault_point.h"
 #include "common/home.h"
 
 namespace dd2 {
@@ -72,6 +73,7 @@ namespace {
 absl::Status CommitStep(JobContext& ctx, Loop& loop, int64_t step, const Metrics& metrics) {
   const std::string path = CheckpointPath(ctx.out_dir() + "/checkpoints", step);
   if (auto st = SaveCheckpoint(path, loop.modules, loop.optimizers, step); !st.ok()) return st;
+  FaultPoint("checkpoint_write", path);
   auto manifest = CommitCheckpoint(path, step, ctx.attempt_id());
   if (!manifest.ok()) return manifest.status();
   ctx.ReportEvent("checkpoint", {{"step", step}, {"path", manifest->path}, {"sha256", manifest->sha256},

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/fault_point.h"
 #include "common/process.h"
 #include "common/json_fields.h"
 #include "common/protocol.h"
@@ -202,6 +203,8 @@ void WorkerAgent::HandleMessage(const proto::Envelope& env) {
       if (env.welcome().heartbeat_interval_ms() > 0) config_.heartbeat_interval_ms = env.welcome().heartbeat_interval_ms();
       if (env.welcome().heartbeat_liveness() > 0) config_.heartbeat_liveness = env.welcome().heartbeat_liveness();
       for (const auto& id : env.welcome().stop_attempts()) {
+        std::fprintf(stderr, "dd2-worker: %s is no longer this worker's (fenced by the coordinator); stopping it\n",
+                     id.c_str());
         unacked_.erase(id);
         CancelChild(id, 0, true);
       }
@@ -514,6 +517,7 @@ void WorkerAgent::ReapChildren() {
     f.set_outputs_sha256(c.outputs_sha256);
     if (f.exit_code() == 127) f.set_cause("job type not implemented on this worker, or exec failed");
     std::fprintf(stderr, "dd2-worker: %s exited (code %d, signal %d)\n", id.c_str(), f.exit_code(), f.signal());
+    if (f.exit_code() == 0 && f.signal() == 0) FaultPoint("attempt_end", id);
     unacked_[id] = f;
     proto::Envelope env;
     *env.mutable_attempt_finished() = f;

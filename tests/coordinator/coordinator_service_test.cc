@@ -2,6 +2,8 @@
 // reached with FakeClock::Advance, never by sleeping.
 #include "coordinator/coordinator_service.h"
 
+#include <sqlite3.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -471,6 +473,91 @@ jobs:
     retention: {keep_latest: 2, keep_best: 1, metric: loss, mode: min}
 )";
 
+// Storage faults: a transition whose SQLite transaction fails (another process holds the write
+// lock; the disk is full) is applied not at all, neither to the file nor to memory, the sender
+// gets an error naming what could not be stored, and the worker's resend after the fault
+// records it exactly once.
+class StorageFaultTest : public CoordinatorServiceTest {
+ protected:
+  void UseSqlite(const std::string& path) {
+    auto sqlite = OpenSqliteJobStore(path, /*busy_timeout_ms=*/50);
+    ASSERT_TRUE(sqlite.ok()) << sqlite.status();
+    store_ = std::move(sqlite).value();
+    Restart();
+  }
+
+  // A job started on w1; its end is then reported while the store fails, and again after.
+  void StartJob() {
+    Hello("w1");
+    Submit("name: s\njobs:\n  - {name: a, type: sleep}\n");
+    ASSERT_EQ(Assigns("w1").size(), 1u);
+    Started("w1", "s-1/a#1");
+    Take("w1");
+  }
+
+  // The end reported while the store fails: no ack, an error naming it, nothing applied.
+  void ExpectFinishRefused(const std::string& cause) {
+    Finished("w1", "s-1/a#1", 0);
+    const auto replies = Take("w1");
+    ASSERT_EQ(replies.size(), 1u);
+    EXPECT_FALSE(replies[0].has_finished_ack()) << "unacknowledged: the worker resends it";
+    ASSERT_TRUE(replies[0].has_error());
+    EXPECT_THAT(replies[0].error().message(), ::testing::HasSubstr("could not store"));
+    EXPECT_THAT(replies[0].error().message(), ::testing::HasSubstr("job_succeeded"));
+    EXPECT_THAT(replies[0].error().message(), ::testing::HasSubstr(cause));
+    EXPECT_EQ(svc_->store_errors(), 1);
+    EXPECT_EQ(Status("s-1")["run"]["jobs"][0]["state"], "running") << "memory unchanged";
+    EXPECT_EQ(Status("")["coordinator"]["store_errors"], 1);
+  }
+
+  // The resend once the fault is gone: recorded once, in memory and in the file.
+  void ExpectFinishRecorded() {
+    Finished("w1", "s-1/a#1", 0);
+    const auto replies = Take("w1");  // the ack, and maybe the next job's Assign
+    ASSERT_FALSE(replies.empty());
+    EXPECT_TRUE(replies[0].has_finished_ack());
+    EXPECT_EQ(Status("s-1")["run"]["state"], "succeeded");
+    Restart();
+    EXPECT_EQ(Status("s-1")["run"]["state"], "succeeded");
+    EXPECT_EQ(CountEvents("job_succeeded"), 1u);
+  }
+};
+
+TEST_F(StorageFaultTest, LockedDatabaseFailsTheWholeTransitionAndTheResendRecordsItOnce) {
+  const std::string path = dir_.path() + "/state.db";
+  UseSqlite(path);
+  StartJob();
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  ExpectFinishRefused("database busy");
+  EXPECT_EQ(CountEvents("job_succeeded"), 0u) << "nothing in the file";
+  // A submission meanwhile is refused whole too, and takes no run id.
+  proto::Envelope submit;
+  *submit.mutable_submit()->mutable_spec() = *ParseRunSpec("name: t\njobs:\n  - {name: b, type: sleep}\n", "t.yaml");
+  submit.mutable_submit()->set_submission_id("sub-locked");
+  Frame("client", submit);
+  auto replies = Take("client");
+  ASSERT_EQ(replies.size(), 1u);
+  ASSERT_TRUE(replies[0].has_error());
+  EXPECT_THAT(replies[0].error().message(), ::testing::HasSubstr("run_submitted"));
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  EXPECT_EQ(Submit("name: t\njobs:\n  - {name: b, type: sleep}\n", "sub-locked"), "t-2");
+  ExpectFinishRecorded();
+}
+
+TEST_F(StorageFaultTest, FullDiskFailsTheWholeTransitionAndTheResendRecordsItOnce) {
+  testing::SmallDisk disk(1 << 20);
+  if (!disk.ok()) GTEST_SKIP() << disk.why();
+  UseSqlite(disk.path() + "/state.db");
+  StartJob();
+  const std::string filler = disk.Fill();
+  ExpectFinishRefused("disk full");
+  std::filesystem::remove(filler);
+  ExpectFinishRecorded();
+}
+
 TEST_F(CoordinatorServiceTest, RetentionKeepsWhatThePolicySaysAcrossARestart) {
   auto sqlite = OpenSqliteJobStore(dir_.path() + "/state.db");
   ASSERT_TRUE(sqlite.ok());
@@ -723,6 +810,46 @@ TEST_F(CoordinatorServiceTest, GangGetsRanksAndAFreshRendezvousPerAttempt) {
   ASSERT_EQ(b1.size(), 1u);
   EXPECT_EQ(b1[0].attempt_id(), "g-1/a#2");
   EXPECT_NE(b1[0].rendezvous(), a1[0].rendezvous());
+}
+
+// A gang rank that finishes first is acknowledged only when the whole gang is done: its worker
+// keeps holding the report, so a coordinator restart in between loses no rank's success (the
+// chaos harness found the attempt lost and redone when the first rank's report was acked early).
+TEST_F(CoordinatorServiceTest, GangRankFinishedBeforeACoordinatorRestartStillCounts) {
+  Hello("w1");
+  Hello("w2");
+  Submit("name: g\njobs:\n  - {name: a, type: sleep, retries: 0, resources: {workers: 2}}\n");
+  ASSERT_EQ(Assigns("w1").size(), 1u);
+  ASSERT_EQ(Assigns("w2").size(), 1u);
+  Finished("w2", "g-1/a#1", 0);
+  EXPECT_TRUE(Take("w2").empty()) << "no ack while rank 0 still runs";
+  Restart();
+  Hello("w1", {"g-1/a#1"});
+  proto::Envelope hello;
+  auto* h = hello.mutable_hello();
+  h->set_worker_id("w2");
+  h->set_host("test");
+  h->set_device("cpu");
+  h->set_slots(1);
+  auto* held = h->add_attempts();
+  held->set_attempt_id("g-1/a#1");
+  held->set_finished(true);
+  Frame("w2", hello);
+  EXPECT_EQ(CountEvents("attempt_lost"), 0u);
+  Finished("w2", "g-1/a#1", 0);  // resent after the restart
+  Take("w1");
+  Take("w2");
+  Finished("w1", "g-1/a#1", 0);
+  EXPECT_EQ(Status("g-1")["run"]["state"], "succeeded");
+  auto acked = [&](const std::string& w) {
+    for (const auto& e : Take(w)) {
+      if (e.has_finished_ack() && e.finished_ack().attempt_id() == "g-1/a#1") return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(acked("w1"));
+  EXPECT_TRUE(acked("w2")) << "the rank that finished first is acknowledged with the last";
+  EXPECT_EQ(CountEvents("job_succeeded"), 1u);
 }
 
 TEST_F(CoordinatorServiceTest, CommittedCheckpointsGetEvalJobsEveryNSteps) {

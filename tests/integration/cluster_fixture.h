@@ -6,7 +6,6 @@
 #define DD2_TESTS_INTEGRATION_CLUSTER_FIXTURE_H_
 
 #include <signal.h>
-#include <sqlite3.h>
 
 #include <chrono>
 #include <fstream>
@@ -19,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/home.h"
+#include "tests/testing/sql_rows.h"
 #include "tests/testing/test_util.h"
 
 namespace dd2 {
@@ -94,21 +94,7 @@ class ClusterTest : public ::testing::Test {
 
   // Rows of a one-column SQL query on the coordinator's database.
   std::vector<std::string> Sql(const std::string& query) {
-    sqlite3* db = nullptr;
-    std::vector<std::string> rows;
-    if (sqlite3_open_v2((home_ + "/coordinator.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-      sqlite3_close(db);
-      return rows;
-    }
-    sqlite3_stmt* stmt = nullptr;
-    sqlite3_prepare_v2(db, query.c_str(), -1, &stmt, nullptr);
-    while (stmt && sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* t = sqlite3_column_text(stmt, 0);
-      rows.push_back(t ? reinterpret_cast<const char*>(t) : "");
-    }
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-    return rows;
+    return testing::SqlRows(home_ + "/coordinator.db", query);
   }
 
   testing::TempDir dir_;

@@ -2,10 +2,13 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +59,29 @@ int RemoveEntry(const char* path, const struct stat*, int, struct FTW*) { return
 // nftw, not std::filesystem::remove_all: python3's libtorch.so exports a broken copy of the
 // latter, which a test binary linked against it calls (a null jump; seen with torch 2.11).
 TempDir::~TempDir() { ::nftw(path_.c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS); }
+
+SmallDisk::SmallDisk(int64_t bytes) {
+  const std::string options = "size=" + std::to_string(bytes);
+  if (::mount("tmpfs", dir_.path().c_str(), "tmpfs", 0, options.c_str()) == 0) {
+    mounted_ = true;
+  } else {
+    why_ = std::string("cannot mount a tmpfs (root needed): ") + std::strerror(errno);
+  }
+}
+
+SmallDisk::~SmallDisk() {
+  if (mounted_) ::umount2(dir_.path().c_str(), MNT_DETACH);
+}
+
+std::string SmallDisk::Fill() const {
+  const std::string path = dir_.path() + "/filler";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const std::string zeros(4096, '\0');
+  while (fd >= 0 && ::write(fd, zeros.data(), zeros.size()) > 0) {
+  }
+  if (fd >= 0) ::close(fd);
+  return path;
+}
 
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
   TempDir dir;

@@ -3,6 +3,7 @@
 #ifndef DD2_TESTS_TESTING_TEST_UTIL_H_
 #define DD2_TESTS_TESTING_TEST_UTIL_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,24 @@ class TempDir {
 
  private:
   std::string path_;
+};
+
+// A tmpfs of `bytes` mounted on a fresh folder, unmounted by the destructor: a small disk
+// that fills up. ok() is false (with why()) where mounting is not permitted (not root).
+class SmallDisk {
+ public:
+  explicit SmallDisk(int64_t bytes);
+  ~SmallDisk();
+  bool ok() const { return mounted_; }
+  const std::string& why() const { return why_; }
+  const std::string& path() const { return dir_.path(); }
+  // Writes a file of zeros until the disk is full; returns its path.
+  std::string Fill() const;
+
+ private:
+  TempDir dir_;
+  bool mounted_ = false;
+  std::string why_;
 };
 
 struct CommandResult {

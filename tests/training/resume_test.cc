@@ -3,10 +3,13 @@
 // then resumed by a fresh child. Every tensor of the two final.pt files must be identical.
 // Also: a corrupt newest checkpoint is rejected by checksum and the previous one is used.
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -14,6 +17,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "common/checkpoint_manifest.h"
 #include "common/process.h"
 #include "tests/testing/test_util.h"
 #include "tests/training/train_test_util.h"
@@ -102,6 +106,30 @@ TEST(CheckpointCommitTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
   for (const auto& p : testing::PairTensors(dir.path() + "/straight/job/final.pt", dir.path() + "/cut/job/final.pt")) {
     EXPECT_TRUE(p.b.defined() && p.a.equal(p.b)) << p.key;
   }
+}
+
+// A full disk (a small tmpfs): the job fails with the cause named (not a crash), the checkpoint
+// it could not write leaves neither a manifest nor a temp file, what was committed before still
+// verifies, and once there is room the job resumes from it.
+TEST(CheckpointCommitTest, FullDiskFailsTheJobWithItsCauseAndCommitsNoCorruptCheckpoint) {
+  testing::SmallDisk disk(8 << 20);  // room for one 5 MB checkpoint of this job, not two
+  if (!disk.ok()) GTEST_SKIP() << disk.why();
+  const std::string params = R"({"steps": 6, "checkpoint_every": 2, "batch": 16, "train_limit": 256})";
+  const auto argv = JobArgs("featurenet", params, disk.path() + "/run", "job");
+  const auto full = testing::RunCommand(argv);
+  EXPECT_EQ(full.exit_code, 1) << full.err;
+  EXPECT_THAT(full.err, ::testing::HasSubstr("dd2 job: checkpoint of step 4: cannot write"));
+  EXPECT_THAT(full.err, ::testing::HasSubstr("No space left on device"));
+  const std::string ckpts = disk.path() + "/run/job/checkpoints";
+  EXPECT_THAT(testing::SortedFiles(ckpts),
+              ::testing::ElementsAre(ckpts + "/step-00000002.json", ckpts + "/step-00000002.pt"))
+      << "no manifest, no temp file of the failed write";
+  const auto committed = ListCheckpoints(ckpts);
+  ASSERT_EQ(committed.size(), 1u);
+  EXPECT_TRUE(VerifyCheckpoint(committed[0]).ok());
+  ASSERT_EQ(::mount("tmpfs", disk.path().c_str(), "tmpfs", MS_REMOUNT, "size=64m"), 0) << std::strerror(errno);
+  EXPECT_THAT(RunToEnd(argv), ::testing::HasSubstr("step-00000002.pt at step 2"));
+  EXPECT_TRUE(fs::exists(disk.path() + "/run/job/final.pt"));
 }
 
 using testing::kTinyDd2;
