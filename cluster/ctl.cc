@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cluster/ctl_output.h"
@@ -27,6 +28,15 @@
 
 namespace dd2 {
 namespace {
+
+// The dashboard's URL recorded in `home`, with the HTTP token when the coordinator is keyed.
+absl::StatusOr<std::string> DashboardUrl(const std::string& home) {
+  auto url = ReadHttpUrl(home);
+  if (!url.ok()) return url.status();
+  auto token = ReadFile(home + "/http-token");
+  if (!token.ok()) return *url;
+  return absl::StrCat(*url, "?token=", absl::StripAsciiWhitespace(*token));
+}
 
 using Json = nlohmann::json;
 
@@ -216,6 +226,8 @@ int RunCtl(int argc, char** argv) {
   report_cmd->add_option("--out", report_out, "folder to write into")->required();
   report_cmd->add_flag("--json", json, "JSON output");
 
+  auto* dashboard_cmd = app.add_subcommand("dashboard", "print the URL of the coordinator's dashboard (and /metrics, /api/v1)");
+  dashboard_cmd->add_flag("--json", json, "JSON output");
   auto* workers_cmd = app.add_subcommand("workers", "registered workers");
   workers_cmd->add_flag("--json", json, "JSON output");
 
@@ -275,6 +287,17 @@ int RunCtl(int argc, char** argv) {
     if (!st.ok()) return Fail(st);
     auto ep = ReadEndpoint(home);
     std::printf("dd2 is up: coordinator %s, %d workers, home %s\n", ep.ok() ? ep->c_str() : "?", up.workers, home.c_str());
+    if (auto url = DashboardUrl(home); url.ok()) std::printf("dashboard: %s\n", url->c_str());
+    return kExitOk;
+  }
+  if (dashboard_cmd->parsed()) {
+    auto url = DashboardUrl(home);
+    if (!url.ok()) return Fail(url.status());
+    if (json) {
+      std::printf("%s\n", Json{{"url", *url}}.dump().c_str());
+    } else {
+      std::printf("%s\n", url->c_str());
+    }
     return kExitOk;
   }
   if (down_cmd->parsed()) {

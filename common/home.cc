@@ -93,6 +93,24 @@ absl::StatusOr<std::string> ReadEndpoint(const std::string& home) {
   return std::string(absl::StripAsciiWhitespace(*text));
 }
 
+absl::StatusOr<std::string> ReadHttpUrl(const std::string& home) {
+  auto text = ReadFile(home + "/http");
+  if (!text.ok()) {
+    return absl::UnavailableError(absl::StrCat("no HTTP endpoint recorded in ", home,
+                                               "; start the coordinator with `dd2ctl up` (it serves HTTP unless --http \"\")"));
+  }
+  return std::string(absl::StripAsciiWhitespace(*text));
+}
+
+absl::StatusOr<std::string> ReadHttpAddress(const std::string& home) {
+  auto url = ReadHttpUrl(home);
+  if (!url.ok()) return url.status();
+  absl::string_view v = *url;
+  if (!absl::ConsumePrefix(&v, "http://")) return absl::InvalidArgumentError(absl::StrCat(home, "/http: not an http:// URL"));
+  absl::ConsumeSuffix(&v, "/");
+  return std::string(v);
+}
+
 absl::Status CheckInsideDir(const std::string& path, const std::string& dir) {
   namespace fs = std::filesystem;
   const fs::path p(path);

@@ -49,6 +49,11 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // The endpoint recorded in `home`, trimmed. NotFound with a hint when there is none.
 absl::StatusOr<std::string> ReadEndpoint(const std::string& home);
 
+// The coordinator's HTTP URL recorded in `home` (<home>/http: "http://ADDR:PORT/"), and its
+// ADDR:PORT. Unavailable with a hint when there is none.
+absl::StatusOr<std::string> ReadHttpUrl(const std::string& home);
+absl::StatusOr<std::string> ReadHttpAddress(const std::string& home);
+
 // OK when `path` is absolute, has no ".." component, and resolves (symlinks followed, as far as
 // they exist) to a location strictly inside `dir` (resolved the same way); PermissionDenied
 // naming both otherwise. For paths that came in a message, before anything reads or deletes

@@ -18,6 +18,12 @@ struct CoordinatorConfig {
   // local peer may send every message but shutdown.
   std::string curve_secret;
   std::string authorized_keys;
+  // The HTTP endpoint (/metrics, /api/v1, the dashboard) as ADDR:PORT; port 0 picks one; ""
+  // = none. Beyond loopback only with CURVE keys; with keys every request needs the token in
+  // <home>/http-token.
+  std::string http = "127.0.0.1:0";
+  // The built dashboard (index.html, assets/); "" = <dd2-coordinator's folder>/dashboard.
+  std::string dashboard_dir;
   // Data directory: coordinator.db, logs/.
   std::string home = ".dd2";
   // The storage root workers write job outputs under, <root>/<run>/<job> (workers' --artifacts);

@@ -1,6 +1,7 @@
 #include "coordinator/coordinator_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -157,7 +158,10 @@ absl::Status CoordinatorService::Commit(Staged& s) {
   tx.sweeps = s.sweeps;
   tx.points = s.points;
   tx.decisions = s.decisions;
-  if (absl::Status st = store_->Apply(tx); !st.ok()) {
+  const auto started = std::chrono::steady_clock::now();
+  absl::Status applied = store_->Apply(tx);
+  stats_.commit_seconds.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  if (absl::Status st = applied; !st.ok()) {
     // Nothing is applied: the state stays what the file holds, and the sender (whose report is
     // not acknowledged) or the next tick tries again.
     ++store_errors_;
@@ -169,6 +173,7 @@ absl::Status CoordinatorService::Commit(Staged& s) {
     return absl::Status(st.code(), absl::StrCat("coordinator could not store ", what, ": ", st.message()));
   }
   Fold(s);
+  for (const auto& e : tx.events) ++stats_.events[e.kind];
   for (auto& [peer, env] : s.outbox) send_(peer, env);
   return absl::OkStatus();
 }
@@ -342,7 +347,10 @@ void CoordinatorService::Refuse(const std::string& peer, const proto::Envelope& 
 
 void CoordinatorService::Schedule() {
   MarkUnreachableWorkersLost();
-  if (dirty_) ScheduleReady();
+  if (!dirty_) return;
+  const auto started = std::chrono::steady_clock::now();
+  ScheduleReady();
+  stats_.schedule_seconds.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
 void CoordinatorService::CountSendFailure(const std::string& peer, bool gone) {
@@ -1055,12 +1063,25 @@ void CoordinatorService::UnindexRun(const std::string& run_id) {
   state_.no_reuse_runs.erase(run_id);
 }
 
+CoordinatorInfo CoordinatorService::Info() const {
+  return CoordinatorInfo{endpoint_,      clock_->NowMs() - started_ms_, frames_,         malformed_frames_,
+                         send_failures_, rejected_frames_,              rejected_connections_, refused_paths_,
+                         store_errors_,  keyed_};
+}
+
+std::shared_ptr<const CoordinatorSnapshot> CoordinatorService::MakeSnapshot() const {
+  auto s = std::make_shared<CoordinatorSnapshot>();
+  s->state = state_;
+  s->info = Info();
+  s->stats = stats_;
+  s->now_ms = clock_->NowMs();
+  s->artifacts_root = artifacts_root_;
+  return s;
+}
+
 absl::Status CoordinatorService::HandleStatus(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
-  const CoordinatorInfo info{endpoint_,      clock_->NowMs() - started_ms_, frames_,         malformed_frames_,
-                             send_failures_, rejected_frames_,              rejected_connections_, refused_paths_,
-                             store_errors_,  keyed_};
-  DD2_ASSIGN_OR_RETURN(Json doc, StatusDocument(state_, env.status().run_id(), info));
+  DD2_ASSIGN_OR_RETURN(Json doc, StatusDocument(state_, env.status().run_id(), Info()));
   ReplyJson(peer, env, doc);
   return absl::OkStatus();
 }

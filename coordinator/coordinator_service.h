@@ -25,6 +25,8 @@
 #include "common/curve_keys.h"
 #include "coordinator/config.h"
 #include "coordinator/job_store.h"
+#include "coordinator/loop_stats.h"
+#include "coordinator/snapshot.h"
 #include "coordinator/state.h"
 #include "coordinator/views.h"
 #include "schemas/dd2.pb.h"
@@ -76,6 +78,10 @@ class CoordinatorService {
   int64_t refused_paths() const { return refused_paths_; }
   int64_t rejected_frames() const { return rejected_frames_; }
   int64_t store_errors() const { return store_errors_; }
+  // The counters of the status document.
+  CoordinatorInfo Info() const;
+  // A copy of the state and counters for the HTTP thread (coordinator/snapshot.h).
+  std::shared_ptr<const CoordinatorSnapshot> MakeSnapshot() const;
   // A send to `peer` failed; `gone`: its connection is closed. A worker whose connection is gone
   // is marked lost at the next Schedule or Tick, so no gang waits on a dead rank.
   void CountSendFailure(const std::string& peer, bool gone);
@@ -199,7 +205,8 @@ class CoordinatorService {
   int64_t malformed_frames_ = 0;
   int64_t send_failures_ = 0;
   int64_t refused_paths_ = 0;
-  int64_t store_errors_ = 0;  // SQLite transactions that failed (busy, I/O, full disk): nothing applied
+  int64_t store_errors_ = 0;
+  LoopStats stats_;  // SQLite transactions that failed (busy, I/O, full disk): nothing applied
   std::string artifacts_root_;  // config_.artifacts_root (default <home>/artifacts), absolute
   int64_t rejected_frames_ = 0;
   int64_t rejected_connections_ = 0;

@@ -45,13 +45,23 @@ int main(int argc, char** argv) {
   app.add_option("--slurm-autoscale", config.slurm_autoscale,
                  "YAML of autoscaler settings: submit SLURM allocations of workers when ready jobs wait")
       ->check(CLI::ExistingFile);
-  bool endpoint_given = false;
-  app.callback([&] { endpoint_given = app.count("--endpoint") > 0; });
+  app.add_option("--http", config.http,
+                 "HTTP endpoint ADDR:PORT for /metrics, /api/v1 and the dashboard (port 0: any; \"\": none); default: "
+                 "the one recorded in the home, else 127.0.0.1:0");
+  app.add_option("--dashboard", config.dashboard_dir, "the built dashboard (default: <this binary's folder>/dashboard)");
+  bool endpoint_given = false, http_given = false;
+  app.callback([&] {
+    endpoint_given = app.count("--endpoint") > 0;
+    http_given = app.count("--http") > 0;
+  });
   CLI11_PARSE(app, argc, argv);
   config.home = dd2::ResolveHome(home);
   if (!endpoint_given) {
     // Restart on the same home: keep the endpoint workers and clients already know.
     if (auto recorded = dd2::ReadEndpoint(config.home); recorded.ok()) config.endpoint = *recorded;
+  }
+  if (!http_given) {  // and the dashboard's URL
+    if (auto recorded = dd2::ReadHttpAddress(config.home); recorded.ok()) config.http = *recorded;
   }
   // One TCP connection per worker and client: lift the descriptor limit to the hard maximum.
   rlimit files{};

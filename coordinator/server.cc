@@ -1,5 +1,7 @@
 #include "coordinator/server.h"
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -10,11 +12,47 @@
 #include "common/protocol.h"
 #include "common/status_macros.h"
 #include "common/transport.h"
+#include "common/checkpoint_manifest.h"
 #include "coordinator/coordinator_service.h"
+#include "coordinator/http_server.h"
+#include "coordinator/snapshot.h"
 #include "coordinator/job_store.h"
 #include "coordinator/zap_handler.h"
 
 namespace dd2 {
+
+namespace {
+
+constexpr int64_t kSnapshotEveryMs = 250;  // how stale the HTTP views may be
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> CoordinatorServer::StartHttp(const CurveKeyPair* key,
+                                                                         const SnapshotBox* snapshots) {
+  HttpServerOptions o;
+  DD2_RETURN_IF_ERROR(ParseHttpAddress(config_.http, &o));
+  if (o.address != "127.0.0.1" && key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--http ", config_.http, " is not loopback, and dd2 serves HTTP beyond loopback only with CURVE keys "
+        "(then every request needs the token in <home>/http-token); see README, Security"));
+  }
+  if (key != nullptr) {  // derived from the coordinator's secret key: it changes when the key does
+    o.token = Sha256Hex("dd2-http-token:" + key->secret_key);
+    DD2_RETURN_IF_ERROR(WriteFileAtomic(config_.home + "/http-token", o.token + "\n"));
+    ::chmod((config_.home + "/http-token").c_str(), 0600);
+  }
+  std::error_code ec;
+  o.dashboard_dir = !config_.dashboard_dir.empty()
+                        ? config_.dashboard_dir
+                        : (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "dashboard").string();
+  o.db_path = config_.home + "/coordinator.db";
+  DD2_ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> http, HttpServer::Start(o, snapshots));
+  const std::string url = absl::StrCat("http://", o.address, ":", http->port(), "/");
+  DD2_RETURN_IF_ERROR(WriteFileAtomic(config_.home + "/http", url + "\n"));
+  std::fprintf(stderr, "dd2-coordinator: HTTP on %s (/metrics, /api/v1, dashboard from %s)\n", url.c_str(),
+               o.dashboard_dir.c_str());
+  return http;
+}
 
 absl::Status CoordinatorServer::Run() {
   DD2_RETURN_IF_ERROR(ValidateConfig(config_));
@@ -74,6 +112,12 @@ absl::Status CoordinatorServer::Run() {
   base.worker_binary = (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "dd2-worker").string();
   service.SetSlurm(NewShellSlurmCommands(10000), std::move(autoscale), base);
   DD2_RETURN_IF_ERROR(service.Recover());
+  SnapshotBox snapshots;
+  snapshots.Publish(service.MakeSnapshot());
+  std::unique_ptr<HttpServer> http;
+  if (!config_.http.empty()) {
+    DD2_ASSIGN_OR_RETURN(http, StartHttp(server_key ? &*server_key : nullptr, &snapshots));
+  }
   DD2_RETURN_IF_ERROR(WriteFileAtomic(config_.home + "/endpoint", bound + "\n"));
   std::fprintf(stderr, "dd2-coordinator: listening on %s (%s), home %s\n", bound.c_str(),
                (keyed ? "CURVE, authorized keys in " + config_.authorized_keys : "no keys: loopback only").c_str(),
@@ -81,7 +125,7 @@ absl::Status CoordinatorServer::Run() {
   std::fflush(stderr);
 
   const long poll_ms = std::max<long>(5, config_.heartbeat_interval_ms / 4);
-  int64_t last_tick = 0;
+  int64_t last_tick = 0, last_snapshot = clock.NowMs();
   std::vector<zmq::socket_t*> sockets = {&router};
   if (zap) sockets.push_back(&zap->socket());
   while (!stop_ && !service.shutdown_requested()) {
@@ -112,6 +156,10 @@ absl::Status CoordinatorServer::Run() {
       if (zap) zap->Refresh();
       service.Tick();
       last_tick = now;
+    }
+    if (http && now - last_snapshot >= kSnapshotEveryMs) {
+      snapshots.Publish(service.MakeSnapshot());
+      last_snapshot = now;
     }
   }
   std::fprintf(stderr, "dd2-coordinator: stopping\n");

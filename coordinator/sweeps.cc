@@ -122,16 +122,9 @@ absl::Status CoordinatorService::HandleCompare(const std::string& peer, const pr
 
 absl::Status CoordinatorService::HandleMetrics(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
-  const std::string& run_id = env.metrics().run_id();
-  if (!state_.runs.count(run_id)) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
-  Json rows = Json::array();
-  for (const auto& job_id : state_.jobs_by_run[run_id]) {
-    DD2_ASSIGN_OR_RETURN(std::vector<MetricRecord> metrics, store_->Metrics(job_id));
-    for (const auto& m : metrics) {
-      rows.push_back({{"job", state_.jobs[job_id].name}, {"key", m.key}, {"step", m.step}, {"value", m.value}});
-    }
-  }
-  ReplyJson(peer, env, Json{{"run", run_id}, {"metrics", rows}});
+  DD2_ASSIGN_OR_RETURN(Json doc, MetricsDocument(state_, env.metrics().run_id(), "",
+                                                 [this](const std::string& job_id) { return store_->Metrics(job_id); }));
+  ReplyJson(peer, env, doc);
   return absl::OkStatus();
 }
 

@@ -359,4 +359,22 @@ absl::StatusOr<Json> CompareDocument(const CoordinatorState& s, const std::vecto
   return Json{{"runs", runs}, {"differing_params", differing}};
 }
 
+absl::StatusOr<Json> MetricsDocument(
+    const CoordinatorState& s, const std::string& run_id, const std::string& job_name,
+    const std::function<absl::StatusOr<std::vector<MetricRecord>>(const std::string& job_id)>& series) {
+  if (!s.runs.count(run_id)) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
+  Json rows = Json::array();
+  bool found = job_name.empty();
+  for (const auto& job_id : JobsOf(s, run_id)) {
+    const std::string& name = s.jobs.at(job_id).name;
+    if (!job_name.empty() && name != job_name) continue;
+    found = true;
+    auto metrics = series(job_id);
+    if (!metrics.ok()) return metrics.status();
+    for (const auto& m : *metrics) rows.push_back({{"job", name}, {"key", m.key}, {"step", m.step}, {"value", m.value}});
+  }
+  if (!found) return absl::NotFoundError(absl::StrCat("no job '", job_name, "' in run '", run_id, "'"));
+  return Json{{"run", run_id}, {"metrics", rows}};
+}
+
 }  // namespace dd2

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
@@ -49,6 +51,11 @@ struct SlurmInfo {
 nlohmann::json SlurmDocument(const CoordinatorState& s, const SlurmInfo& info);
 // Every sweep (sweep_id empty) in brief, or one sweep point by point with the grouped view.
 absl::StatusOr<nlohmann::json> SweepsDocument(const CoordinatorState& s, const std::string& sweep_id);
+// A run's metric series, every job's (job_name empty) or one job's: {"run", "metrics": [{"job",
+// "key", "step", "value"}]}. `series` reads one job's rows from the store.
+absl::StatusOr<nlohmann::json> MetricsDocument(
+    const CoordinatorState& s, const std::string& run_id, const std::string& job_name,
+    const std::function<absl::StatusOr<std::vector<MetricRecord>>(const std::string& job_id)>& series);
 // The runs side by side: their jobs' states and latest metrics, and the params that differ.
 absl::StatusOr<nlohmann::json> CompareDocument(const CoordinatorState& s, const std::vector<std::string>& run_ids);
 

@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libgtest-dev libgmock-dev python3
   libtorch-dev libgloo-dev libssl-dev libopenblas0-openmp libgoogle-perftools-dev libpng-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox
-  slurmctld slurmd slurm-client munge iproute2
+  slurmctld slurmd slurm-client munge iproute2 libboost-dev prometheus
 )
 
 missing=()
