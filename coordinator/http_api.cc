@@ -16,7 +16,10 @@ namespace {
 
 using Json = nlohmann::json;
 
-HttpReply JsonReply(int status, const Json& doc) { return {status, "application/json", doc.dump()}; }
+// Invalid UTF-8 (a path segment echoed in an error, say) is replaced, never thrown.
+HttpReply JsonReply(int status, const Json& doc) {
+  return {status, "application/json", doc.dump(-1, ' ', false, Json::error_handler_t::replace)};
+}
 
 HttpReply ErrorReply(int status, const std::string& message) { return JsonReply(status, Json{{"error", message}}); }
 

@@ -1,5 +1,6 @@
 #include "coordinator/http_server.h"
 
+#include <cstdio>
 #include <optional>
 #include <thread>
 
@@ -137,7 +138,13 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     const auto& req = parser_->get();
-    HttpReply reply = server_->Answer(req);
+    HttpReply reply;
+    try {  // nothing a request does may end the HTTP thread
+      reply = server_->Answer(req);
+    } catch (const std::exception& e) {
+      reply = {500, "application/json", R"({"error":"internal error"})"};
+      std::fprintf(stderr, "dd2-coordinator: HTTP %s: %s\n", std::string(req.target()).c_str(), e.what());
+    }
     Write(reply.status, reply.content_type, std::move(reply.body), req.keep_alive(), req.method() == http::verb::head);
   }
 

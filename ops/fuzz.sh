@@ -19,12 +19,12 @@ fi
 cmake --build "$BUILD" -j "$(nproc)" >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/frames-seeds" tests/fuzz/corpus/{envelope,frames,run_yaml,files}
+mkdir -p "$work/frames-seeds" tests/fuzz/corpus/{envelope,frames,run_yaml,files,http}
 "$BUILD/bin/frames_seeds" "$work/frames-seeds"  # real message sequences, written by this build
 mkdir -p "$BUILD/findings"
 printf '| target | seconds | runs | exec/s | coverage (edges) | corpus | findings |\n|---|---|---|---|---|---|---|\n'
 status=0
-for t in envelope frames run_yaml files; do
+for t in envelope frames run_yaml files http; do
   seeds=("tests/fuzz/corpus/$t")
   [ "$t" = run_yaml ] && seeds+=(examples tests/data/bad_run_yaml tests/data/bad_sweep_yaml)
   [ "$t" = frames ] && seeds+=("$work/frames-seeds")
