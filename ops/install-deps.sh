@@ -9,13 +9,15 @@ PACKAGES=(
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libgtest-dev libgmock-dev python3
   libtorch-dev libgloo-dev libssl-dev libopenblas0-openmp libgoogle-perftools-dev libpng-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox
-  slurmctld slurmd slurm-client munge iproute2 libboost-dev prometheus
+  slurmctld slurmd slurm-client munge iproute2 libboost-dev prometheus nodejs chromium
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm: Debian's package, unless the nodejs installed already brings its own (NodeSource's does).
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "ops/install-deps.sh: all ${#PACKAGES[@]} packages present"
   exit 0

@@ -16,4 +16,5 @@ run=$(echo "$out" | sed -n 's/^submitted run \([^ ]*\).*/\1/p' | head -n1)
 echo
 "$DD2CTL" results "$run"
 echo
-echo "Done. Try: $DD2CTL status $run   |   $DD2CTL logs $run/teacher   |   $DD2CTL down"
+echo "Done. Dashboard: $("$DD2CTL" dashboard)"
+echo "Try: $DD2CTL status $run   |   $DD2CTL logs $run/teacher   |   $DD2CTL down"

@@ -168,6 +168,30 @@ TEST_F(HttpTest, ApiDocumentsAreDd2ctlsDocuments) {
   EXPECT_EQ(dashboard.out, "http://127.0.0.1:" + std::to_string(port_) + "/\n");
 }
 
+// A keyed coordinator's HTTP endpoint wants the token derived from its key (<home>/http-token),
+// as a bearer header or in the URL that dd2ctl dashboard prints.
+TEST_F(HttpTest, KeyedCoordinatorWantsItsToken) {
+  auto r = Ctl({"up", "--curve", "--workers", "1", "--heartbeat-ms", "200"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto address = ReadHttpAddress(home_);
+  ASSERT_TRUE(address.ok());
+  port_ = std::stoi(address->substr(address->find(':') + 1));
+  auto token = ReadFile(home_ + "/http-token");
+  ASSERT_TRUE(token.ok());
+  const std::string t = token->substr(0, token->find('\n'));
+  EXPECT_EQ(t.size(), 64u);
+  EXPECT_EQ(std::filesystem::status(home_ + "/http-token").permissions() & std::filesystem::perms::others_read,
+            std::filesystem::perms::none);
+  EXPECT_EQ(StatusOf(Get(port_, "/metrics")), 401);
+  EXPECT_EQ(StatusOf(Get(port_, "/metrics?token=wrong")), 401);
+  EXPECT_EQ(StatusOf(Get(port_, "/metrics?token=" + t)), 200);
+  EXPECT_EQ(StatusOf(Exchange(port_, "GET /api/v1/workers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + t +
+                                         "\r\nConnection: close\r\n\r\n")),
+            200);
+  auto dashboard = Ctl({"dashboard"});
+  EXPECT_EQ(dashboard.out, "http://127.0.0.1:" + std::to_string(port_) + "/?token=" + t + "\n");
+}
+
 TEST_F(HttpTest, MalformedHugeAndSlowRequestsLeaveTheServerAnswering) {
   UpWithHttp(1);
   EXPECT_EQ(StatusOf(Exchange(port_, std::string("\x16\x03\x01\x02\x00garbage\r\n\r\n", 16))), 400);
