@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Measures dd2-coordinator with simulated workers at 100 and 1,000 workers and prints a table.
+# Measures dd2-coordinator with simulated workers at 100 and 1,000 workers and prints two tables:
+# closed loop (saturation throughput) and open loop (latency at a fixed heartbeat rate, with and
+# without HTTP polling).
 # Usage: bench/coordinator.sh [build-dir]   (builds what it needs; ops/install-deps.sh first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +13,20 @@ echo
 echo "| workers | registered | heartbeats/s | hb p50 ms | hb p99 ms | jobs | transitions/s | finish p50 ms | finish p99 ms |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for n in 100 1000; do
-  "$BUILD/bin/coordinator_bench" --workers "$n" --jobs 2000 --seconds 5 --bin-dir "$BUILD/bin"
+  "$BUILD/bin/coordinator_bench" --workers "$n" --jobs 2000 --seconds 5 --bin-dir "$BUILD/bin" 2>/dev/null
+done
+
+echo
+echo "Open loop: every worker heartbeats at a fixed rate for 8 s (after 2 s of warm-up) while jobs"
+echo "flow (3 per worker, each 5-15 s), without and with /metrics and /api/v1/status polled 20 times a second."
+echo
+echo "| workers | registered | hb/s per worker | HTTP polling | heartbeats/s | hb p50 ms | hb p99 ms | unanswered | jobs finished | HTTP requests | HTTP p50 / p99 ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for n in 100 1000; do
+  for hz in 1 10; do
+    for rps in 0 20; do
+      "$BUILD/bin/coordinator_bench" --workers "$n" --jobs $((3 * n)) --seconds 8 --bin-dir "$BUILD/bin" \
+        --open-loop-hz "$hz" --poll-rps "$rps" 2>/dev/null
+    done
+  done
 done

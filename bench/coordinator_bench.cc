@@ -7,16 +7,27 @@
 //   (assigned, running, succeeded: 3 per job, each committed to SQLite) and the
 //   AttemptFinished-to-FinishedAck latency.
 // Prints one Markdown table row per worker count (bench/coordinator.sh prints the header).
+// With --open-loop-hz H instead: every worker heartbeats at H per second on its own schedule
+// (spread evenly, whether or not the last was answered) for --seconds, after 2 s of warm-up,
+// while jobs flow (a simulated worker finishes an assigned sleep job after 0.5x to 1.5x
+// --job-seconds), and, with --poll-rps R, a thread
+// GETs /metrics and /api/v1/status alternately R times per second from the coordinator's HTTP
+// endpoint. Reports the heartbeat send-to-ack latency, jobs finished and the HTTP latency.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -24,6 +35,7 @@
 #include <zmq.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/client.h"
 #include "common/home.h"
 #include "common/protocol.h"
@@ -48,6 +60,118 @@ struct Sim {
   zmq::socket_t socket;
 };
 
+// One GET on a fresh connection; the milliseconds until the server closed it, or -1.
+double TimedGet(int port, const std::string& path) {
+  const auto start = Clock::now();
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+  ok = ok && ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
+  char buf[65536];
+  ssize_t n = 0, total = 0;
+  while (ok && (n = ::recv(fd, buf, sizeof buf, 0)) > 0) total += n;
+  ::close(fd);
+  return ok && total > 0 ? Ms(Clock::now() - start) : -1;
+}
+
+template <typename Pump, typename Send>
+bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string& home, const std::string& endpoint,
+              int workers, int welcomed, int jobs, double seconds, double hz, double poll_rps, double job_seconds) {
+  // Jobs flow: each simulated worker finishes what it is assigned 0.5x to 1.5x job_seconds later.
+  std::string yaml = "name: flow\njobs:\n";
+  for (int j = 0; j < jobs; ++j) absl::StrAppend(&yaml, "  - {name: j", j, ", type: sleep, params: {steps: ", j + 1, "}}\n");  // distinct: no reuse
+  auto spec = ParseRunSpec(yaml, "flow.yaml");
+  CoordinatorClient client(endpoint, 10000, 1);
+  proto::Envelope submit;
+  *submit.mutable_submit()->mutable_spec() = *spec;
+  submit.mutable_submit()->set_submission_id("flow");
+  if (!client.Call(submit).ok()) return false;
+  const auto start = Clock::now();
+  const auto measure_from = start + std::chrono::seconds(2);  // the first assignments, at once, are a warm-up
+  // HTTP polling on its own thread.
+  std::atomic<bool> stop{false};
+  std::vector<double> http_latency;
+  int http_failed = 0;
+  std::thread poller;
+  if (poll_rps > 0) {
+    auto address = ReadHttpAddress(home);
+    if (!address.ok()) return false;
+    const int port = std::stoi(address->substr(address->find(':') + 1));
+    poller = std::thread([&, port] {
+      auto next = Clock::now();
+      for (int k = 0; !stop; ++k) {
+        const double ms = TimedGet(port, k % 2 ? "/api/v1/status" : "/metrics");
+        if (ms < 0) ++http_failed; else if (Clock::now() >= measure_from) http_latency.push_back(ms);
+        next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / poll_rps));
+        std::this_thread::sleep_until(next);
+      }
+    });
+  }
+  const auto period = std::chrono::duration<double>(1.0 / hz);
+  std::vector<Clock::time_point> due(sims.size());
+  for (size_t i = 0; i < sims.size(); ++i) {
+    due[i] = start + std::chrono::duration_cast<Clock::duration>(period * (static_cast<double>(i) / sims.size()));
+  }
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < sims.size(); ++i) index[sims[i].id] = i;
+  std::map<std::pair<size_t, uint64_t>, Clock::time_point> inflight;
+  std::vector<double> hb_latency;
+  std::multimap<Clock::time_point, std::pair<size_t, std::string>> finish_at;  // when, (worker, attempt)
+  uint64_t next_id = 1;
+  int finished = 0;
+  std::mt19937 rng(7);  // job lengths 0.5-1.5 s, so finishes do not all land at once
+  const auto end = measure_from + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  while (Clock::now() < end) {
+    pump(1, [&](Sim& s, const proto::Envelope& e) {
+      const size_t i = index[s.id];
+      if (e.has_heartbeat_ack()) {
+        auto it = inflight.find({i, e.request_id()});
+        if (it == inflight.end()) return;
+        if (it->second >= measure_from) hb_latency.push_back(Ms(Clock::now() - it->second));
+        inflight.erase(it);
+      } else if (e.has_assign()) {
+        proto::Envelope started;
+        started.mutable_attempt_started()->set_attempt_id(e.assign().attempt_id());
+        send(s, started);
+        const auto length = std::chrono::duration<double>(job_seconds * (0.5 + (rng() % 1000) / 1000.0));
+        finish_at.insert({Clock::now() + std::chrono::duration_cast<Clock::duration>(length), {i, e.assign().attempt_id()}});
+      } else if (e.has_finished_ack()) {
+        ++finished;
+      }
+    });
+    const auto now = Clock::now();
+    for (size_t i = 0; i < sims.size(); ++i) {
+      if (now < due[i]) continue;
+      proto::Envelope env;
+      env.set_request_id(next_id);
+      env.mutable_heartbeat()->set_worker_id(sims[i].id);
+      inflight[{i, next_id++}] = now;
+      send(sims[i], env);
+      due[i] += std::chrono::duration_cast<Clock::duration>(period);
+    }
+    while (!finish_at.empty() && finish_at.begin()->first <= now) {
+      auto [i, attempt] = finish_at.begin()->second;
+      finish_at.erase(finish_at.begin());
+      proto::Envelope done;
+      done.mutable_attempt_finished()->set_attempt_id(attempt);
+      send(sims[i], done);
+    }
+  }
+  stop = true;
+  if (poller.joinable()) poller.join();
+  const double secs = Ms(Clock::now() - measure_from) / 1000.0;
+  std::printf("| %d | %d | %.0f | %s | %.0f | %.2f | %.2f | %zu | %d | %s | %s |\n", workers, welcomed, hz,
+              poll_rps > 0 ? absl::StrCat(poll_rps, " req/s").c_str() : "none",
+              static_cast<double>(hb_latency.size()) / secs, Percentile(hb_latency, 0.5), Percentile(hb_latency, 0.99),
+              inflight.size(), finished, poll_rps > 0 ? absl::StrFormat("%zu (%d failed)", http_latency.size(), http_failed).c_str() : "-",
+              poll_rps > 0 ? absl::StrFormat("%.2f / %.2f", Percentile(http_latency, 0.5), Percentile(http_latency, 0.99)).c_str() : "-");
+  return welcomed == workers && http_failed == 0;
+}
+
 int Main(int argc, char** argv) {
   int workers = 100, jobs = 2000;
   double seconds = 5;
@@ -57,6 +181,11 @@ int Main(int argc, char** argv) {
   app.add_option("--jobs", jobs)->capture_default_str();
   app.add_option("--seconds", seconds)->capture_default_str();
   app.add_option("--bin-dir", bin_dir)->required();
+  double open_loop_hz = 0, poll_rps = 0, job_seconds = 10;
+  app.add_option("--open-loop-hz", open_loop_hz, "heartbeats per second per worker, open loop (0: the closed-loop phases)");
+  app.add_option("--poll-rps", poll_rps, "HTTP requests per second during the open-loop phase");
+  app.add_option("--job-seconds", job_seconds, "mean length of a simulated job in the open-loop phase (0.5x to 1.5x)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   rlimit files{};
@@ -127,6 +256,16 @@ int Main(int argc, char** argv) {
     pump(50, [&](Sim&, const proto::Envelope& e) { welcomed += e.has_welcome(); });
   }
 
+  if (open_loop_hz > 0) {
+    const bool ok = OpenLoop(sims, pump, send, home, endpoint, workers, welcomed, jobs, seconds, open_loop_hz, poll_rps,
+                             job_seconds);
+    kill(coord, SIGTERM);
+    waitpid(coord, nullptr, 0);
+    std::error_code ec;
+    std::filesystem::remove_all(home, ec);
+    return ok ? 0 : 1;
+  }
+
   // Phase 1: heartbeats, one in flight per worker.
   std::map<std::pair<size_t, uint64_t>, Clock::time_point> inflight;
   std::vector<double> hb_latency;
@@ -159,7 +298,7 @@ int Main(int argc, char** argv) {
 
   // Phase 2: job transitions.
   std::string yaml = "name: bench\njobs:\n";
-  for (int j = 0; j < jobs; ++j) absl::StrAppend(&yaml, "  - {name: j", j, ", type: sleep}\n");
+  for (int j = 0; j < jobs; ++j) absl::StrAppend(&yaml, "  - {name: j", j, ", type: sleep, params: {steps: ", j + 1, "}}\n");  // distinct: no reuse
   auto spec = ParseRunSpec(yaml, "bench.yaml");
   CoordinatorClient client(endpoint, 10000, 1);
   proto::Envelope submit;

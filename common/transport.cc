@@ -147,10 +147,11 @@ absl::StatusOr<bool> PollReadable(zmq::socket_t& socket, long timeout_ms) {
   return readable[0];
 }
 
-absl::StatusOr<std::vector<bool>> PollReadable(const std::vector<zmq::socket_t*>& sockets, long timeout_ms) {
+absl::StatusOr<std::vector<bool>> PollReadable(const std::vector<zmq::socket_t*>& sockets, long timeout_ms, int fd) {
   std::vector<zmq::pollitem_t> items;
   for (zmq::socket_t* s : sockets) items.push_back({s->handle(), 0, ZMQ_POLLIN, 0});
-  std::vector<bool> readable(sockets.size(), false);
+  if (fd >= 0) items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
+  std::vector<bool> readable(items.size(), false);
   try {
     zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));
   } catch (const zmq::error_t& e) {

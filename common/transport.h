@@ -50,7 +50,9 @@ absl::StatusOr<std::optional<std::vector<std::string>>> RecvFrames(zmq::socket_t
 // Waits up to timeout_ms for `socket` to become readable. Returns whether it is.
 absl::StatusOr<bool> PollReadable(zmq::socket_t& socket, long timeout_ms);
 // The same for several sockets: which of them are readable (all false after the timeout).
-absl::StatusOr<std::vector<bool>> PollReadable(const std::vector<zmq::socket_t*>& sockets, long timeout_ms);
+// With `fd` >= 0 (a plain file descriptor, e.g. an eventfd) the result has one more entry, its.
+absl::StatusOr<std::vector<bool>> PollReadable(const std::vector<zmq::socket_t*>& sockets, long timeout_ms,
+                                               int fd = -1);
 
 }  // namespace dd2
 

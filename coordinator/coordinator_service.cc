@@ -691,8 +691,11 @@ void CoordinatorService::PromoteDependents(Staged& s, const std::string& job_id)
 }
 
 void CoordinatorService::FinishRunIfDone(Staged& s, const std::string& run_id) {
-  RunRecord& run = s.Run(run_id);
-  if (IsTerminal(run.state)) return;
+  // Read, not staged: a run record (with its spec) is written only when the run ends.
+  const auto staged = s.runs.find(run_id);
+  const auto committed = state_.runs.find(run_id);
+  if (staged == s.runs.end() && committed == state_.runs.end()) return;
+  if (IsTerminal((staged != s.runs.end() ? staged->second : committed->second).state)) return;
   // Open jobs = committed count, corrected by this transition's staged jobs.
   int64_t open = state_.open_jobs[run_id];
   for (const auto& [id, j] : s.jobs) {
@@ -714,6 +717,7 @@ void CoordinatorService::FinishRunIfDone(Staged& s, const std::string& run_id) {
     any_failed = any_failed || j.state == state::kFailed;
     any_stopped = any_stopped || j.state == state::kStopped;
   }
+  RunRecord& run = s.Run(run_id);
   run.state = all_succeeded ? state::kSucceeded
               : any_failed  ? state::kFailed
               : any_stopped ? state::kStopped
@@ -794,8 +798,10 @@ void CoordinatorService::ScheduleReady() {
     const RunRecord& run = state_.runs[job.run_id];
     queue.push_back({id, run.priority, job.priority, run.seq, state_.job_index[id], job.workers, job.device});
   }
+  // One transaction for the whole pass: a pass that places hundreds of jobs costs one commit,
+  // not one each (the loop answers nothing while it commits).
+  Staged s(this);
   for (const Placement& p : dd2::Schedule(slots, queue)) {
-    Staged s(this);
     JobRecord& job = s.Job(p.job_id);
     job.attempts += 1;
     job.state = state::kAssigned;
@@ -826,8 +832,8 @@ void CoordinatorService::ScheduleReady() {
       for (const auto& [name, dir] : InputsOf(job)) (*a->mutable_inputs())[name] = dir;
       s.outbox.push_back({state_.live[w].peer, assign});
     }
-    if (!Commit(s).ok()) break;
   }
+  Commit(s).IgnoreError();  // on failure nothing is placed, and the next pass tries again
   dirty_ = false;
 }
 
@@ -1069,13 +1075,33 @@ CoordinatorInfo CoordinatorService::Info() const {
                          store_errors_,  keyed_};
 }
 
-std::shared_ptr<const CoordinatorSnapshot> CoordinatorService::MakeSnapshot() const {
+std::shared_ptr<const CoordinatorSnapshot> CoordinatorService::MakeSnapshot() {
+  const auto started = std::chrono::steady_clock::now();
   auto s = std::make_shared<CoordinatorSnapshot>();
-  s->state = state_;
+  // What the views read (views.h, http_api.h); the loop's own indexes and the job specs stay.
+  CoordinatorState& c = s->state;
+  c.runs = state_.runs;
+  c.jobs = state_.jobs;
+  c.attempts = state_.attempts;
+  c.workers = state_.workers;
+  c.live = state_.live;
+  c.jobs_by_run = state_.jobs_by_run;
+  c.attempts_by_job = state_.attempts_by_job;
+  c.ready = state_.ready;
+  c.active_attempts = state_.active_attempts;
+  c.latest_metrics = state_.latest_metrics;
+  c.checkpoints = state_.checkpoints;
+  c.sweeps = state_.sweeps;
+  c.sweep_specs = state_.sweep_specs;
+  c.points = state_.points;
+  c.sweep_of_run = state_.sweep_of_run;
+  c.decisions = state_.decisions;
+  c.allocations = state_.allocations;
   s->info = Info();
-  s->stats = stats_;
   s->now_ms = clock_->NowMs();
   s->artifacts_root = artifacts_root_;
+  stats_.snapshot_seconds.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  s->stats = stats_;
   return s;
 }
 

@@ -81,7 +81,8 @@ class CoordinatorService {
   // The counters of the status document.
   CoordinatorInfo Info() const;
   // A copy of the state and counters for the HTTP thread (coordinator/snapshot.h).
-  std::shared_ptr<const CoordinatorSnapshot> MakeSnapshot() const;
+  // Its own duration goes into the loop statistics.
+  std::shared_ptr<const CoordinatorSnapshot> MakeSnapshot();
   // A send to `peer` failed; `gone`: its connection is closed. A worker whose connection is gone
   // is marked lost at the next Schedule or Tick, so no gang waits on a dead rank.
   void CountSendFailure(const std::string& peer, bool gone);

@@ -186,6 +186,8 @@ std::string PrometheusText(const CoordinatorSnapshot& s) {
            "kind", s.stats.events);
   e.Histo("dd2_sqlite_commit_seconds", "One SQLite transaction of the coordinator.", s.stats.commit_seconds);
   e.Histo("dd2_schedule_pass_seconds", "One scheduling pass over the ready jobs.", s.stats.schedule_seconds);
+  e.Histo("dd2_snapshot_seconds", "One copy of the coordinator's state for the HTTP endpoint (made when asked).",
+          s.stats.snapshot_seconds);
   // Running jobs only: the label set is bounded by the slots in the fleet.
   e.Family("dd2_job_step", "gauge", "Step reached by a running job.");
   for (const auto& [id, j] : st.jobs) {

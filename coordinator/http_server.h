@@ -1,5 +1,5 @@
 // HttpServer: the coordinator's HTTP endpoint on Boost.Asio/Beast, on a thread of its own. It
-// answers from the latest snapshot the loop thread published (snapshot.h) through the routes
+// answers from a snapshot at most 1 s old that the loop thread publishes when asked (snapshot.h) through the routes
 // of http_api.h, and reads metric series from SQLite on its own read-only use of the file; it
 // never writes SQLite or touches the loop's state. Bounded: at most `max_connections` at
 // once (more are closed at accept), request headers of at most `max_header_bytes` (431), no
@@ -36,7 +36,7 @@ absl::Status ParseHttpAddress(const std::string& flag_value, HttpServerOptions* 
 class HttpServer {
  public:
   // Binds and starts the thread. Unavailable when the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(HttpServerOptions options, const SnapshotBox* box);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(HttpServerOptions options, SnapshotBox* box);
   ~HttpServer();  // stops the thread; open connections are closed
 
   uint16_t port() const;

@@ -1,5 +1,5 @@
-// LoopStats: what the coordinator's loop measures about itself for /metrics: SQLite commit and
-// scheduling-pass latency histograms and committed events by kind. Updated by the loop thread
+// LoopStats: what the coordinator's loop measures about itself for /metrics: SQLite commit,
+// scheduling-pass and snapshot latency histograms and committed events by kind. Updated by the loop thread
 // only; copied into HTTP snapshots. Pure data. Thread-compatible.
 #ifndef DD2_COORDINATOR_LOOP_STATS_H_
 #define DD2_COORDINATOR_LOOP_STATS_H_
@@ -31,6 +31,7 @@ struct Histogram {
 struct LoopStats {
   Histogram commit_seconds;    // one SQLite transaction (CoordinatorService::Commit)
   Histogram schedule_seconds;  // one scheduling pass over the ready jobs
+  Histogram snapshot_seconds;  // one copy of the state for the HTTP thread
   std::map<std::string, int64_t> events;  // committed events by kind since this process started
 };
 

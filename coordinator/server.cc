@@ -23,12 +23,12 @@ namespace dd2 {
 
 namespace {
 
-constexpr int64_t kSnapshotEveryMs = 250;  // how stale the HTTP views may be
+constexpr int64_t kSnapshotEveryMs = 500;  // at most this often, and only when the HTTP thread asks
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> CoordinatorServer::StartHttp(const CurveKeyPair* key,
-                                                                         const SnapshotBox* snapshots) {
+                                                                         SnapshotBox* snapshots) {
   HttpServerOptions o;
   DD2_RETURN_IF_ERROR(ParseHttpAddress(config_.http, &o));
   if (o.address != "127.0.0.1" && key == nullptr) {
@@ -129,7 +129,7 @@ absl::Status CoordinatorServer::Run() {
   std::vector<zmq::socket_t*> sockets = {&router};
   if (zap) sockets.push_back(&zap->socket());
   while (!stop_ && !service.shutdown_requested()) {
-    auto readable = PollReadable(sockets, poll_ms);
+    auto readable = PollReadable(sockets, poll_ms, http ? snapshots.wake_fd() : -1);
     if (!readable.ok()) return readable.status();
     if (zap && (*readable)[1]) {
       zap->HandleRequest();
@@ -157,7 +157,7 @@ absl::Status CoordinatorServer::Run() {
       service.Tick();
       last_tick = now;
     }
-    if (http && now - last_snapshot >= kSnapshotEveryMs) {
+    if (http && now - last_snapshot >= kSnapshotEveryMs && snapshots.TakeRequest()) {
       snapshots.Publish(service.MakeSnapshot());
       last_snapshot = now;
     }

@@ -1,9 +1,15 @@
 // CoordinatorSnapshot: an immutable copy of the coordinator's state and counters, made by the
 // loop thread (CoordinatorService::MakeSnapshot) and read by the HTTP thread, which never
-// touches the loop's own state. SnapshotBox hands the latest one across. Thread-safe.
+// touches the loop's own state. SnapshotBox hands them across. Thread-safe.
 #ifndef DD2_COORDINATOR_SNAPSHOT_H_
 #define DD2_COORDINATOR_SNAPSHOT_H_
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 
@@ -14,28 +20,59 @@
 namespace dd2 {
 
 struct CoordinatorSnapshot {
-  CoordinatorState state;
+  CoordinatorState state;  // what the views read; the loop's private indexes and job specs are left out
   CoordinatorInfo info;
   LoopStats stats;
   int64_t now_ms = 0;
   std::string artifacts_root;  // job folders are <root>/<run>/<job>
 };
 
+// Published on demand: the HTTP thread asks for a fresh snapshot (GetFresh) and the loop makes
+// one only when asked (TakeRequest), so a coordinator nobody reads pays nothing for it.
 class SnapshotBox {
  public:
+  SnapshotBox() : wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~SnapshotBox() { if (wake_fd_ >= 0) ::close(wake_fd_); }
+  SnapshotBox(const SnapshotBox&) = delete;
+  SnapshotBox& operator=(const SnapshotBox&) = delete;
+  // Readable while a request is pending: the loop polls it with its sockets, so a request wakes it.
+  int wake_fd() const { return wake_fd_; }
   void Publish(std::shared_ptr<const CoordinatorSnapshot> s) {
-    std::lock_guard<std::mutex> lock(mu_);
-    latest_ = std::move(s);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      latest_ = std::move(s);
+      published_ = std::chrono::steady_clock::now();
+      ++generation_;
+    }
+    cv_.notify_all();
   }
-  // The latest published snapshot; null before the first.
-  std::shared_ptr<const CoordinatorSnapshot> Get() const {
-    std::lock_guard<std::mutex> lock(mu_);
+  // True once per request made since the last call (the loop polls it).
+  bool TakeRequest() {
+    uint64_t drained;
+    if (wake_fd_ >= 0) [[maybe_unused]] auto n = ::read(wake_fd_, &drained, sizeof drained);
+    return requested_.exchange(false);
+  }
+  // The latest snapshot if it is at most `max_age` old; otherwise asks the loop for a new one
+  // and waits up to `wait` for it (then returns the latest, possibly stale). Null before the first.
+  std::shared_ptr<const CoordinatorSnapshot> GetFresh(std::chrono::milliseconds max_age, std::chrono::milliseconds wait) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (latest_ && std::chrono::steady_clock::now() - published_ <= max_age) return latest_;
+    const uint64_t seen = generation_;
+    requested_ = true;
+    const uint64_t one = 1;
+    if (wake_fd_ >= 0) [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+    cv_.wait_for(lock, wait, [&] { return generation_ != seen; });
     return latest_;
   }
 
  private:
-  mutable std::mutex mu_;
+  std::mutex mu_;
+  std::condition_variable cv_;
   std::shared_ptr<const CoordinatorSnapshot> latest_;
+  std::chrono::steady_clock::time_point published_;
+  uint64_t generation_ = 0;
+  std::atomic<bool> requested_{false};
+  int wake_fd_;
 };
 
 }  // namespace dd2

@@ -199,6 +199,18 @@ function curves(rows) {
   return keys.length ? grid : el("p.muted", {}, "no metrics yet");
 }
 
+// The scores that evals of this job's checkpoints wrote into them, as curves over the step.
+function checkpointEvalRows(ckpts, jobName) {
+  const rows = [];
+  for (const c of ckpts.checkpoints) {
+    if (c.job !== jobName) continue;
+    for (const key of ["fid", "class_accuracy", "teacher_nll"]) {
+      if (typeof (c.metrics || {})[key] === "number") rows.push({ key: key + " (checkpoint evals)", step: c.step, value: c.metrics[key] });
+    }
+  }
+  return rows.sort((a, b) => a.step - b.step);
+}
+
 async function jobView(runId, jobName) {
   const [jobs, series, ckpts] = await Promise.all([api("runs/" + enc(runId) + "/jobs"),
     api(`runs/${enc(runId)}/metrics?job=${enc(jobName)}`), api("runs/" + enc(runId) + "/checkpoints")]);
@@ -217,7 +229,7 @@ async function jobView(runId, jobName) {
       el("p.muted", {}, `${job.type} · ${job.attempts} attempt(s)${job.failure ? " · " + job.failure : ""}`),
       bar(frac, `step ${job.step}/${job.total}`),
       job.type === "eval" && job.state === "succeeded" ? el("img.grid.big", { src: `api/v1/runs/${enc(runId)}/jobs/${enc(jobName)}/samples.png${token ? "?token=" + enc(token) : ""}`, alt: "samples" }) : null),
-    el("section", {}, el("h2", {}, "Metrics"), curves(series.metrics)),
+    el("section", {}, el("h2", {}, "Metrics"), curves([...series.metrics, ...checkpointEvalRows(ckpts, jobName)])),
     el("section", {}, el("h2", {}, "Attempts"), table(["#", "State", "Workers", "Started", "Finished", "Cause"], attemptRows)),
     el("section", {}, el("h2", {}, "Checkpoints"), table(["Step", "State", "Size", "Metrics"], ckptRows)),
   ];
