@@ -60,6 +60,16 @@ struct Sim {
   zmq::socket_t socket;
 };
 
+// A run `name` of `jobs` sleep jobs with distinct params (identical ones would reuse one another).
+proto::Envelope SleepJobsSubmission(const std::string& name, int jobs) {
+  std::string yaml = "name: " + name + "\njobs:\n";
+  for (int j = 0; j < jobs; ++j) absl::StrAppend(&yaml, "  - {name: j", j, ", type: sleep, params: {steps: ", j + 1, "}}\n");
+  proto::Envelope submit;
+  *submit.mutable_submit()->mutable_spec() = *ParseRunSpec(yaml, name + ".yaml");
+  submit.mutable_submit()->set_submission_id(name);
+  return submit;
+}
+
 // One GET on a fresh connection; the milliseconds until the server closed it, or -1.
 double TimedGet(int port, const std::string& path) {
   const auto start = Clock::now();
@@ -82,14 +92,8 @@ template <typename Pump, typename Send>
 bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string& home, const std::string& endpoint,
               int workers, int welcomed, int jobs, double seconds, double hz, double poll_rps, double job_seconds) {
   // Jobs flow: each simulated worker finishes what it is assigned 0.5x to 1.5x job_seconds later.
-  std::string yaml = "name: flow\njobs:\n";
-  for (int j = 0; j < jobs; ++j) absl::StrAppend(&yaml, "  - {name: j", j, ", type: sleep, params: {steps: ", j + 1, "}}\n");  // distinct: no reuse
-  auto spec = ParseRunSpec(yaml, "flow.yaml");
   CoordinatorClient client(endpoint, 10000, 1);
-  proto::Envelope submit;
-  *submit.mutable_submit()->mutable_spec() = *spec;
-  submit.mutable_submit()->set_submission_id("flow");
-  if (!client.Call(submit).ok()) return false;
+  if (!client.Call(SleepJobsSubmission("flow", jobs)).ok()) return false;
   const auto start = Clock::now();
   const auto measure_from = start + std::chrono::seconds(2);  // the first assignments, at once, are a warm-up
   // HTTP polling on its own thread.
@@ -297,13 +301,8 @@ int Main(int argc, char** argv) {
   const double hb_rate = static_cast<double>(hb_latency.size()) / Ms(Clock::now() - hb_start) * 1000.0;
 
   // Phase 2: job transitions.
-  std::string yaml = "name: bench\njobs:\n";
-  for (int j = 0; j < jobs; ++j) absl::StrAppend(&yaml, "  - {name: j", j, ", type: sleep, params: {steps: ", j + 1, "}}\n");  // distinct: no reuse
-  auto spec = ParseRunSpec(yaml, "bench.yaml");
+  const proto::Envelope submit = SleepJobsSubmission("bench", jobs);
   CoordinatorClient client(endpoint, 10000, 1);
-  proto::Envelope submit;
-  *submit.mutable_submit()->mutable_spec() = *spec;
-  submit.mutable_submit()->set_submission_id("bench");
   const auto job_start = Clock::now();
   if (!client.Call(submit).ok()) {
     std::fprintf(stderr, "submit failed\n");

@@ -84,22 +84,25 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return buf.str();
 }
 
-absl::StatusOr<std::string> ReadEndpoint(const std::string& home) {
-  auto text = ReadFile(home + "/endpoint");
-  if (!text.ok()) {
-    return absl::UnavailableError(absl::StrCat("no coordinator endpoint recorded in ", home,
-                                               "; start one with `dd2ctl up` or pass --endpoint"));
-  }
+namespace {
+
+// <home>/<file>, trimmed; Unavailable with `missing` when there is none.
+absl::StatusOr<std::string> ReadRecorded(const std::string& home, const std::string& file, const std::string& missing) {
+  auto text = ReadFile(home + "/" + file);
+  if (!text.ok()) return absl::UnavailableError(absl::StrCat(missing, " recorded in ", home, "; ", "start one with `dd2ctl up`"));
   return std::string(absl::StripAsciiWhitespace(*text));
 }
 
+}  // namespace
+
+absl::StatusOr<std::string> ReadEndpoint(const std::string& home) {
+  auto ep = ReadRecorded(home, "endpoint", "no coordinator endpoint");
+  if (!ep.ok()) return absl::UnavailableError(absl::StrCat(ep.status().message(), " or pass --endpoint"));
+  return ep;
+}
+
 absl::StatusOr<std::string> ReadHttpUrl(const std::string& home) {
-  auto text = ReadFile(home + "/http");
-  if (!text.ok()) {
-    return absl::UnavailableError(absl::StrCat("no HTTP endpoint recorded in ", home,
-                                               "; start the coordinator with `dd2ctl up` (it serves HTTP unless --http \"\")"));
-  }
-  return std::string(absl::StripAsciiWhitespace(*text));
+  return ReadRecorded(home, "http", "no HTTP endpoint (a coordinator serves one unless --http \"\")");
 }
 
 absl::StatusOr<std::string> ReadHttpAddress(const std::string& home) {

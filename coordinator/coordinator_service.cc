@@ -833,8 +833,8 @@ void CoordinatorService::ScheduleReady() {
       s.outbox.push_back({state_.live[w].peer, assign});
     }
   }
-  Commit(s).IgnoreError();  // on failure nothing is placed, and the next pass tries again
-  dirty_ = false;
+  // On failure nothing is placed, and the next pass tries again.
+  dirty_ = !Commit(s).ok();
 }
 
 // ---------------------------------------------------------------- checkpoints

@@ -167,19 +167,18 @@ std::string PrometheusText(const CoordinatorSnapshot& s) {
   e.Counts("dd2_checkpoints", "gauge", "Checkpoints by state.", "state", checkpoints);
   e.Scalar("dd2_uptime_seconds", "gauge", "Seconds since this coordinator process started.",
            static_cast<double>(s.info.uptime_ms) / 1000.0);
-  e.Scalar("dd2_frames_total", "counter", "Frames received.", static_cast<double>(s.info.frames));
-  e.Scalar("dd2_malformed_frames_total", "counter", "Frames that did not decode or were invalid.",
-           static_cast<double>(s.info.malformed_frames));
-  e.Scalar("dd2_rejected_frames_total", "counter", "Messages a peer's role may not send.",
-           static_cast<double>(s.info.rejected_frames));
-  e.Scalar("dd2_rejected_connections_total", "counter", "CURVE handshakes refused.",
-           static_cast<double>(s.info.rejected_connections));
-  e.Scalar("dd2_send_failures_total", "counter", "Messages that could not be sent.",
-           static_cast<double>(s.info.send_failures));
-  e.Scalar("dd2_refused_paths_total", "counter", "Checkpoint or outputs paths outside their job's folder.",
-           static_cast<double>(s.info.refused_paths));
-  e.Scalar("dd2_store_errors_total", "counter", "SQLite transactions that failed; nothing of them applied.",
-           static_cast<double>(s.info.store_errors));
+  const std::pair<const char*, std::pair<const char*, int64_t>> counters[] = {
+      {"dd2_frames_total", {"Frames received.", s.info.frames}},
+      {"dd2_malformed_frames_total", {"Frames that did not decode or were invalid.", s.info.malformed_frames}},
+      {"dd2_rejected_frames_total", {"Messages a peer's role may not send.", s.info.rejected_frames}},
+      {"dd2_rejected_connections_total", {"CURVE handshakes refused.", s.info.rejected_connections}},
+      {"dd2_send_failures_total", {"Messages that could not be sent.", s.info.send_failures}},
+      {"dd2_refused_paths_total", {"Checkpoint or outputs paths outside their job's folder.", s.info.refused_paths}},
+      {"dd2_store_errors_total", {"SQLite transactions that failed; nothing of them applied.", s.info.store_errors}},
+  };
+  for (const auto& [name, help_value] : counters) {
+    e.Scalar(name, "counter", help_value.first, static_cast<double>(help_value.second));
+  }
   e.Counts("dd2_events_total", "counter",
            "Events committed since start, by kind (worker_suspect: heartbeat misses, worker_lost, attempt_lost, "
            "checkpoint_committed, checkpoint_deleted, job_succeeded, ...).",

@@ -676,7 +676,9 @@ TEST_F(CoordinatorServiceTest, CheckpointOutsideItsJobFolderIsRefusedAndNeverDel
   for (const auto& path : {elsewhere + "/absolute.pt", elsewhere + "/dotdot.pt", elsewhere + "/through-symlink.pt",
                            dir_.path() + "/artifacts/keep-1/other/another-job.pt", elsewhere + "/target.pt"}) {
     EXPECT_TRUE(fs::exists(path)) << path;
-    if (path != elsewhere + "/target.pt") EXPECT_TRUE(fs::exists(ManifestPathFor(path))) << path;
+    if (path != elsewhere + "/target.pt") {
+      EXPECT_TRUE(fs::exists(ManifestPathFor(path))) << path;
+    }
   }
   // A folder swapped for a symlink after the commit: checked again at deletion, nothing outside goes.
   const std::string kept = inside[2];

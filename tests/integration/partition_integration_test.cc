@@ -106,18 +106,7 @@ class PartitionTest : public ::testing::Test {
   // Runs argv inside namespace `ns`, stderr to <dir>/<name>.log.
   void Start(const std::string& ns, const std::string& name, std::vector<std::string> argv) {
     argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", ns});
-    const std::string log = dir_.path() + "/" + name + ".log";
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      FILE* f = std::freopen(log.c_str(), "w", stderr);
-      (void)f;
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
-    pids_.push_back(pid);
+    pids_.push_back(testing::SpawnWithStderrTo(argv, dir_.path() + "/" + name + ".log"));
   }
 
   std::string Log(const std::string& name) {

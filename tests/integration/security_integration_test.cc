@@ -71,17 +71,7 @@ class SecurityTest : public ClusterTest {
     std::vector<std::string> argv = {kBin + "/dd2-worker", "--coordinator", endpoint_, "--id", id,
                                      "--home", dir_.path() + "/keyless-home", "--advertise-host", "127.0.0.1"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    const std::string log = dir_.path() + "/" + id + ".log";
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      FILE* f = std::freopen(log.c_str(), "w", stderr);
-      (void)f;
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
+    const int pid = testing::SpawnWithStderrTo(argv, dir_.path() + "/" + id + ".log");
     started_.push_back(pid);
     return pid;
   }

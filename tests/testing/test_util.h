@@ -54,6 +54,9 @@ std::vector<std::string> SortedFiles(const std::string& dir);
 // when the location is missing).
 int ExpectLocatedError(const std::string& path, const absl::Status& st);
 
+// Starts argv (no shell) in the background with its stderr in the file `log`; returns its pid.
+int SpawnWithStderrTo(const std::vector<std::string>& argv, const std::string& log);
+
 // Runs argv (no shell) with extra environment `env` ("K=V"), waiting for it to exit.
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
 
