@@ -793,9 +793,11 @@ void CoordinatorService::ScheduleReady() {
   }
   if (!any_free) return;
   std::vector<QueuedJob> queue;
+  const RunRecord* run_of_last = nullptr;  // ready jobs come sorted by id, so runs in runs
   for (const auto& id : state_.ready) {
     const JobRecord& job = state_.jobs[id];
-    const RunRecord& run = state_.runs[job.run_id];
+    if (run_of_last == nullptr || run_of_last->id != job.run_id) run_of_last = &state_.runs[job.run_id];
+    const RunRecord& run = *run_of_last;
     queue.push_back({id, run.priority, job.priority, run.seq, state_.job_index[id], job.workers, job.device});
   }
   // One transaction for the whole pass: a pass that places hundreds of jobs costs one commit,

@@ -116,10 +116,11 @@ void CoordinatorService::SettleWaiters(Staged& s) {
 
 std::map<std::string, std::string> CoordinatorService::InputsOf(const JobRecord& job) const {
   std::map<std::string, std::string> out;
-  auto it = state_.jobs_by_run.find(job.run_id);
-  if (it == state_.jobs_by_run.end()) return out;
-  for (const auto& id : it->second) {
-    const JobRecord& j = state_.jobs.at(id);
+  // Job ids are "<run>/<name>": the run's jobs are one range of the map, walked without lookups.
+  const std::string prefix = job.run_id + "/";
+  for (auto it = state_.jobs.lower_bound(prefix); it != state_.jobs.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+       ++it) {
+    const JobRecord& j = it->second;
     if (j.state != state::kSucceeded || j.reused_from.empty()) continue;
     auto src = state_.jobs.find(j.reused_from);
     if (src != state_.jobs.end()) out[j.name] = absl::StrCat(src->second.run_id, "/", src->second.name);

@@ -1,6 +1,7 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -19,10 +20,25 @@ std::vector<Placement> Schedule(std::vector<WorkerSlots> workers, std::vector<Qu
             [](const WorkerSlots& a, const WorkerSlots& b) { return a.id < b.id; });
   std::set<std::string> blocked;  // device classes held for a gang that does not fit yet
   std::vector<Placement> out;
+  int64_t free_total = 0;
+  for (const auto& w : workers) free_total += std::max<int64_t>(0, w.free);
+  std::map<std::string, int64_t> feasible_of;  // device class -> workers that match it
+  auto feasible_for = [&](const std::string& device) {
+    auto it = feasible_of.find(device);
+    if (it != feasible_of.end()) return it->second;
+    int64_t n = 0;
+    for (const auto& w : workers) n += DeviceMatches(device, w.device);
+    return feasible_of[device] = n;
+  };
   for (const QueuedJob& job : queue) {
+    if (free_total == 0) break;  // nothing more can be placed; the rest of the queue waits
     bool is_blocked = blocked.count("any") > 0 || blocked.count(job.device) > 0 ||
                       (job.device == "any" && !blocked.empty());
     if (is_blocked) continue;
+    if (free_total < job.workers) {  // cannot fit, without looking at each worker
+      if (feasible_for(job.device) >= job.workers) blocked.insert(job.device);
+      continue;
+    }
     // Candidates: matching workers with a free slot, least loaded first, then by id.
     std::vector<WorkerSlots*> candidates;
     int64_t feasible = 0;
@@ -43,6 +59,7 @@ std::vector<Placement> Schedule(std::vector<WorkerSlots> workers, std::vector<Qu
       --candidates[i]->free;
       p.worker_ids.push_back(candidates[i]->id);
     }
+    free_total -= job.workers;
     out.push_back(std::move(p));
   }
   return out;

@@ -22,7 +22,12 @@ std::vector<std::string> CoordinatorState::ActiveAttemptsOf(const std::string& w
 std::map<std::string, int64_t> CoordinatorState::UsedSlots() const {
   std::map<std::string, int64_t> used;
   for (const auto& id : active_attempts) {
-    for (absl::string_view w : absl::StrSplit(attempts.at(id).worker_ids, ',')) ++used[std::string(w)];
+    const std::string& ids = attempts.at(id).worker_ids;
+    if (ids.find(',') == std::string::npos) {
+      ++used[ids];  // one rank: no split, no copy
+      continue;
+    }
+    for (absl::string_view w : absl::StrSplit(ids, ',')) ++used[std::string(w)];
   }
   return used;
 }
