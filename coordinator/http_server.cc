@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -79,6 +80,13 @@ class HttpServer::Impl {
     // At most 1 s old (the dashboard refreshes every second); the loop makes a fresh one when asked.
     auto snapshot = box_->GetFresh(std::chrono::milliseconds(1000), std::chrono::milliseconds(500));
     if (!snapshot) return {503, "application/json", R"({"error":"starting"})"};
+    // One rendering per page and snapshot: pollers asking for the same page share it.
+    if (snapshot != cached_snapshot_) {
+      cache_.clear();
+      cached_snapshot_ = snapshot;
+    }
+    const std::string key = std::string(req.method_string()) + " " + target;
+    if (auto hit = cache_.find(key); hit != cache_.end()) return hit->second;
     MetricSeries series = [this](const std::string& job_id) -> absl::StatusOr<std::vector<MetricRecord>> {
       if (!store_) {
         auto store = OpenSqliteJobStore(o_.db_path);
@@ -87,7 +95,9 @@ class HttpServer::Impl {
       }
       return store_->Metrics(job_id);
     };
-    return Route(*snapshot, std::string(req.method_string()), target, series, o_.dashboard_dir);
+    HttpReply reply = Route(*snapshot, std::string(req.method_string()), target, series, o_.dashboard_dir);
+    if (cache_.size() < kCachedPages) cache_[key] = reply;
+    return reply;
   }
 
   bool Authorized(const http::request<http::empty_body>& req, const std::string& target) const {
@@ -106,6 +116,9 @@ class HttpServer::Impl {
   std::thread thread_;
   uint16_t port_ = 0;
   std::unique_ptr<JobStore> store_;  // opened on the HTTP thread at the first metric series
+  static constexpr size_t kCachedPages = 64;
+  std::shared_ptr<const CoordinatorSnapshot> cached_snapshot_;  // the replies below are of it
+  std::map<std::string, HttpReply> cache_;
   int open_ = 0;                     // connections, counted on the HTTP thread
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> refused_{0};

@@ -1,7 +1,8 @@
 // HttpServer: the coordinator's HTTP endpoint on Boost.Asio/Beast, on a thread of its own. It
 // answers from a snapshot at most 1 s old that the loop thread publishes when asked (snapshot.h) through the routes
 // of http_api.h, and reads metric series from SQLite on its own read-only use of the file; it
-// never writes SQLite or touches the loop's state. Bounded: at most `max_connections` at
+// never writes SQLite or touches the loop's state. Replies are cached per snapshot and page, so
+// many pollers of one page cost one rendering a snapshot. Bounded: at most `max_connections` at
 // once (more are closed at accept), request headers of at most `max_header_bytes` (431), no
 // request bodies (400), and a request must arrive whole within `request_timeout_ms` (slowloris:
 // closed). Malformed requests get a 4xx and the server keeps serving. With a `token`, every
