@@ -36,8 +36,9 @@ int HexValue(char c) {
   return -1;
 }
 
-// Percent-decoding; false on a malformed escape or a decoded control character.
-bool Decode(std::string_view in, std::string* out) {
+// Percent-decoding ('+' is a space only in a query); false on a malformed escape or a decoded
+// control character.
+bool Decode(std::string_view in, std::string* out, bool plus_is_space) {
   out->clear();
   for (size_t i = 0; i < in.size(); ++i) {
     char c = in[i];
@@ -47,7 +48,7 @@ bool Decode(std::string_view in, std::string* out) {
       if (hi < 0 || lo < 0) return false;
       c = static_cast<char>(hi * 16 + lo);
       i += 2;
-    } else if (c == '+') {
+    } else if (c == '+' && plus_is_space) {
       c = ' ';
     }
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
@@ -217,7 +218,7 @@ HttpReply Route(const CoordinatorSnapshot& s, std::string_view method, std::stri
   const std::vector<std::string> segments = absl::StrSplit(path_part, '/', absl::SkipEmpty());
   for (const std::string& raw : segments) {
     std::string p;
-    if (!Decode(raw, &p) || p == "." || p == ".." || p.find('/') != std::string::npos) {
+    if (!Decode(raw, &p, false) || p == "." || p == ".." || p.find('/') != std::string::npos) {
       return ErrorReply(400, "malformed path");
     }
     parts.push_back(std::move(p));
@@ -227,7 +228,7 @@ HttpReply Route(const CoordinatorSnapshot& s, std::string_view method, std::stri
   for (const std::string& kv : pairs) {
     const size_t eq = kv.find('=');
     std::string k, v;
-    if (!Decode(kv.substr(0, eq), &k) || (eq != std::string::npos && !Decode(kv.substr(eq + 1), &v))) {
+    if (!Decode(kv.substr(0, eq), &k, true) || (eq != std::string::npos && !Decode(kv.substr(eq + 1), &v, true))) {
       return ErrorReply(400, "malformed query");
     }
     params[k] = v;

@@ -120,8 +120,6 @@ class HttpServer::Impl {
   std::shared_ptr<const CoordinatorSnapshot> cached_snapshot_;  // the replies below are of it
   std::map<std::string, HttpReply> cache_;
   int open_ = 0;                     // connections, counted on the HTTP thread
-  std::atomic<int64_t> requests_{0};
-  std::atomic<int64_t> refused_{0};
 
  private:
   void Accept();
@@ -170,7 +168,6 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Write(int status, const std::string& type, std::string body, bool keep_alive, bool head) {
-    ++server_->requests_;
     res_ = {};
     res_.version(11);
     res_.result(static_cast<http::status>(status));
@@ -211,7 +208,6 @@ void HttpServer::Impl::Accept() {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       if (open_ >= o_.max_connections) {
-        ++refused_;
         boost::system::error_code ignored;
         socket.close(ignored);
       } else {
@@ -234,7 +230,5 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions 
 }
 
 uint16_t HttpServer::port() const { return impl_->port_; }
-int64_t HttpServer::requests() const { return impl_->requests_; }
-int64_t HttpServer::refused_connections() const { return impl_->refused_; }
 
 }  // namespace dd2

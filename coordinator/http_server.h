@@ -10,7 +10,6 @@
 #ifndef DD2_COORDINATOR_HTTP_SERVER_H_
 #define DD2_COORDINATOR_HTTP_SERVER_H_
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -41,8 +40,6 @@ class HttpServer {
   ~HttpServer();  // stops the thread; open connections are closed
 
   uint16_t port() const;
-  int64_t requests() const;          // answered, any status
-  int64_t refused_connections() const;  // closed at accept: too many open
 
   class Impl;
 

@@ -112,8 +112,7 @@ absl::Status CoordinatorServer::Run() {
   base.worker_binary = (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "dd2-worker").string();
   service.SetSlurm(NewShellSlurmCommands(10000), std::move(autoscale), base);
   DD2_RETURN_IF_ERROR(service.Recover());
-  SnapshotBox snapshots;
-  snapshots.Publish(service.MakeSnapshot());
+  SnapshotBox snapshots;  // filled when the HTTP thread first asks
   std::unique_ptr<HttpServer> http;
   if (!config_.http.empty()) {
     DD2_ASSIGN_OR_RETURN(http, StartHttp(server_key ? &*server_key : nullptr, &snapshots));
