@@ -191,6 +191,8 @@ TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok) {
   o.width = p.value("width", o.width);
   o.layers = p.value("layers", o.layers);
   o.heads = p.value("heads", o.heads);
+  o.arch = p.value("arch", o.arch);
+  o.kv_heads = p.value("kv_heads", o.kv_heads);
   return o;
 }
 
@@ -244,11 +246,26 @@ TransformerOptions TransformerOptionsFromJson(const Json& c) {
   o.width = c.at("width");
   o.layers = c.at("layers");
   o.heads = c.at("heads");
+  // Artifacts written before the LlamaGen architecture: dd2's, 10 classes.
+  o.classes = c.value("classes", o.classes);
+  o.arch = c.value("arch", o.arch);
+  o.kv_heads = c.value("kv_heads", o.kv_heads);
+  o.ffn_hidden = c.value("ffn_hidden", o.ffn_hidden);
+  o.norm_eps = c.value("norm_eps", o.norm_eps);
+  o.rope_base = c.value("rope_base", o.rope_base);
+  o.input = c.value("input", o.input);
+  o.input_hidden = c.value("input_hidden", o.input_hidden);
   return o;
 }
 
 Json TransformerOptionsToJson(const TransformerOptions& o) {
-  return {{"vocab", o.vocab}, {"code_dim", o.code_dim}, {"tokens", o.tokens}, {"width", o.width}, {"layers", o.layers}, {"heads", o.heads}};
+  Json j = {{"arch", o.arch},     {"vocab", o.vocab},   {"code_dim", o.code_dim}, {"tokens", o.tokens},
+            {"classes", o.classes}, {"width", o.width},   {"layers", o.layers},     {"heads", o.heads}};
+  if (o.arch == "llamagen") {
+    j.update({{"kv_heads", o.kv_heads}, {"ffn_hidden", o.ffn_hidden}, {"norm_eps", o.norm_eps},
+              {"rope_base", o.rope_base}, {"input", o.input}, {"input_hidden", o.input_hidden}});
+  }
+  return j;
 }
 
 SamplingConfig SamplingFromParams(const Json& p) {

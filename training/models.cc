@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "training/llamagen.h"
+
 namespace dd2 {
 
 namespace nn = torch::nn;
@@ -95,7 +97,18 @@ VqOutput VqVaeImpl::forward(const torch::Tensor& images) {
 
 // ---------------------------------------------------------------- ArTransformer
 
-ArTransformerImpl::ArTransformerImpl(const TransformerOptions& o) : options_(o) {
+ArTransformer::ArTransformer(const TransformerOptions& o) : ModuleHolder(nullptr) {
+  if (o.arch == "dd2") {
+    impl_ = std::make_shared<Dd2TransformerImpl>(o);
+  } else if (o.arch == "llamagen") {
+    impl_ = std::make_shared<LlamaGenTransformerImpl>(o);
+  } else {
+    TORCH_CHECK(false, "unknown teacher architecture '", o.arch, "' (dd2 or llamagen)");
+  }
+}
+
+Dd2TransformerImpl::Dd2TransformerImpl(const TransformerOptions& o) : ArTransformerImpl(o) {
+  TORCH_CHECK(o.input == "linear", "the dd2 architecture reads token vectors through a linear layer, not '", o.input, "'");
   class_embed_ = register_module("class_embed", nn::Embedding(o.classes + 1, o.width));
   pos_embed_ = register_module("pos_embed", nn::Embedding(o.tokens, o.width));
   token_in_ = register_module("token_in", nn::Linear(o.code_dim, o.width));
@@ -112,7 +125,7 @@ ArTransformerImpl::ArTransformerImpl(const TransformerOptions& o) : options_(o) 
   head_ = register_module("head", nn::Linear(o.width, o.vocab));
 }
 
-torch::Tensor ArTransformerImpl::Embed(const torch::Tensor& classes, const torch::Tensor& prefix,
+torch::Tensor Dd2TransformerImpl::Embed(const torch::Tensor& classes, const torch::Tensor& prefix,
                                        int64_t offset) {
   // Sequence: [class, q_1 .. q_T]; positions offset .. offset + T.
   torch::Tensor x = class_embed_->forward(classes).unsqueeze(1);
@@ -121,7 +134,7 @@ torch::Tensor ArTransformerImpl::Embed(const torch::Tensor& classes, const torch
   return x + pos_embed_->forward(pos).unsqueeze(0);
 }
 
-torch::Tensor ArTransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
+torch::Tensor Dd2TransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
   const int64_t b = x.size(0), t = x.size(1), h = options_.heads, dh = options_.width / h;
   // Query i (absolute past + i) sees keys 0 .. past + i; one query sees every key.
   const int64_t past = cache != nullptr && !cache->keys.empty() ? cache->keys[0].size(2) : 0;
@@ -158,21 +171,12 @@ torch::Tensor ArTransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
   return final_norm_->forward(x);
 }
 
-torch::Tensor ArTransformerImpl::Hidden(const torch::Tensor& classes, const torch::Tensor& prefix) {
+torch::Tensor Dd2TransformerImpl::Hidden(const torch::Tensor& classes, const torch::Tensor& prefix) {
   return Blocks(Embed(classes, prefix, 0), nullptr);
 }
 
-torch::Tensor ArTransformerImpl::forward(const torch::Tensor& classes, const torch::Tensor& prefix) {
-  return head_->forward(Hidden(classes, prefix));
-}
-
-torch::Tensor ArTransformerImpl::Step(const torch::Tensor& classes, const torch::Tensor& token_vector,
-                                      int64_t position, KvCache& cache) {
-  return head_->forward(StepHidden(classes, token_vector, position, cache));
-}
-
-torch::Tensor ArTransformerImpl::StepHidden(const torch::Tensor& classes, const torch::Tensor& token_vector,
-                                            int64_t position, KvCache& cache) {
+torch::Tensor Dd2TransformerImpl::StepHidden(const torch::Tensor& classes, const torch::Tensor& token_vector,
+                                             int64_t position, KvCache& cache) {
   torch::Tensor x = position == 0 ? class_embed_->forward(classes) : token_in_->forward(token_vector);
   x = (x + pos_embed_->weight[position]).unsqueeze(1);
   return Blocks(x, &cache).squeeze(1);

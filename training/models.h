@@ -3,10 +3,10 @@
 //    padded to 32x32, downsampled 2x) of C-dim vectors, L2-normalised codebook of V entries
 //    (LlamaGen-style), straight-through quantiser, conv decoder that accepts continuous,
 //    off-codebook vectors and always returns 28x28 images (the 16x16 grid's are cropped).
-//  - ArTransformer: class-conditional causal transformer over tokens in raster order. Its input
-//    is a Linear layer on codebook vectors (so continuous prefixes work); class id
-//    `num_classes` is the null class for classifier-free guidance. Sampling with and without a
-//    KV cache, batched.
+//  - ArTransformer: the teacher interface, a class-conditional causal transformer over token
+//    vectors in raster order (so continuous prefixes work); class id `num_classes` is the null
+//    class for classifier-free guidance. Dd2Transformer is ours; LlamaGenTransformer
+//    (training/llamagen.h) is LlamaGen's GPT. Sampling with and without a KV cache, batched.
 //  - FeatureNet: a small CNN classifier whose penultimate features are the FID space.
 // Modules are not thread-safe; use one per thread.
 #ifndef DD2_TRAINING_MODELS_H_
@@ -61,6 +61,7 @@ class VqVaeImpl : public torch::nn::Module {
 TORCH_MODULE(VqVae);
 
 struct TransformerOptions {
+  std::string arch = "dd2";  // "dd2" (Dd2TransformerImpl) or "llamagen" (LlamaGenTransformerImpl)
   int64_t vocab = 256;
   int64_t code_dim = 8;
   int64_t tokens = 49;
@@ -68,6 +69,13 @@ struct TransformerOptions {
   int64_t width = 128;
   int64_t layers = 2;
   int64_t heads = 4;
+  // llamagen only (training/llamagen.h says what each means).
+  int64_t kv_heads = 0;        // 0: as many as heads
+  int64_t ffn_hidden = 0;      // 0: LlamaGen's rule, find_multiple(int(8 * width / 3), 256)
+  double norm_eps = 1e-5;
+  double rope_base = 10000;
+  std::string input = "linear";  // how token vectors enter: linear | mlp | embedding
+  int64_t input_hidden = 0;      // mlp: hidden width (0: width)
 };
 
 // Per-layer keys and values of the positions seen so far.
@@ -75,34 +83,65 @@ struct KvCache {
   std::vector<torch::Tensor> keys, values;  // [B, H, T, Dh] per layer
 };
 
+// The teacher interface that tune, distill, align and eval use: a class-conditional causal
+// transformer over token vectors in raster order; class id `options().classes` is the null
+// class for classifier-free guidance. Two architectures implement it (ArTransformer's
+// constructor picks by options.arch); both keep parameter names stable, so a backbone copies a
+// teacher's parameters by name.
 class ArTransformerImpl : public torch::nn::Module {
  public:
-  explicit ArTransformerImpl(const TransformerOptions& options);
   // classes [B] (null class = options.classes), prefix [B, T, C] with T <= tokens - 1.
   // Returns logits [B, T + 1, V]: position i predicts token i given the class and tokens < i.
-  torch::Tensor forward(const torch::Tensor& classes, const torch::Tensor& prefix);
+  torch::Tensor forward(const torch::Tensor& classes, const torch::Tensor& prefix) {
+    return Output(Hidden(classes, prefix));
+  }
   // The same positions' final hidden states [B, T + 1, width] (before the output head).
-  torch::Tensor Hidden(const torch::Tensor& classes, const torch::Tensor& prefix);
-  // One step with a cache: `input` is the class (step 0) or the previous token's vector.
+  virtual torch::Tensor Hidden(const torch::Tensor& classes, const torch::Tensor& prefix) = 0;
+  // One step with a cache: `token_vector` is ignored at position 0 (the class) and is the
+  // previous token's vector [B, C] after it.
   torch::Tensor Step(const torch::Tensor& classes, const torch::Tensor& token_vector, int64_t position,
-                     KvCache& cache);
+                     KvCache& cache) {
+    return Output(StepHidden(classes, token_vector, position, cache));
+  }
   // The same step's final hidden state [B, width] (Hidden(...).select(1, position), cached).
-  torch::Tensor StepHidden(const torch::Tensor& classes, const torch::Tensor& token_vector, int64_t position,
-                           KvCache& cache);
+  virtual torch::Tensor StepHidden(const torch::Tensor& classes, const torch::Tensor& token_vector, int64_t position,
+                                   KvCache& cache) = 0;
+  // Logits [..., V] of final hidden states [..., width].
+  virtual torch::Tensor Output(const torch::Tensor& hidden) = 0;
   const TransformerOptions& options() const { return options_; }
+
+ protected:
+  explicit ArTransformerImpl(const TransformerOptions& options) : options_(options) {}
+  TransformerOptions options_;
+};
+
+class ArTransformer : public torch::nn::ModuleHolder<ArTransformerImpl> {
+ public:
+  ArTransformer(std::nullptr_t) : ModuleHolder(nullptr) {}  // NOLINT: as TORCH_MODULE's holders
+  ArTransformer(std::shared_ptr<ArTransformerImpl> impl) : ModuleHolder(std::move(impl)) {}  // NOLINT
+  // A new model of options.arch (InvalidArgument-style c10::Error for an unknown one).
+  explicit ArTransformer(const TransformerOptions& options);
+};
+
+// dd2's own architecture: learned positions, LayerNorm, GELU MLP, a Linear input layer.
+class Dd2TransformerImpl : public ArTransformerImpl {
+ public:
+  explicit Dd2TransformerImpl(const TransformerOptions& options);
+  torch::Tensor Hidden(const torch::Tensor& classes, const torch::Tensor& prefix) override;
+  torch::Tensor StepHidden(const torch::Tensor& classes, const torch::Tensor& token_vector, int64_t position,
+                           KvCache& cache) override;
+  torch::Tensor Output(const torch::Tensor& hidden) override { return head_->forward(hidden); }
 
  private:
   torch::Tensor Embed(const torch::Tensor& classes, const torch::Tensor& prefix, int64_t offset);
   torch::Tensor Blocks(torch::Tensor x, KvCache* cache);
 
-  TransformerOptions options_;
   torch::nn::Embedding class_embed_{nullptr}, pos_embed_{nullptr};
   torch::nn::Linear token_in_{nullptr}, head_{nullptr};
   torch::nn::LayerNorm final_norm_{nullptr};
   std::vector<torch::nn::LayerNorm> norm1_, norm2_;
   std::vector<torch::nn::Linear> qkv_, proj_, fc1_, fc2_;
 };
-TORCH_MODULE(ArTransformer);
 
 // AR sampling of `classes.size(0)` token sequences; returns indices [B, tokens]. With
 // use_cache false every step recomputes the whole prefix (the reference the cache is tested
