@@ -18,7 +18,7 @@ struct ParamSpec {
   ParamKind kind;
   double min;            // for kInt / kNumber
   double max;
-  std::string default_json;  // JSON text of the default value
+  std::string default_json;  // JSON text of the default value; "null": required
   std::string doc;
   std::vector<std::string> choices = {};  // kString, kInt: the allowed values, as written (empty: any)
   // The param matters only when param `used_when` has one of `used_when_values` (e.g. an eval's

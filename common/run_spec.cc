@@ -37,6 +37,9 @@ absl::StatusOr<Json> ParseParams(const YamlChecker& c, const YAML::Node& node, c
     const std::string key = path + "." + p.name;
     const bool present = node && node.IsMap() && node[p.name] && !fixed.count(p.name);
     if (!present) {
+      if (p.default_json == "null" && !fixed.count(p.name)) {
+        return c.Error(node && node.IsMap() ? node.Mark() : YAML::Mark(), key, "missing required key");
+      }
       params[p.name] = Json::parse(p.default_json);
       continue;
     }
@@ -158,10 +161,13 @@ absl::StatusOr<proto::EvalEvery> ParseEvalEvery(const YamlChecker& c, const YAML
 // `pipeline: dd2`: the DD2 stages as sections, expanded into a DAG of jobs:
 //   tokenizer -> teacher -> tune -> distill [-> align -> distill-2]; featurenet;
 //   evals: teacher, set prediction, stage 1 (Euler), DD2 one-step, DD2 multi-step k = 2 and 4.
+// With `teacher.import` and `tokenizer.import` (LlamaGen's files): tokenizer (import_tokenizer)
+// -> teacher-import (import_teacher) -> teacher (adapt) -> tune ...; no featurenet; one more
+// eval, eval-teacher-import, of the teacher as imported.
 absl::Status ExpandDd2Pipeline(const YamlChecker& c, const YAML::Node& root, proto::RunSpec& spec) {
-  DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "pipeline", "priority", "tokenizer", "teacher", "featurenet", "tune",
-                                        "distill", "align", "distill_after_align", "eval", "resources", "retries",
-                                        "retention", "eval_every"}));
+  DD2_RETURN_IF_ERROR(c.Keys(root, "", {"name", "pipeline", "priority", "tokenizer", "teacher", "featurenet", "adapt",
+                                        "tune", "distill", "align", "distill_after_align", "eval", "resources",
+                                        "retries", "retention", "eval_every"}));
   DD2_ASSIGN_OR_RETURN(proto::Resources resources, ParseResources(c, root["resources"], "resources"));
   proto::Resources one_worker = resources;  // evals do not split over a gang
   one_worker.set_workers(1);
@@ -174,11 +180,12 @@ absl::Status ExpandDd2Pipeline(const YamlChecker& c, const YAML::Node& root, pro
     DD2_ASSIGN_OR_RETURN(int64_t r, c.Int(root["retries"], "retries", 0, 100));
     retries = static_cast<uint32_t>(r);
   }
-  auto add = [&](const std::string& name, const std::string& type, const std::string& section, Json fixed_values,
-                 const std::vector<std::string>& after) -> absl::Status {
+  // A job of `type` whose params come from `node` (at `path` in the file) and `fixed_values`.
+  auto add_from = [&](const std::string& name, const std::string& type, const YAML::Node& node, const std::string& path,
+                      Json fixed_values, const std::vector<std::string>& after) -> absl::Status {
     std::set<std::string> fixed;
     for (auto& [k, v] : fixed_values.items()) fixed.insert(k);
-    DD2_ASSIGN_OR_RETURN(Json params, ParseParams(c, root[section], section, *FindJobType(type), fixed));
+    DD2_ASSIGN_OR_RETURN(Json params, ParseParams(c, node, path, *FindJobType(type), fixed));
     for (auto& [k, v] : fixed_values.items()) params[k] = v;
     proto::JobSpec* job = spec.add_jobs();
     job->set_name(name);
@@ -190,14 +197,50 @@ absl::Status ExpandDd2Pipeline(const YamlChecker& c, const YAML::Node& root, pro
     if (root["retention"] && type != "eval") *job->mutable_retention() = retention;
     return absl::OkStatus();
   };
+  auto add = [&](const std::string& name, const std::string& type, const std::string& section, Json fixed_values,
+                 const std::vector<std::string>& after) {
+    return add_from(name, type, root[section], section, std::move(fixed_values), after);
+  };
   const Json models = {{"tokenizer", "tokenizer"}, {"teacher", "teacher"}};
   auto with = [](Json base, const Json& extra) {
     for (auto& [k, v] : extra.items()) base[k] = v;
     return base;
   };
-  DD2_RETURN_IF_ERROR(add("tokenizer", "tokenizer", "tokenizer", Json::object(), {}));
-  DD2_RETURN_IF_ERROR(add("featurenet", "featurenet", "featurenet", Json::object(), {}));
-  DD2_RETURN_IF_ERROR(add("teacher", "teacher", "teacher", {{"tokenizer", "tokenizer"}}, {"tokenizer"}));
+  // An imported teacher: `tokenizer: {import: {...}}` and `teacher: {import: {...}}` become the
+  // import jobs, and the teacher the pipeline distils is their `adapt` job's output. Its
+  // samples are not Fashion-MNIST's, so there is no feature network and no FID.
+  auto imports = [&](const char* section) {
+    const YAML::Node n = root[section];
+    return n && n.IsMap() && n["import"];
+  };
+  const bool imported = imports("teacher");
+  if (imported != imports("tokenizer")) {
+    const char* missing = imported ? "tokenizer" : "teacher";
+    return c.Error(root[imported ? "teacher" : "tokenizer"].Mark(), absl::StrCat(missing, ".import"),
+                   "an imported teacher and its tokenizer come together: give both `teacher.import` and "
+                   "`tokenizer.import`");
+  }
+  if (imported) {
+    DD2_RETURN_IF_ERROR(c.Keys(root["tokenizer"], "tokenizer", {"import"}));
+    DD2_RETURN_IF_ERROR(c.Keys(root["teacher"], "teacher", {"import"}));
+    if (root["featurenet"]) {
+      return c.Error(root["featurenet"].Mark(), "featurenet",
+                     "the feature network scores Fashion-MNIST samples; an imported teacher's evals have no FID");
+    }
+    DD2_RETURN_IF_ERROR(add_from("tokenizer", "import_tokenizer", root["tokenizer"]["import"], "tokenizer.import",
+                                 Json::object(), {}));
+    DD2_RETURN_IF_ERROR(add_from("teacher-import", "import_teacher", root["teacher"]["import"], "teacher.import",
+                                 {{"tokenizer", "tokenizer"}}, {"tokenizer"}));
+    DD2_RETURN_IF_ERROR(add("teacher", "adapt", "adapt", {{"tokenizer", "tokenizer"}, {"teacher", "teacher-import"}},
+                            {"teacher-import"}));
+  } else {
+    if (root["adapt"]) {
+      return c.Error(root["adapt"].Mark(), "adapt", "adapts an imported teacher: needs `teacher.import`");
+    }
+    DD2_RETURN_IF_ERROR(add("tokenizer", "tokenizer", "tokenizer", Json::object(), {}));
+    DD2_RETURN_IF_ERROR(add("featurenet", "featurenet", "featurenet", Json::object(), {}));
+    DD2_RETURN_IF_ERROR(add("teacher", "teacher", "teacher", {{"tokenizer", "tokenizer"}}, {"tokenizer"}));
+  }
   DD2_RETURN_IF_ERROR(add("tune", "tune", "tune", models, {"teacher"}));
   DD2_RETURN_IF_ERROR(add("distill", "distill", "distill", with(models, {{"init", "tune"}}), {"tune"}));
   if (root["eval_every"]) {  // periodic evals of the distillation's committed checkpoints
@@ -205,7 +248,7 @@ absl::Status ExpandDd2Pipeline(const YamlChecker& c, const YAML::Node& root, pro
                          ParseEvalEvery(c, root["eval_every"], "eval_every",
                                         with(models, {{"featurenet", "featurenet"}, {"stage1", "tune"}})));
     *spec.mutable_jobs(spec.jobs_size() - 1)->mutable_eval_every() = every;
-    spec.mutable_jobs(spec.jobs_size() - 1)->add_after("featurenet");  // its evals score with it
+    if (!imported) spec.mutable_jobs(spec.jobs_size() - 1)->add_after("featurenet");  // its evals score with it
   }
   std::string generator = "distill";
   if (root["align"]) {
@@ -222,14 +265,19 @@ absl::Status ExpandDd2Pipeline(const YamlChecker& c, const YAML::Node& root, pro
     int64_t k;
     std::string after;
   };
-  for (const Eval& e : std::vector<Eval>{{"eval-teacher", "teacher", 2, "teacher"},
-                                         {"eval-set-prediction", "set_prediction", 2, "teacher"},
-                                         {"eval-stage1", "stage1", 2, "tune"},
-                                         {"eval-dd2", "dd2", 2, generator},
-                                         {"eval-dd2-k2", "dd2_multistep", 2, generator},
-                                         {"eval-dd2-k4", "dd2_multistep", 4, generator}}) {
-    DD2_RETURN_IF_ERROR(add(e.name, "eval", "eval", with(inputs, {{"sampler", e.sampler}, {"multistep_k", e.k}}),
-                            {e.after, "featurenet"}));
+  std::vector<Eval> evals = {{"eval-teacher", "teacher", 2, "teacher"},
+                             {"eval-set-prediction", "set_prediction", 2, "teacher"},
+                             {"eval-stage1", "stage1", 2, "tune"},
+                             {"eval-dd2", "dd2", 2, generator},
+                             {"eval-dd2-k2", "dd2_multistep", 2, generator},
+                             {"eval-dd2-k4", "dd2_multistep", 4, generator}};
+  if (imported) evals.insert(evals.begin(), {"eval-teacher-import", "teacher", 2, "teacher-import"});
+  for (const Eval& e : evals) {
+    std::vector<std::string> after = {e.after};
+    if (!imported) after.push_back("featurenet");
+    Json fixed = with(inputs, {{"sampler", e.sampler}, {"multistep_k", e.k}});
+    if (e.after == "teacher-import") fixed["teacher"] = "teacher-import";
+    DD2_RETURN_IF_ERROR(add(e.name, "eval", "eval", fixed, after));
   }
   return absl::OkStatus();
 }

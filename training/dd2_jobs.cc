@@ -61,11 +61,17 @@ absl::StatusOr<Dd2Models> LoadDd2Init(JobContext& ctx, const std::string& name, 
 }
 
 // The tokenizer and teacher named by a DD2 job's `tokenizer` and `teacher` params.
-absl::StatusOr<std::pair<VqVae, ArTransformer>> LoadInputs(JobContext& ctx, const torch::Device& device) {
+absl::StatusOr<std::pair<Tokenizer, ArTransformer>> LoadInputs(JobContext& ctx, const torch::Device& device) {
   auto tok = LoadTokenizer(ctx, ctx.params().value("tokenizer", std::string("tokenizer")), device);
   if (!tok.ok()) return tok.status();
-  auto teacher = LoadTeacher(ctx, ctx.params().value("teacher", std::string("teacher")), device);
+  const std::string teacher_job = ctx.params().value("teacher", std::string("teacher"));
+  auto teacher = LoadTeacher(ctx, teacher_job, device);
   if (!teacher.ok()) return teacher.status();
+  if ((*teacher)->options().input == "embedding") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "teacher job '", teacher_job, "' reads tokens through LlamaGen's embedding table, which has no gradient and "
+        "no meaning for noise: adapt it to continuous inputs first (an `adapt` job) and distil that"));
+  }
   return std::make_pair(*tok, *teacher);
 }
 

@@ -55,7 +55,7 @@ class SetPredictionSampler : public TokenSampler {
 
 // Wall time per image of sampling tokens, and of decoding them too when `decode`: the median
 // of `repeats` timed calls after a warm-up call. InferenceMode.
-double MsPerImage(TokenSampler& sampler, VqVae& tok, int64_t batch, int repeats, uint64_t seed, bool decode = true) {
+double MsPerImage(TokenSampler& sampler, Tokenizer& tok, int64_t batch, int repeats, uint64_t seed, bool decode = true) {
   c10::InferenceMode inference;
   auto gen = MakeGenerator(seed);
   const torch::Device device = tok->Codebook().device();
@@ -82,7 +82,7 @@ double MsPerImage(TokenSampler& sampler, VqVae& tok, int64_t batch, int repeats,
 struct SideBySide {
   double sampler_ms, teacher_ms;
 };
-SideBySide TimeSideBySide(TokenSampler& sampler, TokenSampler& teacher, VqVae& tok, uint64_t seed, bool decode) {
+SideBySide TimeSideBySide(TokenSampler& sampler, TokenSampler& teacher, Tokenizer& tok, uint64_t seed, bool decode) {
   const double before = MsPerImage(teacher, tok, 1, 21, seed, decode);
   const double ms = MsPerImage(sampler, tok, 1, 21, seed, decode);
   const double after = MsPerImage(teacher, tok, 1, 21, seed, decode);
@@ -206,39 +206,44 @@ double TeacherNll(ArTransformer& teacher, const torch::Tensor& codebook, const t
   return torch::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), codes.reshape(-1)).item<double>();
 }
 
-absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, VqVae& tok,
-                                                       FeatureNet& features, const ImageSet& real,
+absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, Tokenizer& tok,
+                                                       FeatureNet* features, const ImageSet* real,
                                                        const EvalOptions& o, ArTransformer* likelihood_teacher) {
   torch::NoGradGuard no_grad;
+  const bool scored = features != nullptr && real != nullptr;
   auto gen = MakeGenerator(o.seed);
   auto codebook = tok->Codebook();
   auto classes = (torch::arange(o.samples, torch::kLong) % 10).to(codebook.device());
   torch::Tensor nearest_sum = torch::zeros({}, codebook.options().dtype(torch::kFloat64));
+  int64_t tokens = 0;
   double nll_sum = 0;
   auto images = Batched(o.samples, o.batch, [&](int64_t a, int64_t b) {
     auto vectors = sampler.Sample(classes.slice(0, a, b), gen);
     auto [d, nearest] = torch::cdist(vectors.reshape({-1, vectors.size(2)}), codebook).min(-1);
     nearest_sum += d.sum().to(torch::kFloat64);
+    tokens += d.numel();
     if (likelihood_teacher != nullptr) {
       nll_sum += static_cast<double>(b - a) *
                  TeacherNll(*likelihood_teacher, codebook, classes.slice(0, a, b), nearest.view({b - a, -1}));
     }
-    return tok->Decode(vectors).clamp(0, 1);
-  });
-  auto fake_feats = Batched(o.samples, 500, [&](int64_t a, int64_t b) { return features->Features(images.slice(0, a, b)); });
-  auto fake_probs = features->Classify(fake_feats).softmax(-1);  // no second pass over the images
-  auto real_feats = Batched(real.images.size(0), 1000, [&](int64_t a, int64_t b) {
-    return features->Features(real.images.slice(0, a, b).to(codebook.device()));
+    return scored ? tok->Pixels(tok->Decode(vectors)) : torch::zeros({b - a}, codebook.options());
   });
   std::map<std::string, double> m;
-  m["fid"] = Fid(fake_feats, real_feats);
-  m["inception_score"] = InceptionScore(fake_probs);
-  const int64_t pr_n = std::min<int64_t>({o.samples, real_feats.size(0), 5000});
-  auto pr = KnnPrecisionRecall(real_feats.slice(0, 0, pr_n), fake_feats.slice(0, 0, pr_n), 3);
-  m["precision"] = pr.precision;
-  m["recall"] = pr.recall;
-  m["class_accuracy"] = fake_probs.argmax(1).eq(classes).to(torch::kFloat64).mean().item<double>();
-  m["codebook_distance"] = nearest_sum.item<double>() / static_cast<double>(o.samples * tok->options().tokens());
+  if (scored) {  // the feature network's scores, for Fashion-MNIST images
+    auto fake_feats = Batched(o.samples, 500, [&](int64_t a, int64_t b) { return (*features)->Features(images.slice(0, a, b)); });
+    auto fake_probs = (*features)->Classify(fake_feats).softmax(-1);  // no second pass over the images
+    auto real_feats = Batched(real->images.size(0), 1000, [&](int64_t a, int64_t b) {
+      return (*features)->Features(real->images.slice(0, a, b).to(codebook.device()));
+    });
+    m["fid"] = Fid(fake_feats, real_feats);
+    m["inception_score"] = InceptionScore(fake_probs);
+    const int64_t pr_n = std::min<int64_t>({o.samples, real_feats.size(0), 5000});
+    auto pr = KnnPrecisionRecall(real_feats.slice(0, 0, pr_n), fake_feats.slice(0, 0, pr_n), 3);
+    m["precision"] = pr.precision;
+    m["recall"] = pr.recall;
+    m["class_accuracy"] = fake_probs.argmax(1).eq(classes).to(torch::kFloat64).mean().item<double>();
+  }
+  m["codebook_distance"] = nearest_sum.item<double>() / static_cast<double>(std::max<int64_t>(tokens, 1));
   if (likelihood_teacher != nullptr) m["teacher_nll"] = nll_sum / static_cast<double>(o.samples);
   m["latency_ms_b256"] = MsPerImage(sampler, tok, 256, 1, o.seed + 8);
   if (teacher == nullptr || teacher == &sampler) {
@@ -252,14 +257,17 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
     const SideBySide tokens = TimeSideBySide(sampler, *teacher, tok, o.seed + 7, false);
     m["token_speedup_vs_teacher_b1"] = tokens.teacher_ms / tokens.sampler_ms;
   }
-  if (!o.grid_path.empty()) {
+  if (!o.grid_path.empty()) {  // 10 x 10 samples, a class per row
     auto grid_gen = MakeGenerator(o.seed + 9);
-    auto grid_classes = torch::div(torch::arange(100, torch::kLong), 10, "floor").to(codebook.device());  // row = class
-    auto grid = tok->Decode(sampler.Sample(grid_classes, grid_gen)).clamp(0, 1);  // [100, 1, 28, 28]
-    auto tiled = grid.view({10, 10, 28, 28}).permute({0, 2, 1, 3}).reshape({280, 280});
+    auto grid_classes = torch::div(torch::arange(100, torch::kLong), 10, "floor").to(codebook.device());
+    auto grid = tok->Pixels(tok->Decode(sampler.Sample(grid_classes, grid_gen)));  // [100, ch, H, W]
+    const int64_t ch = grid.size(1), h = grid.size(2), w = grid.size(3);
+    auto tiled = grid.view({10, 10, ch, h, w}).permute({0, 3, 1, 4, 2}).reshape({10 * h, 10 * w, ch});
     auto bytes = (tiled * 255).round().to(torch::kUInt8).cpu().contiguous();
     std::vector<uint8_t> pixels(bytes.data_ptr<uint8_t>(), bytes.data_ptr<uint8_t>() + bytes.numel());
-    if (auto st = WriteGrayPng(o.grid_path, 280, 280, pixels); !st.ok()) return st;
+    const int width = static_cast<int>(10 * w), height = static_cast<int>(10 * h);
+    auto st = ch == 3 ? WriteRgbPng(o.grid_path, width, height, pixels) : WriteGrayPng(o.grid_path, width, height, pixels);
+    if (!st.ok()) return st;
   }
   return m;
 }

@@ -55,7 +55,8 @@ struct EvalOptions {
   std::string grid_path;  // PNG, 10 classes x 10 samples; empty: none
 };
 
-// fid, inception_score, precision, recall, class_accuracy, latency_ms_b1, latency_ms_b256
+// fid, inception_score, precision, recall, class_accuracy (only with `features` and `real`:
+// Fashion-MNIST tokenizers), latency_ms_b1, latency_ms_b256
 // (per image), speedup_vs_teacher_b1 and token_speedup_vs_teacher_b1 (decoding excluded) when
 // `teacher` is given (timed side by side: teacher, sampler, teacher, on the same threads; 1.0
 // when `teacher` is `&sampler`), codebook_distance (mean distance of sampled vectors to their nearest
@@ -64,9 +65,9 @@ struct EvalOptions {
 // nearest codes, the "generative perplexity" of discrete-diffusion distillation papers (the
 // teacher sampler's own value is the reference; lower is more teacher-like, and it sees how
 // tokens fit together, which FID on classifier features hardly does). Runs on the tokenizer's
-// device; `real` may live on the CPU.
-absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, VqVae& tokenizer,
-                                                       FeatureNet& features, const ImageSet& real,
+// device; `real` may live on the CPU. The grid is gray or RGB as the tokenizer decodes.
+absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, Tokenizer& tokenizer,
+                                                       FeatureNet* features, const ImageSet* real,
                                                        const EvalOptions& options,
                                                        ArTransformer* likelihood_teacher = nullptr);
 

@@ -196,16 +196,40 @@ TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok) {
   return o;
 }
 
-// Loads a trained tokenizer from the artifacts of job `name`.
-absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name, const torch::Device& device) {
+// Loads a trained or imported tokenizer from the artifacts of job `name`.
+absl::StatusOr<Tokenizer> LoadTokenizer(JobContext& ctx, const std::string& name, const torch::Device& device) {
   auto config = ReadJson(ctx.ArtifactDir(name) + "/config.json");
   if (!config.ok()) return config.status();
-  VqVae model(TokenizerOptions(*config));
+  Tokenizer model(nullptr);
+  std::string module = "vqvae";
+  if (config->value("kind", std::string()) == "llamagen_vq") {
+    model = Tokenizer(LlamaGenVq(LlamaGenVqOptionsFromJson(*config)).ptr());
+    module = "llamagen_vq";
+  } else {
+    model = Tokenizer(VqVae(TokenizerOptions(*config)).ptr());
+  }
   model->to(device);
-  auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{"vqvae", model.ptr()}}, {});
+  auto st = LoadCheckpoint(ctx.ArtifactDir(name) + "/final.pt", {{module, model.ptr()}}, {});
   if (!st.ok()) return st.status();
   model->eval();
   return model;
+}
+
+LlamaGenVqOptions LlamaGenVqOptionsFromJson(const Json& c) {
+  LlamaGenVqOptions o;
+  o.channels = c.at("channels");
+  o.channel_mult = c.at("channel_mult").get<std::vector<int64_t>>();
+  o.res_blocks = c.at("res_blocks");
+  o.z_channels = c.at("z_channels");
+  o.codebook_size = c.at("codebook_size");
+  o.code_dim = c.at("code_dim");
+  return o;
+}
+
+Json LlamaGenVqOptionsToJson(const LlamaGenVqOptions& o) {
+  return {{"kind", "llamagen_vq"},      {"channels", o.channels},   {"channel_mult", o.channel_mult},
+          {"res_blocks", o.res_blocks}, {"z_channels", o.z_channels}, {"codebook_size", o.codebook_size},
+          {"code_dim", o.code_dim}};
 }
 
 absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name, const torch::Device& device) {
@@ -228,11 +252,11 @@ absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& na
   return model;
 }
 
-torch::Tensor Tokenize(VqVae& tok, const torch::Tensor& images) {
+torch::Tensor Tokenize(TokenizerImpl& tok, const torch::Tensor& images) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;
   for (int64_t i = 0; i < images.size(0); i += 1000) {
-    out.push_back(tok->Quantize(tok->Encode(images.slice(0, i, i + 1000))));
+    out.push_back(tok.Quantize(tok.Encode(images.slice(0, i, i + 1000))));
   }
   return torch::cat(out);
 }

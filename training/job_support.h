@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "training/checkpoint.h"
 #include "training/distributed.h"
+#include "training/llamagen.h"
 #include "training/models.h"
 #include "worker/job_registry.h"
 
@@ -98,13 +99,18 @@ TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok);
 TransformerOptions TransformerOptionsFromJson(const Json& config);
 Json TransformerOptionsToJson(const TransformerOptions& o);
 
-// Trained models from the artifacts of job `name`, in eval mode, on `device`.
-absl::StatusOr<VqVae> LoadTokenizer(JobContext& ctx, const std::string& name, const torch::Device& device);
+// LlamaGen VQ options in a tokenizer's config.json ("kind": "llamagen_vq").
+LlamaGenVqOptions LlamaGenVqOptionsFromJson(const Json& config);
+Json LlamaGenVqOptionsToJson(const LlamaGenVqOptions& o);
+
+// Trained models from the artifacts of job `name`, in eval mode, on `device`. The tokenizer is
+// dd2's VqVae or an imported LlamaGen VQ, as its config.json says.
+absl::StatusOr<Tokenizer> LoadTokenizer(JobContext& ctx, const std::string& name, const torch::Device& device);
 absl::StatusOr<ArTransformer> LoadTeacher(JobContext& ctx, const std::string& name, const torch::Device& device);
 absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& name, const torch::Device& device);
 
 // Token indices of images, in chunks, without gradients: [N, n].
-torch::Tensor Tokenize(VqVae& tok, const torch::Tensor& images);
+torch::Tensor Tokenize(TokenizerImpl& tok, const torch::Tensor& images);
 
 // cfg, top_k, top_p, temperature from a job's params.
 SamplingConfig SamplingFromParams(const Json& p);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -69,7 +70,7 @@ int RunTokenizerJob(JobContext& ctx) {
   test->images = test->images.to(dist.device());
   torch::NoGradGuard no_grad;
   model->eval();
-  auto idx = Tokenize(model, test->images);
+  auto idx = Tokenize(*model, test->images);
   auto recon = model->Decode(model->Codebook().index_select(0, idx.view(-1)).view({idx.size(0), idx.size(1), opts.code_dim}));
   auto counts = torch::bincount(idx.view(-1), {}, opts.codebook_size).to(torch::kFloat64);
   auto freq = counts / counts.sum();
@@ -93,11 +94,17 @@ int RunTeacherJob(JobContext& ctx) {
   auto data = LoadFashionMnist(data_dir, "train", p.value("train_limit", 0));
   if (!data.ok()) return Fail(ctx, data.status());
   data->labels = data->labels.to(dist.device());
-  auto tokens = Tokenize(*tok, data->images.to(dist.device()));
+  auto vq = std::dynamic_pointer_cast<VqVaeImpl>(tok->ptr());
+  if (!vq) return Fail(ctx, "teacher: its tokenizer job is not a Fashion-MNIST tokenizer (type tokenizer)");
+  auto tokens = Tokenize(**tok, data->images.to(dist.device()));
   auto codebook = (*tok)->Codebook().detach();
-  TransformerOptions opts = TeacherOptions(p, (*tok)->options());
+  TransformerOptions opts = TeacherOptions(p, vq->options());
   std::filesystem::create_directories(ctx.out_dir());
   if (opts.width % opts.heads != 0) return Fail(ctx, "teacher.width must be a multiple of teacher.heads");
+  if (opts.arch == "llamagen" && ((opts.width / opts.heads) % 4 != 0 || (opts.kv_heads > 0 && opts.heads % opts.kv_heads != 0))) {
+    return Fail(ctx, "teacher with arch llamagen: width / heads must be a multiple of 4 (2D rotary pairs) and kv_heads "
+                     "must divide heads");
+  }
   if (auto st = WriteJson(ctx.out_dir() + "/config.json", TransformerOptionsToJson(opts)); !st.ok()) {
     return Fail(ctx, st);
   }
@@ -133,7 +140,7 @@ int RunTeacherJob(JobContext& ctx) {
   if (!test.ok()) return Fail(ctx, test.status());
   torch::NoGradGuard no_grad;
   model->eval();
-  auto test_tokens = Tokenize(*tok, test->images.to(dist.device()));
+  auto test_tokens = Tokenize(**tok, test->images.to(dist.device()));
   ReportFinal(ctx, {{"test_nll", TeacherNll(model, codebook, test->labels.to(dist.device()), test_tokens)}},
               loop.steps);
   return 0;
@@ -193,10 +200,17 @@ int RunEvalJob(JobContext& ctx) {
   if (!tok.ok()) return Fail(ctx, tok.status());
   auto teacher = LoadTeacher(ctx, p.value("teacher", std::string("teacher")), *device);
   if (!teacher.ok()) return Fail(ctx, teacher.status());
-  auto features = LoadFeatureNet(ctx, p.value("featurenet", std::string("featurenet")), *device);
-  if (!features.ok()) return Fail(ctx, features.status());
-  auto test = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "test");
-  if (!test.ok()) return Fail(ctx, test.status());
+  // The feature network scores Fashion-MNIST samples only; an imported tokenizer's get none.
+  std::optional<FeatureNet> features;
+  std::optional<ImageSet> test;
+  if ((*tok)->fashion_mnist()) {
+    auto f = LoadFeatureNet(ctx, p.value("featurenet", std::string("featurenet")), *device);
+    if (!f.ok()) return Fail(ctx, f.status());
+    features = *f;
+    auto t = LoadFashionMnist(p.value("data_dir", std::string(kFashionMnistDir)), "test");
+    if (!t.ok()) return Fail(ctx, t.status());
+    test = std::move(*t);
+  }
   const SamplingConfig sampling = SamplingFromParams(p);
   EvalOptions options;
   options.samples = p.value("samples", 1000);
@@ -216,7 +230,7 @@ int RunEvalJob(JobContext& ctx) {
                                       p.value("checkpoint_step", 0));
     if (!generator.ok()) return Fail(ctx, generator.status());
     if (kind == "dd2") {
-      sampler = MakeOneStepSampler(*generator, (*tok)->options().code_dim);
+      sampler = MakeOneStepSampler(*generator, (*teacher)->options().code_dim);
     } else {
       sampler = MakeMultiStepSampler(*generator, *teacher, (*tok)->Codebook().detach(), sampling,
                                      p.value("multistep_k", 2), p.value("snap", false));
@@ -230,7 +244,7 @@ int RunEvalJob(JobContext& ctx) {
   }
   std::unique_ptr<TokenSampler> teacher_sampler;  // the reference for the speed-ups (the sampler itself for kind teacher)
   if (kind != "teacher") teacher_sampler = MakeTeacherSampler(*teacher, (*tok)->Codebook().detach(), sampling);
-  auto result = Evaluate(*sampler, kind == "teacher" ? sampler.get() : teacher_sampler.get(), *tok, *features, *test,
+  auto result = Evaluate(*sampler, kind == "teacher" ? sampler.get() : teacher_sampler.get(), *tok, features ? &*features : nullptr, test ? &*test : nullptr,
                          options, &*teacher);
   if (!result.ok()) return Fail(ctx, result.status());
   ReportFinal(ctx, *result, 1);
@@ -246,6 +260,9 @@ void RegisterTrainingJobTypes() {
   RegisterJobType("tune", RunTuneJob);
   RegisterJobType("distill", RunDistillJob);
   RegisterJobType("align", RunAlignJob);
+  RegisterJobType("import_tokenizer", RunImportTokenizerJob);
+  RegisterJobType("import_teacher", RunImportTeacherJob);
+  RegisterJobType("adapt", RunAdaptJob);
 }
 
 }  // namespace dd2

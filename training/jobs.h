@@ -22,6 +22,11 @@ int RunEvalJob(JobContext& ctx);
 int RunTuneJob(JobContext& ctx);
 int RunDistillJob(JobContext& ctx);
 int RunAlignJob(JobContext& ctx);
+// training/llamagen_jobs.cc: import_tokenizer, import_teacher (LlamaGen's .pt files) and adapt
+// (continuous-input adaptation of an imported teacher).
+int RunImportTokenizerJob(JobContext& ctx);
+int RunImportTeacherJob(JobContext& ctx);
+int RunAdaptJob(JobContext& ctx);
 
 // The stage-1 model of a tune job, and the EMA generator of a distill/align job, for eval
 // (checkpoint_step > 0: from its committed checkpoint at that step, checksum verified).

@@ -243,7 +243,7 @@ LlamaGenTransformerImpl::LlamaGenTransformerImpl(const TransformerOptions& given
   } else if (o.input == "linear") {
     token_in_ = register_module("dd2_token_in", nn::Sequential(Dense(o.code_dim, o.width)));
   } else {
-    const int64_t hidden = o.input_hidden > 0 ? o.input_hidden : o.width;
+    const int64_t hidden = o.input_hidden > 0 ? o.input_hidden : 4 * o.width;
     token_in_ = register_module("dd2_token_in", nn::Sequential(Dense(o.code_dim, hidden), nn::SiLU(), Dense(hidden, o.width)));
   }
   auto layers = register_module("layers", nn::ModuleList());
@@ -295,7 +295,7 @@ torch::Tensor LlamaGenTransformerImpl::Classes(const torch::Tensor& classes) {
   return cls_table_->forward(classes).unsqueeze(1);
 }
 
-torch::Tensor LlamaGenTransformerImpl::Vectors(const torch::Tensor& vectors) {
+torch::Tensor LlamaGenTransformerImpl::EmbedVectors(const torch::Tensor& vectors) {
   if (token_in_) return token_in_->forward(vectors);
   TORCH_CHECK(codebook_.abs().sum().item<double>() > 0,
               "a LlamaGen teacher with input 'embedding' needs its codebook (SetCodebook) to read token vectors");
@@ -314,13 +314,13 @@ torch::Tensor LlamaGenTransformerImpl::Blocks(torch::Tensor x, KvCache* cache) {
 
 torch::Tensor LlamaGenTransformerImpl::Hidden(const torch::Tensor& classes, const torch::Tensor& prefix) {
   torch::Tensor x = Classes(classes);
-  if (prefix.defined() && prefix.size(1) > 0) x = torch::cat({x, Vectors(prefix)}, 1);
+  if (prefix.defined() && prefix.size(1) > 0) x = torch::cat({x, EmbedVectors(prefix)}, 1);
   return Blocks(x, nullptr);
 }
 
 torch::Tensor LlamaGenTransformerImpl::StepHidden(const torch::Tensor& classes, const torch::Tensor& token_vector,
                                                   int64_t position, KvCache& cache) {
-  auto x = position == 0 ? Classes(classes) : Vectors(token_vector.unsqueeze(1));
+  auto x = position == 0 ? Classes(classes) : EmbedVectors(token_vector.unsqueeze(1));
   return Blocks(x, &cache).squeeze(1);
 }
 

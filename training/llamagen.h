@@ -65,12 +65,14 @@ class LlamaGenTransformerImpl : public ArTransformerImpl {
   torch::Tensor TokenLogits(const torch::Tensor& classes, const torch::Tensor& ids);
   torch::Tensor TokenStep(const torch::Tensor& classes, const torch::Tensor& id, int64_t position, KvCache& cache);
 
+  // Token vectors [..., C] through the input layer: [..., width].
+  torch::Tensor EmbedVectors(const torch::Tensor& vectors);
+
   // Input "embedding": the l2-normalised codebook [V, C] vectors are snapped to (a buffer,
   // dd2_codebook, saved with the model).
   void SetCodebook(const torch::Tensor& codebook);
 
  private:
-  torch::Tensor Vectors(const torch::Tensor& vectors);   // [B, T, C] -> [B, T, width]
   torch::Tensor Classes(const torch::Tensor& classes);   // [B] -> [B, 1, width]
   torch::Tensor Blocks(torch::Tensor x, KvCache* cache);  // [B, t, width] -> norm(h)
   std::pair<torch::Tensor, torch::Tensor> Rope(int64_t from, int64_t count, const torch::Device& device);
@@ -97,18 +99,20 @@ struct LlamaGenVqOptions {
 // The options a VQ state dict determines (all of them). Errors name `file` and the key.
 absl::StatusOr<LlamaGenVqOptions> LlamaGenVqOptionsFromStateDict(const std::string& file, const TensorDict& state);
 
-class LlamaGenVqImpl : public torch::nn::Module {
+class LlamaGenVqImpl : public TokenizerImpl {
  public:
   explicit LlamaGenVqImpl(const LlamaGenVqOptions& options);
   // Images [B, 3, H, W] in [-1, 1] -> l2-normalised latents [B, n, C], raster order.
-  torch::Tensor Encode(const torch::Tensor& images);
+  torch::Tensor Encode(const torch::Tensor& images) override;
   // Nearest code (smallest squared distance to the normalised codebook) of latents [B, n, C].
-  torch::Tensor Quantize(const torch::Tensor& latents);
-  // Any vectors [B, n, C] (n a square) -> images [B, 3, H, W]; no quantisation.
-  torch::Tensor Decode(const torch::Tensor& vectors);
+  torch::Tensor Quantize(const torch::Tensor& latents) override;
+  // Any vectors [B, n, C] (n a square) -> images [B, 3, H, W] in [-1, 1]; no quantisation.
+  torch::Tensor Decode(const torch::Tensor& vectors) override;
   // Codes [B, n] -> images, through the normalised codebook.
   torch::Tensor DecodeCodes(const torch::Tensor& codes);
-  torch::Tensor Codebook();  // [V, C], l2-normalised
+  torch::Tensor Codebook() override;  // [V, C], l2-normalised
+  torch::Tensor Pixels(const torch::Tensor& decoded) override { return ((decoded + 1) / 2).clamp(0, 1); }
+  bool fashion_mnist() const override { return false; }
   const LlamaGenVqOptions& options() const { return options_; }
 
  private:

@@ -33,18 +33,43 @@ struct VqOutput {
   torch::Tensor vq_loss;         // scalar
 };
 
-class VqVaeImpl : public torch::nn::Module {
+// The tokenizer interface that the teacher, tune, distill and eval jobs use: images to
+// l2-normalised token vectors on a codebook and back. VqVae is ours (Fashion-MNIST);
+// LlamaGenVq (training/llamagen.h) is LlamaGen's.
+class TokenizerImpl : public torch::nn::Module {
+ public:
+  // L2-normalised encoder outputs of images: [B, n, C], raster order.
+  virtual torch::Tensor Encode(const torch::Tensor& images) = 0;
+  // The nearest codebook entries of latents [B, n, C]: [B, n].
+  virtual torch::Tensor Quantize(const torch::Tensor& latents) = 0;
+  // Any vectors, on or off the codebook: [B, n, C] -> images [B, ch, H, W] in the tokenizer's range.
+  virtual torch::Tensor Decode(const torch::Tensor& vectors) = 0;
+  // The L2-normalised codebook [V, C].
+  virtual torch::Tensor Codebook() = 0;
+  // Decoded images mapped to [0, 1] for pictures.
+  virtual torch::Tensor Pixels(const torch::Tensor& decoded) = 0;
+  // Whether decoded images are Fashion-MNIST's ([B, 1, 28, 28] in [0, 1]), which the feature
+  // network scores (FID and the rest); other tokenizers' samples get no such scores.
+  virtual bool fashion_mnist() const = 0;
+};
+
+class Tokenizer : public torch::nn::ModuleHolder<TokenizerImpl> {
+ public:
+  Tokenizer(std::nullptr_t) : ModuleHolder(nullptr) {}  // NOLINT: as TORCH_MODULE's holders
+  Tokenizer(std::shared_ptr<TokenizerImpl> impl) : ModuleHolder(std::move(impl)) {}  // NOLINT
+};
+
+class VqVaeImpl : public TokenizerImpl {
  public:
   explicit VqVaeImpl(const VqVaeOptions& options);
   VqOutput forward(const torch::Tensor& images);
-  // L2-normalised encoder outputs of [B, 1, 28, 28] images: [B, n, C], raster order.
-  torch::Tensor Encode(const torch::Tensor& images);
-  // Nearest codebook entry by cosine similarity: [B, n].
-  torch::Tensor Quantize(const torch::Tensor& latents);
-  // Any vectors, on or off the codebook: [B, n, C] -> [B, 1, 28, 28].
-  torch::Tensor Decode(const torch::Tensor& vectors);
-  // The L2-normalised codebook [V, C].
-  torch::Tensor Codebook();
+  // Images are [B, 1, 28, 28] in [0, 1]; Quantize is by cosine similarity.
+  torch::Tensor Encode(const torch::Tensor& images) override;
+  torch::Tensor Quantize(const torch::Tensor& latents) override;
+  torch::Tensor Decode(const torch::Tensor& vectors) override;
+  torch::Tensor Codebook() override;
+  torch::Tensor Pixels(const torch::Tensor& decoded) override { return decoded.clamp(0, 1); }
+  bool fashion_mnist() const override { return true; }
   // Dead-code restart: counts code use over a window (a buffer, so checkpoints keep it); at
   // the window's end every unused code is moved onto a random encoder output of `latents`.
   // Returns how many codes were restarted.
@@ -75,7 +100,7 @@ struct TransformerOptions {
   double norm_eps = 1e-5;
   double rope_base = 10000;
   std::string input = "linear";  // how token vectors enter: linear | mlp | embedding
-  int64_t input_hidden = 0;      // mlp: hidden width (0: width)
+  int64_t input_hidden = 0;      // mlp: hidden width (0: 4 x width)
 };
 
 // Per-layer keys and values of the positions seen so far.

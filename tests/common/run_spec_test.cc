@@ -87,6 +87,38 @@ TEST(RunSpecTest, Dd2PipelineExpandsIntoTheJobDag) {
   EXPECT_TRUE(ValidateRunSpec(*spec).ok());
 }
 
+TEST(RunSpecTest, ImportedTeacherExpandsIntoImportAdaptAndTheStagesWithoutAFeatureNetwork) {
+  auto spec = ParseRunSpec(R"(name: l
+pipeline: dd2
+tokenizer: {import: {file: /models/vq_ds16_c2i.pt}}
+teacher: {import: {file: /models/c2i_L_256.pt, preset: L}}
+adapt: {steps: 50}
+eval_every: {steps: 100}
+)", "l.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(ValidateRunSpec(*spec).ok());
+  std::map<std::string, proto::JobSpec> jobs;
+  for (const auto& j : spec->jobs()) jobs[j.name()] = j;
+  EXPECT_EQ(jobs.size(), 12u);
+  EXPECT_EQ(jobs.count("featurenet"), 0u);
+  EXPECT_EQ(jobs["tokenizer"].type(), "import_tokenizer");
+  EXPECT_EQ(nlohmann::json::parse(jobs["tokenizer"].params_json())["file"], "/models/vq_ds16_c2i.pt");
+  EXPECT_EQ(jobs["teacher-import"].type(), "import_teacher");
+  auto imported = nlohmann::json::parse(jobs["teacher-import"].params_json());
+  EXPECT_EQ(imported["preset"], "L");
+  EXPECT_EQ(imported["tokenizer"], "tokenizer");
+  EXPECT_EQ(jobs["teacher"].type(), "adapt");
+  auto adapt = nlohmann::json::parse(jobs["teacher"].params_json());
+  EXPECT_EQ(adapt["teacher"], "teacher-import");
+  EXPECT_EQ(adapt["steps"], 50);
+  EXPECT_THAT(jobs["teacher"].after(), ::testing::ElementsAre("teacher-import"));
+  EXPECT_EQ(nlohmann::json::parse(jobs["tune"].params_json())["teacher"], "teacher");
+  EXPECT_THAT(jobs["eval-dd2"].after(), ::testing::ElementsAre("distill"));
+  EXPECT_THAT(jobs["distill"].after(), ::testing::ElementsAre("tune"));
+  EXPECT_EQ(nlohmann::json::parse(jobs["eval-teacher-import"].params_json())["teacher"], "teacher-import");
+  EXPECT_EQ(nlohmann::json::parse(jobs["eval-teacher"].params_json())["teacher"], "teacher");
+}
+
 TEST(RunSpecTest, MissingFileNamesThePath) {
   auto spec = LoadRunSpec("/nonexistent/run.yaml");
   ASSERT_FALSE(spec.ok());
