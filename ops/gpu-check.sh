@@ -4,7 +4,7 @@
 # machine that has CUDA, cmake, ninja and PyTorch but none of our Debian packages and no
 # network, runs the GPU tests (tests/training/gpu_test.cc, ctest label gpu: the NCCL group of
 # one rank, every job type on the GPU, GPU vs CPU losses; full log in build-gpu/gpu_test.log), then a few distill steps on the GPU and the CPU with a table of step
-# times.
+# times, and a LlamaGen-B-sized distill step's time and peak GPU memory.
 #
 #   ops/gpu-check.sh bundle [DIR]   here (Debian, after ops/install-deps.sh): copies into DIR
 #                                   (default .gpu-bundle, git-ignored) what that machine lacks:
@@ -116,6 +116,30 @@ run() {
          step_ms || true)
     printf '| %s | %s | %s | %s | 4 | 2 | %s | %s | %s |\n' "$device" "$threads" "$noise" "$batch" "$((steps - 10))" "$ms" \
       "$(awk -v b="$batch" -v ms="$ms" 'BEGIN { if (ms + 0 > 0) printf "%.0f", 1000 * b / ms; else print "n/a" }')"
+  done
+  # A LlamaGen-B-sized distillation step (issue 16): LlamaGen's GPT-B (width 768, 12 layers, 12
+  # heads) as the teacher over 256 tokens and 16,384 codes; random weights (the upstream jobs take
+  # a step or two: their quality is not the point). Peak GPU memory polled with nvidia-smi.
+  job tokenizer tok-b '{"device": "cuda", "steps": 1, "batch": 8, "grid": 16, "codebook_size": 16384, "train_limit": 64}' \
+    >/dev/null || echo "gpu-check: LlamaGen-B tokenizer failed"
+  job teacher gpt-b '{"device": "cuda", "steps": 1, "batch": 8, "tokenizer": "tok-b", "arch": "llamagen", "width": 768, "layers": 12, "heads": 12, "train_limit": 64}' \
+    >/dev/null || echo "gpu-check: LlamaGen-B teacher failed"
+  job tune tune-b '{"device": "cuda", "steps": 2, "head_steps": 1, "batch": 8, "pool": 16, "tokenizer": "tok-b", "teacher": "gpt-b", "head_width": 768}' \
+    >/dev/null || echo "gpu-check: LlamaGen-B tune failed"
+  printf '\n| LlamaGen-B distill | batch | K | m | timed steps | ms per generator step | peak GPU MiB |\n|---|---|---|---|---|---|---|\n'
+  local peak_file pid
+  for batch in 8 32; do
+    peak_file=$(mktemp)
+    (peak=0; while sleep 0.5; do
+       used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -1 || echo 0)
+       [ "${used:-0}" -gt "$peak" ] && peak=$used && echo "$peak" >"$peak_file"
+     done) &
+    pid=$!
+    ms=$(job distill "distill-b-$batch" "{\"device\": \"cuda\", \"noise\": \"device\", \"steps\": 20, \"k\": 4, \"m\": 2, \"batch\": $batch, \"checkpoint_every\": 0, \"tokenizer\": \"tok-b\", \"teacher\": \"gpt-b\", \"init\": \"tune-b\"}" |
+         step_ms || true)
+    kill "$pid" 2>/dev/null || true
+    printf '| GPT-B, 256 tokens | %s | 4 | 2 | 10 | %s | %s |\n' "$batch" "$ms" "$(cat "$peak_file" 2>/dev/null || echo n/a)"
+    rm -f "$peak_file"
   done
   rm -rf "$dir"
   [ "$status" -eq 0 ] && echo "gpu-check: all GPU tests passed" || echo "gpu-check: GPU tests FAILED"

@@ -200,10 +200,18 @@ std::unique_ptr<TokenSampler> MakeSetPredictionSampler(ArTransformer teacher, to
 double TeacherNll(ArTransformer& teacher, const torch::Tensor& codebook, const torch::Tensor& classes,
                   const torch::Tensor& codes) {
   torch::NoGradGuard no_grad;
-  const int64_t n = codes.size(1);
-  auto vectors = codebook.index_select(0, codes.reshape(-1)).view({codes.size(0), n, codebook.size(1)});
-  auto logits = teacher->forward(classes, vectors.slice(1, 0, n - 1));  // [B, n, V]
-  return torch::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), codes.reshape(-1)).item<double>();
+  const int64_t b = codes.size(0), n = codes.size(1), v = codebook.size(0);
+  // Sequences per forward pass: logits [chunk, n, V] stay under 2^26 floats (256 MB), so a
+  // 16,384-code teacher at 256 tokens takes 16 at a time.
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 26) / (n * v));
+  double sum = 0;
+  for (int64_t a = 0; a < b; a += chunk) {
+    auto c = codes.slice(0, a, a + chunk);
+    auto vectors = codebook.index_select(0, c.reshape(-1)).view({c.size(0), n, codebook.size(1)});
+    auto logits = teacher->forward(classes.slice(0, a, a + chunk), vectors.slice(1, 0, n - 1));  // [c, n, V]
+    sum += torch::cross_entropy_loss(logits.reshape({-1, v}), c.reshape(-1), {}, at::Reduction::Sum).item<double>();
+  }
+  return sum / static_cast<double>(b * n);
 }
 
 absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, TokenSampler* teacher, Tokenizer& tok,

@@ -292,6 +292,20 @@ Json TransformerOptionsToJson(const TransformerOptions& o) {
   return j;
 }
 
+torch::Tensor DropLabels(Distributed& dist, const torch::Tensor& classes, int64_t global_batch, uint64_t seed,
+                         int64_t step, double rate, int64_t null_class) {
+  auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));
+  return classes.masked_fill(dist.Shard(torch::rand({global_batch}, gen)) < rate, null_class);
+}
+
+torch::Tensor ArCrossEntropy(ArTransformerImpl& model, const torch::Tensor& codebook, const torch::Tensor& codes,
+                             const torch::Tensor& classes) {
+  const int64_t b = codes.size(0), n = codes.size(1);
+  auto prefix = codebook.index_select(0, codes.slice(1, 0, n - 1).reshape(-1)).view({b, n - 1, codebook.size(1)});
+  auto logits = model.forward(classes, prefix);
+  return torch::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), codes.reshape(-1));
+}
+
 SamplingConfig SamplingFromParams(const Json& p) {
   SamplingConfig s;
   s.cfg = p.value("cfg", 2.0);

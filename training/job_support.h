@@ -112,6 +112,17 @@ absl::StatusOr<FeatureNet> LoadFeatureNet(JobContext& ctx, const std::string& na
 // Token indices of images, in chunks, without gradients: [N, n].
 torch::Tensor Tokenize(TokenizerImpl& tok, const torch::Tensor& images);
 
+// Label dropout for classifier-free guidance: this rank's shard of `classes` with each replaced
+// by the null class with probability `rate`, drawn for the whole gang's `global_batch` from
+// (seed, step), so resume and gang size give the same draws.
+torch::Tensor DropLabels(Distributed& dist, const torch::Tensor& classes, int64_t global_batch, uint64_t seed,
+                         int64_t step, double rate, int64_t null_class);
+
+// The AR cross-entropy of `model` on token sequences `codes` [B, n] given `classes` [B]
+// (teacher forcing on the codebook vectors of codes[:, :n-1]).
+torch::Tensor ArCrossEntropy(ArTransformerImpl& model, const torch::Tensor& codebook, const torch::Tensor& codes,
+                             const torch::Tensor& classes);
+
 // cfg, top_k, top_p, temperature from a job's params.
 SamplingConfig SamplingFromParams(const Json& p);
 

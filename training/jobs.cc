@@ -123,15 +123,8 @@ int RunTeacherJob(JobContext& ctx) {
   loop.step = [&](int64_t step) {
     auto global = batcher.Indices(step);
     auto idx = dist.Shard(global);
-    auto target = tokens.index_select(0, idx);                               // [B, n]
-    auto classes = data->labels.index_select(0, idx);
-    auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));      // label dropout
-    auto drop = dist.Shard(torch::rand({global.size(0)}, gen)) < dropout;
-    classes = classes.masked_fill(drop, opts.classes);
-    const int64_t n = target.size(1);
-    auto prefix = codebook.index_select(0, target.slice(1, 0, n - 1).reshape(-1)).view({target.size(0), n - 1, opts.code_dim});
-    auto logits = model->forward(classes, prefix);
-    auto loss = torch::cross_entropy_loss(logits.reshape({-1, opts.vocab}), target.reshape(-1));
+    auto classes = DropLabels(dist, data->labels.index_select(0, idx), global.size(0), seed, step, dropout, opts.classes);
+    auto loss = ArCrossEntropy(*model, codebook, tokens.index_select(0, idx), classes);
     dist.Step(adam, loss);
     return StepMetrics{{"loss", loss.detach()}};
   };

@@ -204,14 +204,8 @@ int RunAdaptJob(JobContext& ctx) {
     }
     auto global = batcher.Indices(step - fit_steps);
     auto idx = dist.Shard(global);
-    auto target = codes.index_select(0, idx);
-    auto cls = classes.index_select(0, idx);
-    auto gen = MakeGenerator(seed * 7919 + static_cast<uint64_t>(step));
-    cls = cls.masked_fill(dist.Shard(torch::rand({global.size(0)}, gen)) < dropout, to.classes);
-    const int64_t n = target.size(1);
-    auto prefix = codebook.index_select(0, target.slice(1, 0, n - 1).reshape(-1)).view({target.size(0), n - 1, to.code_dim});
-    auto logits = adapted->forward(cls, prefix);
-    auto loss = torch::cross_entropy_loss(logits.reshape({-1, to.vocab}), target.reshape(-1));
+    auto cls = DropLabels(dist, classes.index_select(0, idx), global.size(0), seed, step, dropout, to.classes);
+    auto loss = ArCrossEntropy(*adapted, codebook, codes.index_select(0, idx), cls);
     dist.Step(adam, loss);
     return StepMetrics{{"loss", loss.detach()}};
   };
