@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cluster/ctl_output.h"
+#include "cluster/import_command.h"
 #include "cluster/local_cluster.h"
 #include "cluster/report.h"
 #include "cluster/slurm_commands.h"
@@ -168,6 +169,23 @@ int RunCtl(int argc, char** argv) {
   submit_cmd->add_flag("--json", json, "print the reply as JSON");
   bool no_reuse = false;
   submit_cmd->add_flag("--no-reuse", no_reuse, "run every job, even where an identical job already succeeded");
+
+  LlamaGenImport import;
+  auto* import_cmd = app.add_subcommand("import", "import a trained teacher from its published files");
+  import_cmd->require_subcommand(1);
+  auto* import_llamagen_cmd = import_cmd->add_subcommand(
+      "llamagen", "submit a run that reads LlamaGen's VQ and c2i GPT .pt files into a tokenizer and a teacher "
+                  "(jobs tokenizer, teacher-import; a `pipeline: dd2` run with teacher.import of the same files reuses them)");
+  import_llamagen_cmd->add_option("--gpt", import.gpt, "the GPT's .pt file (a path on the workers)")->required();
+  import_llamagen_cmd->add_option("--vq", import.vq, "the VQ tokenizer's .pt file (a path on the workers)")->required();
+  import_llamagen_cmd->add_option("--preset", import.preset, "B, L, XL, XXL or XXXL (gives heads and 256 tokens)");
+  import_llamagen_cmd->add_option("--heads", import.heads, "attention heads, without a preset");
+  import_llamagen_cmd->add_option("--tokens", import.tokens, "tokens per image (a square; default the preset's 256)");
+  import_llamagen_cmd->add_option("--eval", import.eval_samples, "then evaluate the teacher with N samples (0: no eval)");
+  import_llamagen_cmd->add_option("--name", import.name, "the run's name")->capture_default_str();
+  import_llamagen_cmd->add_option("--id", id, "submission id: the same id always returns the same run");
+  import_llamagen_cmd->add_flag("--wait", wait, "wait for the run to finish; exit 1 unless it succeeded");
+  import_llamagen_cmd->add_flag("--json", json, "print the reply as JSON");
 
   std::string target;
   auto* status_cmd = app.add_subcommand("status", "runs, or one run's jobs");
@@ -341,6 +359,14 @@ int RunCtl(int argc, char** argv) {
       return kExitInvalid;
     }
   }
+  if (import_llamagen_cmd->parsed()) {
+    auto run = LlamaGenImportRun(import);
+    if (!run.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(run.status().message()).c_str());
+      return kExitInvalid;
+    }
+    submission.run = *std::move(run);
+  }
   auto endpoint = Endpoint(common);
   if (!endpoint.ok()) return Fail(endpoint.status());
   const KeyedHomePaths keyed = KeyedHome(home);
@@ -375,7 +401,7 @@ int RunCtl(int argc, char** argv) {
   if (sweep_cancel_cmd->parsed()) return Cancel(client, sweep_id, json);
   if (compare_cmd->parsed()) return Compare(client, compare_runs, json);
   if (report_cmd->parsed()) return Report(client, target, report_out, json);
-  if (submit_cmd->parsed()) {
+  if (submit_cmd->parsed() || import_llamagen_cmd->parsed()) {
     proto::Envelope req;
     *req.mutable_submit()->mutable_spec() = *submission.run;
     req.mutable_submit()->mutable_spec()->set_no_reuse(no_reuse);

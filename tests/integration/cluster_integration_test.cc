@@ -451,6 +451,17 @@ TEST_F(ClusterTest, ImportedLlamaGenCheckpointsRunThroughImportAdaptAndEveryStag
   const std::string fixtures =
       std::filesystem::canonical(std::string(DD2_SOURCE_DIR) + "/../shared/fixtures/llamagen").string();
   Up(2);
+  // dd2ctl import llamagen: the two files and an eval of the teacher as imported.
+  auto imported = Ctl({"import", "llamagen", "--gpt", fixtures + "/gpt_tiny_c2i.pt", "--vq", fixtures + "/vq_tiny.pt",
+                       "--heads", "4", "--tokens", "16", "--eval", "20", "--wait"});
+  ASSERT_EQ(imported.exit_code, 0) << imported.out << imported.err;
+  Json first = CtlJson({"results", "llamagen-import-1"});
+  ASSERT_EQ(first["evals"].size(), 1u);
+  EXPECT_EQ(first["evals"][0]["state"], "succeeded");
+  EXPECT_TRUE(first["evals"][0]["metrics"].contains("teacher_nll"));
+  auto bad = Ctl({"import", "llamagen", "--gpt", "c2i.pt", "--vq", "vq.pt", "--preset", "M"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.out << bad.err;
+  EXPECT_THAT(bad.err, ::testing::HasSubstr("jobs[1].params.preset: expected one of"));
   auto r = Ctl({"submit", WriteYaml("imported.yaml", R"(
 name: imported
 pipeline: dd2
@@ -462,16 +473,20 @@ distill: {steps: 3, k: 2, batch: 4, m: 2}
 eval: {samples: 20, batch: 20, marginal_samples: 20, euler_steps: 1}
 )"), "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  Json jobs = CtlJson({"jobs", "imported-1"});
+  Json jobs = CtlJson({"jobs", "imported-2"});
   std::map<std::string, Json> by_name;
   for (const auto& j : jobs["jobs"]) by_name[j["name"].get<std::string>()] = j;
   EXPECT_EQ(by_name.count("featurenet"), 0u);
   EXPECT_EQ(by_name["teacher"]["type"], "adapt");
+  // The pipeline's imports are the ones dd2ctl import made: reused, not read again.
+  EXPECT_THAT(by_name["tokenizer"]["reused_from"].get<std::string>(), ::testing::EndsWith("llamagen-import-1/tokenizer"));
+  EXPECT_THAT(by_name["teacher-import"]["reused_from"].get<std::string>(),
+              ::testing::EndsWith("llamagen-import-1/teacher-import"));
   // The adaptation: the MLP reproduces the token table, and fine-tuning lowers the held-out NLL.
-  Json results = CtlJson({"results", "imported-1"});
+  Json results = CtlJson({"results", "imported-2"});
   std::map<std::string, double> m;
   for (const char* key : {"embedding_fit_error", "nll_after_fit", "nll_adapted"}) {
-    auto rows = Sql(std::string("SELECT value FROM metrics WHERE job_id = 'imported-1/teacher' AND key = '") + key +
+    auto rows = Sql(std::string("SELECT value FROM metrics WHERE job_id = 'imported-2/teacher' AND key = '") + key +
                     "' ORDER BY step DESC LIMIT 1");
     if (rows.size() == 1) m[key] = std::stod(rows[0]);
   }
@@ -487,6 +502,13 @@ eval: {samples: 20, batch: 20, marginal_samples: 20, euler_steps: 1}
     EXPECT_TRUE(std::filesystem::exists(e["grid"].get<std::string>())) << e["grid"];
   }
   EXPECT_EQ(results["evals"][0]["job"], "eval-teacher-import");
+  // The imported teacher's samples are RGB: the grid is 10 x 10 samples of 8 x 8 pixels, 3 channels.
+  std::ifstream png(results["evals"][0]["grid"].get<std::string>(), std::ios::binary);
+  std::string header(33, '\0');
+  png.read(header.data(), 33);
+  EXPECT_EQ(static_cast<uint8_t>(header[19]), 80);  // width (big-endian, low byte)
+  EXPECT_EQ(static_cast<uint8_t>(header[23]), 80);  // height
+  EXPECT_EQ(static_cast<uint8_t>(header[25]), 2);   // colour type 2: RGB
 }
 
 // kill -9 of one rank's worker during a 2-rank distill job: the whole gang stops, the next
