@@ -39,6 +39,18 @@ nn::Linear Dense(int64_t in, int64_t out) {
   return l;
 }
 
+// dd2's input layers on token vectors: with a bias, unlike LlamaGen's own layers. Without one a
+// generator reading symmetric noise gets keys that are odd functions of it, whose scores
+// against any query average zero, so it cannot learn to weight the class position, which
+// LlamaGen's zero rotation scores 0.
+nn::Linear BiasedDense(int64_t in, int64_t out) {
+  nn::Linear l(nn::LinearOptions(in, out));
+  torch::NoGradGuard no_grad;
+  l->weight.normal_(0, 0.02);
+  l->bias.zero_();
+  return l;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- GPT
@@ -241,10 +253,10 @@ LlamaGenTransformerImpl::LlamaGenTransformerImpl(const TransformerOptions& given
     tok_embeddings_ = register_module("tok_embeddings", nn::Embedding(o.vocab, o.width));
     codebook_ = register_buffer("dd2_codebook", torch::zeros({o.vocab, o.code_dim}));
   } else if (o.input == "linear") {
-    token_in_ = register_module("dd2_token_in", nn::Sequential(Dense(o.code_dim, o.width)));
+    token_in_ = register_module("dd2_token_in", nn::Sequential(BiasedDense(o.code_dim, o.width)));
   } else {
     const int64_t hidden = o.input_hidden > 0 ? o.input_hidden : 4 * o.width;
-    token_in_ = register_module("dd2_token_in", nn::Sequential(Dense(o.code_dim, hidden), nn::SiLU(), Dense(hidden, o.width)));
+    token_in_ = register_module("dd2_token_in", nn::Sequential(BiasedDense(o.code_dim, hidden), nn::SiLU(), BiasedDense(hidden, o.width)));
   }
   auto layers = register_module("layers", nn::ModuleList());
   for (int64_t l = 0; l < o.layers; ++l) {
