@@ -225,7 +225,9 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
   torch::Tensor nearest_sum = torch::zeros({}, codebook.options().dtype(torch::kFloat64));
   int64_t tokens = 0;
   double nll_sum = 0;
-  auto images = Batched(o.samples, o.batch, [&](int64_t a, int64_t b) {
+  std::vector<torch::Tensor> images;  // decoded only when the feature network scores them
+  for (int64_t a = 0; a < o.samples; a += o.batch) {
+    const int64_t b = std::min(a + o.batch, o.samples);
     auto vectors = sampler.Sample(classes.slice(0, a, b), gen);
     auto [d, nearest] = torch::cdist(vectors.reshape({-1, vectors.size(2)}), codebook).min(-1);
     nearest_sum += d.sum().to(torch::kFloat64);
@@ -234,11 +236,12 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(TokenSampler& sampler, To
       nll_sum += static_cast<double>(b - a) *
                  TeacherNll(*likelihood_teacher, codebook, classes.slice(0, a, b), nearest.view({b - a, -1}));
     }
-    return scored ? tok->Pixels(tok->Decode(vectors)) : torch::zeros({b - a}, codebook.options());
-  });
+    if (scored) images.push_back(tok->Pixels(tok->Decode(vectors)));
+  }
   std::map<std::string, double> m;
   if (scored) {  // the feature network's scores, for Fashion-MNIST images
-    auto fake_feats = Batched(o.samples, 500, [&](int64_t a, int64_t b) { return (*features)->Features(images.slice(0, a, b)); });
+    auto all = torch::cat(images);
+    auto fake_feats = Batched(o.samples, 500, [&](int64_t a, int64_t b) { return (*features)->Features(all.slice(0, a, b)); });
     auto fake_probs = (*features)->Classify(fake_feats).softmax(-1);  // no second pass over the images
     auto real_feats = Batched(real->images.size(0), 1000, [&](int64_t a, int64_t b) {
       return (*features)->Features(real->images.slice(0, a, b).to(codebook.device()));

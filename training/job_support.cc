@@ -156,6 +156,13 @@ int RunLoop(JobContext& ctx, Loop& loop) {
 
 absl::Status WriteJson(const std::string& path, const Json& j) { return WriteFileAtomic(path, j.dump(2) + "\n"); }
 
+absl::Status WriteModelArtifacts(JobContext& ctx, const Json& config, const NamedModules& modules) {
+  std::error_code ec;
+  std::filesystem::create_directories(ctx.out_dir(), ec);
+  if (auto st = WriteJson(ctx.out_dir() + "/config.json", config); !st.ok()) return st;
+  return SaveCheckpoint(ctx.out_dir() + "/final.pt", modules, {}, 0);
+}
+
 absl::StatusOr<Json> ReadJson(const std::string& path) {
   auto text = ReadFile(path);
   if (!text.ok()) return absl::NotFoundError(absl::StrCat(path, ": missing (did the upstream job succeed?)"));

@@ -89,6 +89,9 @@ struct Loop {
 int RunLoop(JobContext& ctx, Loop& loop);
 
 absl::Status WriteJson(const std::string& path, const Json& j);
+
+// A model made without a training loop (an import): <out>/config.json and <out>/final.pt.
+absl::Status WriteModelArtifacts(JobContext& ctx, const Json& config, const NamedModules& modules);
 absl::StatusOr<Json> ReadJson(const std::string& path);
 
 // Final metrics, reported at `step` (the job's last step) and written to metrics.json, by rank 0.

@@ -100,11 +100,7 @@ int RunTeacherJob(JobContext& ctx) {
   auto codebook = (*tok)->Codebook().detach();
   TransformerOptions opts = TeacherOptions(p, vq->options());
   std::filesystem::create_directories(ctx.out_dir());
-  if (opts.width % opts.heads != 0) return Fail(ctx, "teacher.width must be a multiple of teacher.heads");
-  if (opts.arch == "llamagen" && ((opts.width / opts.heads) % 4 != 0 || (opts.kv_heads > 0 && opts.heads % opts.kv_heads != 0))) {
-    return Fail(ctx, "teacher with arch llamagen: width / heads must be a multiple of 4 (2D rotary pairs) and kv_heads "
-                     "must divide heads");
-  }
+  if (auto st = ValidateTransformerOptions(opts); !st.ok()) return Fail(ctx, st);
   if (auto st = WriteJson(ctx.out_dir() + "/config.json", TransformerOptionsToJson(opts)); !st.ok()) {
     return Fail(ctx, st);
   }
@@ -237,8 +233,8 @@ int RunEvalJob(JobContext& ctx) {
   }
   std::unique_ptr<TokenSampler> teacher_sampler;  // the reference for the speed-ups (the sampler itself for kind teacher)
   if (kind != "teacher") teacher_sampler = MakeTeacherSampler(*teacher, (*tok)->Codebook().detach(), sampling);
-  auto result = Evaluate(*sampler, kind == "teacher" ? sampler.get() : teacher_sampler.get(), *tok, features ? &*features : nullptr, test ? &*test : nullptr,
-                         options, &*teacher);
+  auto result = Evaluate(*sampler, kind == "teacher" ? sampler.get() : teacher_sampler.get(), *tok,
+                         features ? &*features : nullptr, test ? &*test : nullptr, options, &*teacher);
   if (!result.ok()) return Fail(ctx, result.status());
   ReportFinal(ctx, *result, 1);
   std::printf("sample grid: %s\n", options.grid_path.c_str());

@@ -201,10 +201,7 @@ absl::StatusOr<TransformerOptions> LlamaGenOptionsFromStateDict(const std::strin
                                                    o.heads, " heads of ", head_dim));
   }
   o.kv_heads = kv_rows / (2 * head_dim);
-  const int64_t grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(o.tokens))));
-  if (grid * grid != o.tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("tokens must be a square grid, got ", o.tokens));
-  }
+  if (auto st = ValidateTransformerOptions(o); !st.ok()) return absl::InvalidArgumentError(absl::StrCat(file, ": ", st.message()));
   return o;
 }
 
@@ -238,14 +235,9 @@ LlamaGenTransformerImpl::LlamaGenTransformerImpl(const TransformerOptions& given
   TransformerOptions& o = options_;
   if (o.kv_heads <= 0) o.kv_heads = o.heads;
   if (o.ffn_hidden <= 0) o.ffn_hidden = (8 * o.width / 3 + 255) / 256 * 256;  // find_multiple(int(2*4*dim/3), 256)
-  const int64_t grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(o.tokens))));
-  TORCH_CHECK(grid * grid == o.tokens, "a LlamaGen teacher's tokens must be a square grid, got ", o.tokens);
-  TORCH_CHECK(o.heads > 0 && o.width % o.heads == 0 && (o.width / o.heads) % 4 == 0,
-              "LlamaGen: width ", o.width, " must be heads (", o.heads, ") x a multiple of 4");
-  TORCH_CHECK(o.kv_heads > 0 && o.heads % o.kv_heads == 0, "LlamaGen: heads ", o.heads,
-              " must be a multiple of kv_heads ", o.kv_heads);
-  TORCH_CHECK(o.input == "embedding" || o.input == "linear" || o.input == "mlp",
-              "LlamaGen: input must be embedding, linear or mlp, not '", o.input, "'");
+  const absl::Status valid = ValidateTransformerOptions(o);
+  TORCH_CHECK(valid.ok(), std::string(valid.message()));
+  const int64_t grid = GridSide(o.tokens);
   auto table = std::make_shared<nn::Module>();
   cls_table_ = table->register_module("embedding_table", nn::Embedding(o.classes + 1, o.width));
   register_module("cls_embedding", table);
@@ -309,8 +301,11 @@ torch::Tensor LlamaGenTransformerImpl::Classes(const torch::Tensor& classes) {
 
 torch::Tensor LlamaGenTransformerImpl::EmbedVectors(const torch::Tensor& vectors) {
   if (token_in_) return token_in_->forward(vectors);
-  TORCH_CHECK(codebook_.abs().sum().item<double>() > 0,
-              "a LlamaGen teacher with input 'embedding' needs its codebook (SetCodebook) to read token vectors");
+  if (!codebook_seen_) {  // once, not a host sync per sampling step
+    TORCH_CHECK(codebook_.abs().sum().item<double>() > 0,
+                "a LlamaGen teacher with input 'embedding' needs its codebook (SetCodebook) to read token vectors");
+    codebook_seen_ = true;
+  }
   return tok_embeddings_->forward(torch::matmul(vectors, codebook_.t()).argmax(-1));
 }
 
@@ -587,8 +582,8 @@ torch::Tensor LlamaGenVqImpl::Quantize(const torch::Tensor& latents) {
 
 torch::Tensor LlamaGenVqImpl::Decode(const torch::Tensor& vectors) {
   const int64_t b = vectors.size(0), n = vectors.size(1), c = vectors.size(2);
-  const int64_t g = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(n))));
-  TORCH_CHECK(g * g == n, "LlamaGen VQ: ", n, " tokens are not a square grid");
+  const int64_t g = GridSide(n);
+  TORCH_CHECK(g > 0, "LlamaGen VQ: ", n, " tokens are not a square grid");
   auto z = vectors.transpose(1, 2).reshape({b, c, g, g});
   return decoder_->forward(post_quant_conv_->forward(z));
 }

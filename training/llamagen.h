@@ -80,6 +80,7 @@ class LlamaGenTransformerImpl : public ArTransformerImpl {
   torch::nn::Embedding cls_table_{nullptr}, tok_embeddings_{nullptr};
   torch::nn::Sequential token_in_{nullptr};
   torch::Tensor codebook_;
+  bool codebook_seen_ = false;  // codebook_ was found set (loaded or SetCodebook) once
   std::vector<std::shared_ptr<LlamaGenBlockImpl>> blocks_;
   torch::Tensor norm_weight_;
   torch::nn::Linear output_{nullptr};

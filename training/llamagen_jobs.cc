@@ -39,11 +39,7 @@ int RunImportTokenizerJob(JobContext& ctx) {
   if (!options.ok()) return Fail(ctx, options.status());
   LlamaGenVq vq(*options);
   if (auto st = LoadStateDict(file, *state, *vq, {"quantize.codebook_used"}); !st.ok()) return Fail(ctx, st);
-  std::filesystem::create_directories(ctx.out_dir());
-  if (auto st = WriteJson(ctx.out_dir() + "/config.json", LlamaGenVqOptionsToJson(*options)); !st.ok()) {
-    return Fail(ctx, st);
-  }
-  if (auto st = SaveCheckpoint(ctx.out_dir() + "/final.pt", {{"llamagen_vq", vq.ptr()}}, {}, 0); !st.ok()) {
+  if (auto st = WriteModelArtifacts(ctx, LlamaGenVqOptionsToJson(*options), {{"llamagen_vq", vq.ptr()}}); !st.ok()) {
     return Fail(ctx, st);
   }
   std::printf("LlamaGen VQ: codebook %ld x %ld, ch %ld, %zu levels, z %ld\n", options->codebook_size,
@@ -93,11 +89,7 @@ int RunImportTeacherJob(JobContext& ctx) {
   LlamaGenTransformer gpt(*options);
   if (auto st = LoadStateDict(file, *state, *gpt, {"freqs_cis"}); !st.ok()) return Fail(ctx, st);
   gpt->SetCodebook(codebook);
-  std::filesystem::create_directories(ctx.out_dir());
-  if (auto st = WriteJson(ctx.out_dir() + "/config.json", TransformerOptionsToJson(gpt->options())); !st.ok()) {
-    return Fail(ctx, st);
-  }
-  if (auto st = SaveCheckpoint(ctx.out_dir() + "/final.pt", {{"teacher", gpt.ptr()}}, {}, 0); !st.ok()) {
+  if (auto st = WriteModelArtifacts(ctx, TransformerOptionsToJson(gpt->options()), {{"teacher", gpt.ptr()}}); !st.ok()) {
     return Fail(ctx, st);
   }
   const TransformerOptions& o = gpt->options();
@@ -161,12 +153,10 @@ int RunAdaptJob(JobContext& ctx) {
   ao.input_hidden = p.value("hidden", 0);
   LlamaGenTransformer adapted(ao);
   adapted->to(dist.device());
-  {
-    torch::NoGradGuard no_grad;
-    auto from = teacher->named_parameters();
-    for (auto& q : adapted->named_parameters()) {
-      if (q.key().rfind("dd2_", 0) != 0) q.value().copy_(from[q.key()]);
-    }
+  TensorDict weights;  // everything but the token table, which the MLP replaces
+  for (const auto& q : teacher->named_parameters()) weights[q.key()] = q.value();
+  if (auto st = LoadStateDict("teacher job " + teacher_job, weights, *adapted, {"tok_embeddings.weight"}); !st.ok()) {
+    return Fail(ctx, st);
   }
   std::vector<torch::Tensor> mlp_params;
   for (auto& q : adapted->named_parameters()) {
@@ -174,9 +164,9 @@ int RunAdaptJob(JobContext& ctx) {
   }
   const torch::Tensor table = teacher->named_parameters()["tok_embeddings.weight"].detach();
   ArTransformer adapted_teacher(adapted.ptr());
-  torch::optim::Adam fit(mlp_params, torch::optim::AdamOptions(p.value("fit_lr", 1e-3)));
+  torch::optim::Adam fit(mlp_params, torch::optim::AdamOptions(p.value("fit_lr", 3e-3)));
   torch::optim::Adam adam(adapted->parameters(), torch::optim::AdamOptions(p.value("lr", 1e-4)).betas({0.9, 0.95}));
-  const int64_t fit_steps = p.value("fit_steps", 500);
+  const int64_t fit_steps = p.value("fit_steps", 2000);
   const double dropout = p.value("label_dropout", 0.1);
   Batcher batcher(n_train, p.value("batch", 32) * dist.world_size(), seed);
   const std::string fit_json = ctx.out_dir() + "/fit.json";  // kept for a resumed attempt's final metrics
@@ -215,6 +205,7 @@ int RunAdaptJob(JobContext& ctx) {
   }
   if (int code = RunLoop(ctx, loop); code != 0) return code;
   if (!fit_status.ok()) return Fail(ctx, fit_status);
+  if (!dist.is_chief()) return 0;  // rank 0 wrote fit.json and reports
   adapted->eval();
   auto fitted = ReadJson(fit_json);
   if (!fitted.ok()) return Fail(ctx, fitted.status());

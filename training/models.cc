@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
+
 #include "training/llamagen.h"
 
 namespace dd2 {
@@ -97,18 +99,47 @@ VqOutput VqVaeImpl::forward(const torch::Tensor& images) {
 
 // ---------------------------------------------------------------- ArTransformer
 
+int64_t GridSide(int64_t tokens) {
+  const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(tokens))));
+  return side * side == tokens ? side : 0;
+}
+
+absl::Status ValidateTransformerOptions(const TransformerOptions& o) {
+  auto invalid = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("teacher with arch ", o.arch, ": ", what));
+  };
+  if (o.heads <= 0 || o.width % o.heads != 0) {
+    return invalid(absl::StrCat("width ", o.width, " must be a multiple of heads ", o.heads));
+  }
+  if (o.arch == "dd2") {
+    if (o.input != "linear") return invalid(absl::StrCat("reads token vectors through a linear layer, not ", o.input));
+    return absl::OkStatus();
+  }
+  if (o.arch != "llamagen") return invalid("unknown architecture (dd2 or llamagen)");
+  if ((o.width / o.heads) % 4 != 0) {
+    return invalid(absl::StrCat("width / heads = ", o.width / o.heads, " must be a multiple of 4 (2D rotary pairs)"));
+  }
+  if (o.kv_heads < 0 || (o.kv_heads > 0 && o.heads % o.kv_heads != 0)) {
+    return invalid(absl::StrCat("kv_heads ", o.kv_heads, " must divide heads ", o.heads));
+  }
+  if (GridSide(o.tokens) == 0) return invalid(absl::StrCat(o.tokens, " tokens are not a square grid"));
+  if (o.input != "embedding" && o.input != "linear" && o.input != "mlp") {
+    return invalid(absl::StrCat("input must be embedding, linear or mlp, not ", o.input));
+  }
+  return absl::OkStatus();
+}
+
 ArTransformer::ArTransformer(const TransformerOptions& o) : ModuleHolder(nullptr) {
+  const absl::Status valid = ValidateTransformerOptions(o);
+  TORCH_CHECK(valid.ok(), std::string(valid.message()));
   if (o.arch == "dd2") {
     impl_ = std::make_shared<Dd2TransformerImpl>(o);
-  } else if (o.arch == "llamagen") {
-    impl_ = std::make_shared<LlamaGenTransformerImpl>(o);
   } else {
-    TORCH_CHECK(false, "unknown teacher architecture '", o.arch, "' (dd2 or llamagen)");
+    impl_ = std::make_shared<LlamaGenTransformerImpl>(o);
   }
 }
 
 Dd2TransformerImpl::Dd2TransformerImpl(const TransformerOptions& o) : ArTransformerImpl(o) {
-  TORCH_CHECK(o.input == "linear", "the dd2 architecture reads token vectors through a linear layer, not '", o.input, "'");
   class_embed_ = register_module("class_embed", nn::Embedding(o.classes + 1, o.width));
   pos_embed_ = register_module("pos_embed", nn::Embedding(o.tokens, o.width));
   token_in_ = register_module("token_in", nn::Linear(o.code_dim, o.width));

@@ -14,6 +14,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/status/status.h"
 #include "training/closed_form.h"
 
 namespace dd2 {
@@ -102,6 +103,15 @@ struct TransformerOptions {
   std::string input = "linear";  // how token vectors enter: linear | mlp | embedding
   int64_t input_hidden = 0;      // mlp: hidden width (0: 4 x width)
 };
+
+// Whether `options` describe a model its architecture can build: width a multiple of heads;
+// for llamagen also head width a multiple of 4 (2D rotary pairs), kv_heads dividing heads, a
+// square token grid and an input of linear, mlp or embedding; for dd2 a linear input. The
+// error names the option. ArTransformer's constructor throws it; jobs report it.
+absl::Status ValidateTransformerOptions(const TransformerOptions& options);
+
+// The side of a square grid of `tokens` tokens, or 0 when `tokens` is not a square.
+int64_t GridSide(int64_t tokens);
 
 // Per-layer keys and values of the positions seen so far.
 struct KvCache {

@@ -389,6 +389,11 @@ class Unpickler {
   std::map<std::string, torch::Tensor> storages_;
 };
 
+std::string FirstLine(const std::exception& e) {
+  const std::string what = e.what();
+  return what.substr(0, what.find('\n'));  // LibTorch appends a stack trace
+}
+
 const PyValue* DictEntry(const PyValue& dict, const std::string& key) {
   for (size_t k = 0; k + 1 < dict.items.size(); k += 2) {
     if (dict.items[k]->kind == PyValue::kString && dict.items[k]->s == key) return dict.items[k + 1].get();
@@ -429,10 +434,8 @@ absl::StatusOr<TensorDict> ReadTorchStateDict(const std::string& path) {
     auto [data, size] = reader->getRecord("data.pkl");
     pickle.assign(static_cast<const char*>(data.get()), size);
   } catch (const std::exception& e) {
-    std::string why = e.what();
-    why = why.substr(0, why.find('\n'));
     return absl::InvalidArgumentError(absl::StrCat(
-        path, ": not a readable torch.save zip archive (truncated, or the pre-1.6 format?): ", why));
+        path, ": not a readable torch.save zip archive (truncated, or the pre-1.6 format?): ", FirstLine(e)));
   }
   StorageReader storage = [&](const std::string& key, torch::ScalarType dtype) -> absl::StatusOr<torch::Tensor> {
     const std::string name = "data/" + key;
@@ -446,8 +449,7 @@ absl::StatusOr<TensorDict> ReadTorchStateDict(const std::string& path) {
       std::memcpy(t.data_ptr(), data.get(), (size / element) * element);
       return t;
     } catch (const std::exception& e) {
-      std::string why = e.what();
-      return absl::InvalidArgumentError(absl::StrCat(path, ": storage record ", name, ": ", why.substr(0, why.find('\n'))));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": storage record ", name, ": ", FirstLine(e)));
     }
   };
   return UnpickleStateDict(path, pickle, storage);
