@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <thread>
@@ -70,8 +71,9 @@ proto::Envelope SleepJobsSubmission(const std::string& name, int jobs) {
   return submit;
 }
 
-// One GET on a fresh connection; the milliseconds until the server closed it, or -1.
-double TimedGet(int port, const std::string& path) {
+// One GET on a fresh connection; the milliseconds until the server closed it, or -1. The
+// response (status line, headers, body) goes to `response` when given.
+double TimedGet(int port, const std::string& path, std::string* response = nullptr) {
   const auto start = Clock::now();
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -83,14 +85,18 @@ double TimedGet(int port, const std::string& path) {
   ok = ok && ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
   char buf[65536];
   ssize_t n = 0, total = 0;
-  while (ok && (n = ::recv(fd, buf, sizeof buf, 0)) > 0) total += n;
+  while (ok && (n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
+    total += n;
+    if (response != nullptr) response->append(buf, static_cast<size_t>(n));
+  }
   ::close(fd);
   return ok && total > 0 ? Ms(Clock::now() - start) : -1;
 }
 
 template <typename Pump, typename Send>
 bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string& home, const std::string& endpoint,
-              int workers, int welcomed, int jobs, double seconds, double hz, double poll_rps, double job_seconds) {
+              int workers, int welcomed, int jobs, double seconds, double hz, double poll_rps, double job_seconds,
+              const std::string& metrics_out) {
   // Jobs flow: each simulated worker finishes what it is assigned 0.5x to 1.5x job_seconds later.
   CoordinatorClient client(endpoint, 10000, 1);
   if (!client.Call(SleepJobsSubmission("flow", jobs)).ok()) return false;
@@ -167,6 +173,14 @@ bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string&
   }
   stop = true;
   if (poller.joinable()) poller.join();
+  if (!metrics_out.empty()) {  // the coordinator's own histograms (commits, scheduling passes) of the run
+    auto address = ReadHttpAddress(home);
+    std::string response;
+    if (!address.ok() || TimedGet(std::stoi(address->substr(address->find(':') + 1)), "/metrics", &response) < 0) {
+      return false;
+    }
+    std::ofstream(metrics_out) << response;
+  }
   const double secs = Ms(Clock::now() - measure_from) / 1000.0;
   std::printf("| %d | %d | %.0f | %s | %.0f | %.2f | %.2f | %zu | %d | %s | %s |\n", workers, welcomed, hz,
               poll_rps > 0 ? absl::StrCat(poll_rps, " req/s").c_str() : "none",
@@ -186,10 +200,12 @@ int Main(int argc, char** argv) {
   app.add_option("--seconds", seconds)->capture_default_str();
   app.add_option("--bin-dir", bin_dir)->required();
   double open_loop_hz = 0, poll_rps = 0, job_seconds = 10;
+  std::string metrics_out;
   app.add_option("--open-loop-hz", open_loop_hz, "heartbeats per second per worker, open loop (0: the closed-loop phases)");
   app.add_option("--poll-rps", poll_rps, "HTTP requests per second during the open-loop phase");
   app.add_option("--job-seconds", job_seconds, "mean length of a simulated job in the open-loop phase (0.5x to 1.5x)")
       ->capture_default_str();
+  app.add_option("--metrics-out", metrics_out, "open loop: write the coordinator's /metrics at the end to this file");
   CLI11_PARSE(app, argc, argv);
 
   rlimit files{};
@@ -262,7 +278,7 @@ int Main(int argc, char** argv) {
 
   if (open_loop_hz > 0) {
     const bool ok = OpenLoop(sims, pump, send, home, endpoint, workers, welcomed, jobs, seconds, open_loop_hz, poll_rps,
-                             job_seconds);
+                             job_seconds, metrics_out);
     kill(coord, SIGTERM);
     waitpid(coord, nullptr, 0);
     std::error_code ec;

@@ -188,11 +188,8 @@ void CoordinatorService::Fold(const Staged& s) {
     const bool was_open = old != state_.jobs.end() && !IsTerminal(old->second.state);
     state_.open_jobs[r.run_id] += static_cast<int64_t>(!IsTerminal(r.state)) - static_cast<int64_t>(was_open);
     if (!r.identity.empty()) state_.jobs_by_identity[r.identity].insert(id);
-    if (r.state == state::kReady) {
-      state_.ready.insert(id);
-    } else {
-      state_.ready.erase(id);
-    }
+    const bool changed = r.state == state::kReady ? state_.ready.insert(id).second : state_.ready.erase(id) > 0;
+    if (changed) ready_changed_.insert(id);
     state_.jobs[id] = r;
   }
   for (auto& [id, r] : s.attempts) {
@@ -779,9 +776,26 @@ void CoordinatorService::Tick() {
   Schedule();
 }
 
+void CoordinatorService::SyncReadyQueue() {
+  for (const auto& id : ready_changed_) {
+    if (auto it = queued_.find(id); it != queued_.end()) {
+      ready_queue_.erase(it->second);
+      queued_.erase(it);
+    }
+    if (!state_.ready.count(id)) continue;
+    const JobRecord& job = state_.jobs[id];
+    const RunRecord& run = state_.runs[job.run_id];
+    queued_[id] = ready_queue_
+                      .insert({id, run.priority, job.priority, run.seq, state_.job_index[id], job.workers, job.device})
+                      .first;
+  }
+  ready_changed_.clear();
+}
+
 void CoordinatorService::ScheduleReady() {
   dirty_ = false;
-  if (state_.ready.empty()) return;
+  SyncReadyQueue();
+  if (ready_queue_.empty()) return;
   std::map<std::string, int64_t> used = state_.UsedSlots();
   std::vector<WorkerSlots> slots;
   bool any_free = false;
@@ -792,18 +806,10 @@ void CoordinatorService::ScheduleReady() {
     any_free = any_free || slots.back().free > 0;
   }
   if (!any_free) return;
-  std::vector<QueuedJob> queue;
-  const RunRecord* run_of_last = nullptr;  // ready jobs come sorted by id, so runs in runs
-  for (const auto& id : state_.ready) {
-    const JobRecord& job = state_.jobs[id];
-    if (run_of_last == nullptr || run_of_last->id != job.run_id) run_of_last = &state_.runs[job.run_id];
-    const RunRecord& run = *run_of_last;
-    queue.push_back({id, run.priority, job.priority, run.seq, state_.job_index[id], job.workers, job.device});
-  }
   // One transaction for the whole pass: a pass that places hundreds of jobs costs one commit,
   // not one each (the loop answers nothing while it commits).
   Staged s(this);
-  for (const Placement& p : dd2::Schedule(slots, queue)) {
+  for (const Placement& p : dd2::Schedule(slots, ready_queue_)) {
     JobRecord& job = s.Job(p.job_id);
     job.attempts += 1;
     job.state = state::kAssigned;

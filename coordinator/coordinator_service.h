@@ -26,6 +26,7 @@
 #include "coordinator/config.h"
 #include "coordinator/job_store.h"
 #include "coordinator/loop_stats.h"
+#include "coordinator/scheduler.h"
 #include "coordinator/snapshot.h"
 #include "coordinator/state.h"
 #include "coordinator/views.h"
@@ -155,6 +156,8 @@ class CoordinatorService {
   // Indexes a run's jobs: spec order, position, and who waits on whom.
   void IndexRunJobs(const std::string& run_id, const proto::RunSpec& spec);
   void ScheduleReady();
+  // Brings ready_queue_ up to state_.ready for the jobs whose readiness Fold changed.
+  void SyncReadyQueue();
   void AddDynamicJobIndex(const JobRecord& job);
   // Stages an eval job for checkpoint `step` of `job` when its eval_every asks for one, and
   // returns its id ("" when none); index it with AddDynamicJobIndex once committed.
@@ -214,6 +217,11 @@ class CoordinatorService {
   bool keyed_ = false;
 
   CoordinatorState state_;
+  // state_.ready in placement order, updated lazily by SyncReadyQueue (a job's queue key needs
+  // its run's order and its position, which Recover and submission index after Fold).
+  ReadyQueue ready_queue_;
+  std::map<std::string, ReadyQueue::iterator> queued_;
+  std::set<std::string> ready_changed_;
   std::set<std::string> unreachable_peers_;
   int64_t next_rendezvous_ = 0;
 

@@ -11,13 +11,14 @@ bool DeviceMatches(const std::string& job_device, const std::string& worker_devi
   return job_device == "any" || job_device == worker_device;
 }
 
-std::vector<Placement> Schedule(std::vector<WorkerSlots> workers, std::vector<QueuedJob> queue) {
-  std::sort(queue.begin(), queue.end(), [](const QueuedJob& a, const QueuedJob& b) {
-    return std::make_tuple(-a.run_priority, -a.priority, a.run_seq, a.index, a.job_id) <
-           std::make_tuple(-b.run_priority, -b.priority, b.run_seq, b.index, b.job_id);
-  });
-  std::sort(workers.begin(), workers.end(),
-            [](const WorkerSlots& a, const WorkerSlots& b) { return a.id < b.id; });
+bool QueueOrder::operator()(const QueuedJob& a, const QueuedJob& b) const {
+  return std::tie(b.run_priority, b.priority, a.run_seq, a.index, a.job_id) <
+         std::tie(a.run_priority, a.priority, b.run_seq, b.index, b.job_id);  // priorities descending
+}
+
+std::vector<Placement> Schedule(std::vector<WorkerSlots> workers, const ReadyQueue& queue) {
+  auto by_id = [](const WorkerSlots& a, const WorkerSlots& b) { return a.id < b.id; };
+  if (!std::is_sorted(workers.begin(), workers.end(), by_id)) std::sort(workers.begin(), workers.end(), by_id);
   std::set<std::string> blocked;  // device classes held for a gang that does not fit yet
   std::vector<Placement> out;
   int64_t free_total = 0;

@@ -8,6 +8,7 @@
 #define DD2_COORDINATOR_SCHEDULER_H_
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,15 @@ struct Placement {
 // Whether a worker of `worker_device` satisfies a job asking for `job_device`.
 bool DeviceMatches(const std::string& job_device, const std::string& worker_device);
 
-std::vector<Placement> Schedule(std::vector<WorkerSlots> workers, std::vector<QueuedJob> queue);
+// The order jobs are placed in (above); job ids break ties, so it is total.
+struct QueueOrder {
+  bool operator()(const QueuedJob& a, const QueuedJob& b) const;
+};
+using ReadyQueue = std::set<QueuedJob, QueueOrder>;
+
+// The queue is read in order only until no slot is free, so a caller that keeps its ready jobs
+// in a ReadyQueue pays for what it places, not for the queue's length.
+std::vector<Placement> Schedule(std::vector<WorkerSlots> workers, const ReadyQueue& queue);
 
 }  // namespace dd2
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "common/checkpoint_manifest.h"
 #include "common/protocol.h"
 #include "common/run_spec.h"
@@ -231,6 +232,43 @@ TEST_F(CoordinatorServiceTest, RunsADagToSuccess) {
   EXPECT_EQ(Status(run)["run"]["state"], "succeeded");
   EXPECT_EQ(CountEvents("job_succeeded"), 2u);
   EXPECT_EQ(store_->Metrics("chain-1/a")->size(), 1u);
+}
+
+// The ready queue is kept in placement order as jobs become ready and leave, and rebuilt from
+// the store at a restart: run priority first, then submission order, then spec order. (Distinct
+// params, so no job waits to reuse another's outputs.)
+TEST_F(CoordinatorServiceTest, ReadyJobsArePlacedInPriorityOrderAcrossRunsAndARestart) {
+  auto run = [](const std::string& name, const std::string& priority, std::vector<int> steps) {
+    std::string yaml = absl::StrCat("name: ", name, "\n", priority, "jobs:\n");
+    for (size_t i = 0; i < steps.size(); ++i) {
+      absl::StrAppend(&yaml, "  - {name: ", std::string(1, static_cast<char>('a' + i)), ", type: sleep, params: {steps: ",
+                      steps[i], "}}\n");
+    }
+    return yaml;
+  };
+  ASSERT_EQ(Submit(run("low", "", {1, 2}), "sub-low"), "low-1");
+  ASSERT_EQ(Submit(run("high", "priority: 5\n", {3}), "sub-high"), "high-2");
+  ASSERT_EQ(Submit(run("later", "", {4}), "sub-later"), "later-3");
+  Hello("w1");
+  std::vector<std::string> order;
+  auto start_next = [&] {  // the one assignment sent since, started
+    auto assigns = Assigns("w1");
+    ASSERT_EQ(assigns.size(), 1u);
+    order.push_back(assigns[0].attempt_id());
+    Started("w1", order.back());
+  };
+  start_next();
+  Finished("w1", order.back(), 0);
+  start_next();
+  Restart();  // the rest of the queue comes back from the store
+  Hello("w1", {order.back()});
+  Finished("w1", order.back(), 0);
+  start_next();
+  Finished("w1", order.back(), 0);
+  start_next();
+  Finished("w1", order.back(), 0);
+  EXPECT_EQ(order, (std::vector<std::string>{"high-2/a#1", "low-1/a#1", "low-1/b#1", "later-3/a#1"}));
+  EXPECT_TRUE(Assigns("w1").empty());
 }
 
 TEST_F(CoordinatorServiceTest, SubmitIsIdempotentBySubmissionId) {

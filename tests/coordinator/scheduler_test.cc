@@ -70,8 +70,8 @@ TEST(SchedulerTest, SpreadsOverLeastLoadedWorkers) {
 }
 
 TEST(SchedulerTest, NeverOverfillsASlot) {
-  std::vector<QueuedJob> q;
-  for (int i = 0; i < 10; ++i) q.push_back(Job("j" + std::to_string(i), i));
+  ReadyQueue q;
+  for (int i = 0; i < 10; ++i) q.insert(Job("j" + std::to_string(i), i));
   auto p = Schedule({{"w1", "cpu", 3, 3}}, q);
   EXPECT_EQ(p.size(), 3u);
 }
