@@ -19,9 +19,11 @@ done
 echo
 echo "Open loop: every worker heartbeats at a fixed rate for 8 s (after 2 s of warm-up) while jobs"
 echo "flow (3 per worker, each 5-15 s), without and with /metrics and /api/v1/status polled 20 times a second."
+echo "CPU stolen: the share of both cores the hypervisor gave to other guests during the measurement"
+echo "(/proc/stat steal); latencies measured while it is high say more about the host than about dd2."
 echo
-echo "| workers | registered | hb/s per worker | HTTP polling | heartbeats/s | hb p50 ms | hb p99 ms | unanswered | jobs finished | HTTP requests | HTTP p50 / p99 ms |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| workers | registered | hb/s per worker | HTTP polling | heartbeats/s | hb p50 ms | hb p99 ms | unanswered | jobs finished | HTTP requests | HTTP p50 / p99 ms | CPU stolen % |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in 100 1000; do
   for hz in 1 10; do
     for rps in 0 20; do

@@ -93,6 +93,20 @@ double TimedGet(int port, const std::string& path, std::string* response = nullp
   return ok && total > 0 ? Ms(Clock::now() - start) : -1;
 }
 
+// CPU time the hypervisor gave to others ("steal", /proc/stat), in clock ticks of all CPUs, and
+// all ticks: a latency measured while a share of the CPUs was stolen says more about the host
+// than about the coordinator.
+std::pair<int64_t, int64_t> StealTicks() {
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  int64_t v[8] = {};
+  stat >> cpu;
+  for (auto& x : v) stat >> x;
+  int64_t all = 0;
+  for (auto x : v) all += x;
+  return {v[7], all};
+}
+
 template <typename Pump, typename Send>
 bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string& home, const std::string& endpoint,
               int workers, int welcomed, int jobs, double seconds, double hz, double poll_rps, double job_seconds,
@@ -135,7 +149,9 @@ bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string&
   int finished = 0;
   std::mt19937 rng(7);  // job lengths 0.5-1.5 s, so finishes do not all land at once
   const auto end = measure_from + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  std::pair<int64_t, int64_t> steal_from{-1, 0};
   while (Clock::now() < end) {
+    if (steal_from.first < 0 && Clock::now() >= measure_from) steal_from = StealTicks();
     pump(1, [&](Sim& s, const proto::Envelope& e) {
       const size_t i = index[s.id];
       if (e.has_heartbeat_ack()) {
@@ -182,11 +198,17 @@ bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string&
     std::ofstream(metrics_out) << response;
   }
   const double secs = Ms(Clock::now() - measure_from) / 1000.0;
-  std::printf("| %d | %d | %.0f | %s | %.0f | %.2f | %.2f | %zu | %d | %s | %s |\n", workers, welcomed, hz,
+  const auto steal_to = StealTicks();
+  const double steal = steal_to.second > steal_from.second
+                           ? 100.0 * static_cast<double>(steal_to.first - steal_from.first) /
+                                 static_cast<double>(steal_to.second - steal_from.second)
+                           : 0.0;
+  std::printf("| %d | %d | %.0f | %s | %.0f | %.2f | %.2f | %zu | %d | %s | %s | %.0f |\n", workers, welcomed, hz,
               poll_rps > 0 ? absl::StrCat(poll_rps, " req/s").c_str() : "none",
               static_cast<double>(hb_latency.size()) / secs, Percentile(hb_latency, 0.5), Percentile(hb_latency, 0.99),
               inflight.size(), finished, poll_rps > 0 ? absl::StrFormat("%zu (%d failed)", http_latency.size(), http_failed).c_str() : "-",
-              poll_rps > 0 ? absl::StrFormat("%.2f / %.2f", Percentile(http_latency, 0.5), Percentile(http_latency, 0.99)).c_str() : "-");
+              poll_rps > 0 ? absl::StrFormat("%.2f / %.2f", Percentile(http_latency, 0.5), Percentile(http_latency, 0.99)).c_str() : "-",
+              steal);
   return welcomed == workers && http_failed == 0;
 }
 

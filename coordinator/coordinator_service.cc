@@ -194,13 +194,8 @@ void CoordinatorService::Fold(const Staged& s) {
   }
   for (auto& [id, r] : s.attempts) {
     if (!state_.attempts.count(id)) state_.attempts_by_job[r.job_id].push_back(id);
-    state_.attempts[id] = r;
-    if (IsTerminal(r.state)) {
-      state_.active_attempts.erase(id);
-      state_.finished_ranks.erase(id);
-    } else {
-      state_.active_attempts.insert(id);
-    }
+    state_.PutAttempt(r);
+    if (IsTerminal(r.state)) state_.finished_ranks.erase(id);
   }
   for (auto& [id, r] : s.workers) state_.workers[id] = r;
   for (auto& [id, r] : s.allocations) {
@@ -796,16 +791,24 @@ void CoordinatorService::ScheduleReady() {
   dirty_ = false;
   SyncReadyQueue();
   if (ready_queue_.empty()) return;
-  std::map<std::string, int64_t> used = state_.UsedSlots();
-  std::vector<WorkerSlots> slots;
+  // Connected, alive workers and the slots they use, walked in id order (live, workers and
+  // used_slots are maps by worker id) without a lookup or a copy: most passes follow a report
+  // that freed nothing, and end at the first walk.
+  auto each_worker = [this](auto&& visit) {
+    auto w = state_.workers.begin();
+    auto u = state_.used_slots.begin();
+    for (const auto& [id, live] : state_.live) {
+      while (w != state_.workers.end() && w->first < id) ++w;
+      while (u != state_.used_slots.end() && u->first < id) ++u;
+      if (w == state_.workers.end() || w->first != id || live.peer.empty() || w->second.state != state::kAlive) continue;
+      visit(w->second, u != state_.used_slots.end() && u->first == id ? u->second : 0);
+    }
+  };
   bool any_free = false;
-  for (const auto& [id, live] : state_.live) {
-    const WorkerRecord& w = state_.workers[id];
-    if (live.peer.empty() || w.state != state::kAlive) continue;
-    slots.push_back({id, w.device, w.slots, w.slots - used[id]});
-    any_free = any_free || slots.back().free > 0;
-  }
+  each_worker([&](const WorkerRecord& w, int64_t used) { any_free = any_free || used < w.slots; });
   if (!any_free) return;
+  std::vector<WorkerSlots> slots;
+  each_worker([&](const WorkerRecord& w, int64_t used) { slots.push_back({w.id, w.device, w.slots, w.slots - used}); });
   // One transaction for the whole pass: a pass that places hundreds of jobs costs one commit,
   // not one each (the loop answers nothing while it commits).
   Staged s(this);

@@ -161,11 +161,10 @@ void CoordinatorService::Autoscale() {
     const JobRecord& j = state_.jobs.at(id);
     view.ready.push_back({id, j.workers, j.device, j.updated_ms});
   }
-  std::map<std::string, int64_t> used = state_.UsedSlots();
   for (const auto& [id, live] : state_.live) {
     const WorkerRecord& w = state_.workers.at(id);
     if (live.peer.empty() || w.state != state::kAlive || w.device != cfg.device) continue;
-    if (used[id] < w.slots) ++view.free_workers;
+    if (state_.UsedSlots(id) < w.slots) ++view.free_workers;
   }
   for (const auto& [id, a] : state_.allocations) {
     if (!Unfinished(a)) continue;

@@ -19,17 +19,27 @@ std::vector<std::string> CoordinatorState::ActiveAttemptsOf(const std::string& w
   return out;
 }
 
-std::map<std::string, int64_t> CoordinatorState::UsedSlots() const {
-  std::map<std::string, int64_t> used;
-  for (const auto& id : active_attempts) {
-    const std::string& ids = attempts.at(id).worker_ids;
-    if (ids.find(',') == std::string::npos) {
-      ++used[ids];  // one rank: no split, no copy
-      continue;
+void CoordinatorState::PutAttempt(const AttemptRecord& r) {
+  auto count = [this](const std::string& worker_ids, int64_t delta) {
+    for (absl::string_view w : absl::StrSplit(worker_ids, ',', absl::SkipEmpty())) {
+      auto it = used_slots.try_emplace(std::string(w), 0).first;
+      if ((it->second += delta) == 0) used_slots.erase(it);
     }
-    for (absl::string_view w : absl::StrSplit(ids, ',')) ++used[std::string(w)];
+  };
+  auto old = attempts.find(r.id);
+  if (old != attempts.end() && active_attempts.count(r.id)) count(old->second.worker_ids, -1);
+  attempts[r.id] = r;
+  if (IsTerminal(r.state)) {
+    active_attempts.erase(r.id);
+  } else {
+    active_attempts.insert(r.id);
+    count(r.worker_ids, +1);
   }
-  return used;
+}
+
+int64_t CoordinatorState::UsedSlots(const std::string& worker_id) const {
+  auto it = used_slots.find(worker_id);
+  return it == used_slots.end() ? 0 : it->second;
 }
 
 }  // namespace dd2

@@ -35,6 +35,7 @@ struct CoordinatorState {
   std::map<std::string, int64_t> open_jobs;                          // run -> non-terminal jobs
   std::set<std::string> ready;                                       // jobs in state ready
   std::set<std::string> active_attempts;                             // non-terminal
+  std::map<std::string, int64_t> used_slots;  // worker -> ranks of active attempts it holds (no zeros)
   std::map<std::string, std::map<std::string, double>> latest_metrics;  // job -> key -> value
   std::map<std::string, std::set<std::string>> finished_ranks;      // attempt -> workers done
   std::map<std::string, std::map<int64_t, CheckpointRecord>> checkpoints;  // job -> step -> record
@@ -54,8 +55,11 @@ struct CoordinatorState {
 
   // Non-terminal attempts that `worker_id` holds a rank of.
   std::vector<std::string> ActiveAttemptsOf(const std::string& worker_id) const;
-  // Slots in use on each worker: one per rank of a non-terminal attempt.
-  std::map<std::string, int64_t> UsedSlots() const;
+  // Puts attempt record `r` in `attempts`, keeping active_attempts and used_slots (one slot per
+  // rank of a non-terminal attempt) in step with it.
+  void PutAttempt(const AttemptRecord& r);
+  // The slots in use on `worker_id`.
+  int64_t UsedSlots(const std::string& worker_id) const;
 };
 
 // Whether `worker_id` holds a rank of `a`.
