@@ -1,0 +1,104 @@
+// generator_probe: what a DD2 run's backbone features carry about the class and about where a
+// position is, read with noise prefixes (what the one-step generator reads). For the stage-1
+// model (the generator's start, job `tune`) and the distilled generator (job `distill`, its EMA
+// weights, which evals sample) of one run, prints a Markdown table row each:
+//  - class change: |f(c) - f(c')| / spread of f over the noise, per position (the same noise, c'
+//    another class), averaged over four bands of positions 1 .. n-1;
+//  - row R², column R²: held-out R² of a least-squares fit from the features to the row and the
+//    column of the token each position produces (fit on half the sequences, scored on the rest).
+// Usage: generator_probe --run ARTIFACTS/RUN [--label TEXT] [--sequences 256]
+#include <cmath>
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+
+#include "training/checkpoint.h"
+#include "training/distill.h"
+#include "training/job_support.h"
+
+namespace dd2 {
+namespace {
+
+HeadOptions HeadFrom(const Json& j) {
+  HeadOptions h;
+  h.code_dim = j.at("code_dim");
+  h.cond_dim = j.at("cond_dim");
+  h.width = j.at("width");
+  h.depth = j.at("depth");
+  return h;
+}
+
+// Class change averaged over four bands of positions 1 .. n-1: fa, fb [B, n, w] for the same
+// noise and different classes.
+std::vector<double> ClassChange(const torch::Tensor& fa, const torch::Tensor& fb) {
+  auto spread = (fa - fa.mean(0, true)).norm(2, -1).mean(0);
+  auto change = ((fa - fb).norm(2, -1).mean(0) / spread.clamp_min(1e-8));
+  const int64_t n = change.size(0);
+  std::vector<double> bands;
+  for (int64_t k = 0; k < 4; ++k) {
+    const int64_t from = 1 + k * (n - 1) / 4, to = 1 + (k + 1) * (n - 1) / 4;
+    bands.push_back(change.slice(0, from, to).mean().item<double>());
+  }
+  return bands;
+}
+
+// Held-out R² of (row, column) from features f [B, n, w].
+std::pair<double, double> PositionR2(const torch::Tensor& f) {
+  const int64_t b = f.size(0), n = f.size(1), side = GridSide(n);
+  auto x = torch::cat({f.reshape({b * n, -1}), torch::ones({b * n, 1})}, 1).to(torch::kDouble);
+  auto pos = torch::arange(n, torch::kDouble).repeat({b});
+  auto y = torch::stack({torch::floor(pos / side), torch::fmod(pos, side)}, 1);
+  const int64_t half = (b / 2) * n;
+  auto w = std::get<0>(torch::linalg_lstsq(x.slice(0, 0, half), y.slice(0, 0, half)));
+  auto yt = y.slice(0, half);
+  auto r2 = 1 - (x.slice(0, half).matmul(w) - yt).pow(2).sum(0) / (yt - yt.mean(0)).pow(2).sum(0);
+  return {r2[0].item<double>(), r2[1].item<double>()};
+}
+
+int Main(int argc, char** argv) {
+  std::string run, label;
+  int64_t sequences = 256;
+  CLI::App app{"generator_probe"};
+  app.add_option("--run", run, "a pipeline run's artifacts folder (holds tune/ and distill/)")->required();
+  app.add_option("--label", label, "first column of the rows (default: the folder's name)");
+  app.add_option("--sequences", sequences)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (label.empty()) label = std::filesystem::path(run).filename().string();
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(0);
+  auto config = ReadJson(run + "/tune/config.json");
+  if (!config.ok()) {
+    std::fprintf(stderr, "generator_probe: %s\n", std::string(config.status().message()).c_str());
+    return 1;
+  }
+  const TransformerOptions bo = TransformerOptionsFromJson(config->at("backbone"));
+  const HeadOptions ho = HeadFrom(config->at("head"));
+  ArDiffusion stage1(bo, ho), generator(bo, ho), guidance(bo, ho), ema(bo, ho);
+  auto st = LoadCheckpoint(run + "/tune/final.pt", {{"ardiffusion", stage1.ptr()}}, {});
+  if (st.ok()) {
+    st = LoadCheckpoint(run + "/distill/final.pt",
+                        {{"generator", generator.ptr()}, {"guidance", guidance.ptr()}, {"ema", ema.ptr()}}, {});
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "generator_probe: %s\n", std::string(st.status().message()).c_str());
+    return 1;
+  }
+  auto classes = torch::arange(sequences, torch::kLong) % bo.classes;
+  auto others = (classes + 1 + torch::randint(bo.classes - 1, {sequences})) % bo.classes;
+  auto eps = torch::randn({sequences, bo.tokens, bo.code_dim});
+  const std::pair<const char*, ArDiffusion*> models[] = {{"stage-1 model", &stage1}, {"generator (EMA)", &ema}};
+  for (const auto& [name, model] : models) {
+    (*model)->eval();
+    auto f = (*model)->Features(classes, eps);
+    const auto change = ClassChange(f, (*model)->Features(others, eps));
+    const auto [row, col] = PositionR2(f);
+    std::printf("| %s | %s | %.2f / %.2f / %.2f / %.2f | %.2f | %.2f |\n", label.c_str(), name, change[0], change[1],
+                change[2], change[3], row, col);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace dd2
+
+int main(int argc, char** argv) { return dd2::Main(argc, argv); }
