@@ -19,15 +19,6 @@
 namespace dd2 {
 namespace {
 
-HeadOptions HeadFrom(const Json& j) {
-  HeadOptions h;
-  h.code_dim = j.at("code_dim");
-  h.cond_dim = j.at("cond_dim");
-  h.width = j.at("width");
-  h.depth = j.at("depth");
-  return h;
-}
-
 // Class change averaged over four bands of positions 1 .. n-1: fa, fb [B, n, w] for the same
 // noise and different classes.
 std::vector<double> ClassChange(const torch::Tensor& fa, const torch::Tensor& fb) {
@@ -72,7 +63,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const TransformerOptions bo = TransformerOptionsFromJson(config->at("backbone"));
-  const HeadOptions ho = HeadFrom(config->at("head"));
+  const HeadOptions ho = HeadOptionsFromJson(config->at("head"));
   ArDiffusion stage1(bo, ho), generator(bo, ho), guidance(bo, ho), ema(bo, ho);
   auto st = LoadCheckpoint(run + "/tune/final.pt", {{"ardiffusion", stage1.ptr()}}, {});
   if (st.ok()) {
