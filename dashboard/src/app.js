@@ -3,6 +3,8 @@
 //   #/                      runs with live progress, sweeps, workers and their attempts
 //   #/run/RUN               the run's DAG of jobs, its eval results with sample grids, failures
 //   #/run/RUN/job/JOB       the job's metric curves (uPlot), attempts and checkpoints
+//   #/sweep/SWEEP           the sweep's points (values, run, progress, objective, halving), the
+//                           objective over the first swept key, the mean and spread over seeds
 // A ?token=... in the page's URL (keyed coordinators) is sent with every request.
 import uPlot from "uplot";
 
@@ -88,7 +90,7 @@ async function homeView() {
   return [
     el("section", {}, el("h2", {}, "Runs"), table(["Run", "Name", "State", "Progress", "Submitted"], runRows, "runs")),
     sweepList.length ? el("section", {}, el("h2", {}, "Sweeps"), table(["Sweep", "Name", "Keys", "State", "Points"], sweepList.map((s) => el("tr", {},
-      el("td", {}, s.id), el("td", {}, s.name), el("td", {}, (s.keys || []).join(", ")), el("td", {}, badge(s.state)),
+      el("td", {}, link("#/sweep/" + enc(s.id), s.id)), el("td", {}, s.name), el("td", {}, (s.keys || []).join(", ")), el("td", {}, badge(s.state)),
       el("td", {}, `${s.points} (${Object.entries(s.point_states || {}).map(([k, v]) => `${v} ${k}`).join(", ")})`))))) : null,
     el("section", {}, el("h2", {}, "Workers"), table(["Worker", "Host", "Device", "State", "Slots used", "Attempts"], workerRows)),
   ];
@@ -166,6 +168,52 @@ async function runView(runId) {
       table(["Eval", "State", ...EVAL_COLUMNS.map(([, h]) => h), "Samples"], evalRows, "evals")) : null,
     el("section", {}, el("h2", {}, "Failures"), table(["Attempt", "Ended", "Workers", "At", "Cause"], failures)),
   ];
+}
+
+const valuesText = (v) => (v && typeof v === "object" ? Object.entries(v).map(([k, x]) => `${k}=${fmt(x)}`).join(", ") : fmt(v));
+
+async function sweepView(sweepId) {
+  const { sweep } = await api("sweeps/" + enc(sweepId));
+  const obj = sweep.objective || {};
+  const metric = obj.metric || "";
+  const points = sweep.point_rows || [];
+  const rows = points.map((p) => el("tr" + (p.best ? ".best" : ""), { "data-point": p.number },
+    el("td.num", {}, p.number), el("td", {}, valuesText(p.values)),
+    el("td", {}, link("#/run/" + enc(p.run), p.run)), el("td", {}, badge(p.state)),
+    el("td.wide", {}, bar(p.progress, `${(100 * (p.progress || 0)).toFixed(0)}%`)),
+    el("td.num", {}, fmt((p.final || {})[metric])),
+    el("td", {}, p.stopped_at_rung !== null && p.stopped_at_rung !== undefined ? `stopped at step ${p.stopped_at_rung}` : p.best ? "best" : "")));
+  const groupRows = (sweep.grouped || []).filter((g) => g.points.length > 1).map((g) => {
+    const s = (g.final || {})[metric];
+    return el("tr", {}, el("td", {}, valuesText(g.values)), el("td", {}, g.points.join(", ")),
+      el("td.num", {}, s ? `${fmt(s.mean)} ± ${fmt(s.std)} (n=${s.n})` : "–"));
+  });
+  return [
+    el("div.crumbs", {}, link("#/", "runs"), " / sweep ", sweep.id),
+    el("section", {}, el("h2", {}, sweep.name, " ", badge(sweep.state)),
+      el("p.muted", {}, `${sweep.id} · ${sweep.points} points over ${(sweep.keys || []).join(", ")}` +
+        (metric ? ` · objective ${obj.job}.${metric} (${obj.mode || "min"})` : "") +
+        (sweep.early_stop ? ` · halving at steps ${sweep.early_stop.rungs.join(", ")}, keeping ${sweep.early_stop.keep}` : ""))),
+    metric ? el("section", {}, el("h2", {}, `${metric} by ${(sweep.keys || [])[0] || "point"}`), objectiveChart(points, (sweep.keys || [])[0], metric)) : null,
+    el("section", {}, el("h2", {}, "Points"), table(["#", "Values", "Run", "State", "Progress", metric || "objective", ""], rows, "points")),
+    groupRows.length ? el("section", {}, el("h2", {}, "Over seeds"), table(["Values", "Points", metric + " mean ± std"], groupRows)) : null,
+  ];
+}
+
+// The objective of finished points against the first swept key (numeric keys only; else by point).
+function objectiveChart(points, key, metric) {
+  const xy = points.map((p) => {
+    const v = p.values && typeof p.values === "object" ? p.values[key] : undefined;
+    return [typeof v === "number" ? v : p.number, (p.final || {})[metric]];
+  }).filter(([, y]) => typeof y === "number").sort((a, b) => a[0] - b[0]);
+  if (!xy.length) return el("p.muted", {}, "no finished point yet");
+  const holder = el("div.chart", { "data-key": "objective" });
+  charts.get("objective")?.destroy();
+  charts.set("objective", new uPlot({ width: 520, height: 240, legend: { show: false }, scales: { x: { time: false } },
+    axes: [{ label: key || "point" }, { label: metric }],
+    series: [{}, { label: metric, stroke: "#3b6fd8", width: 1.5, points: { show: true, size: 7 } }] },
+  [xy.map(([x]) => x), xy.map(([, y]) => y)], holder));
+  return holder;
 }
 
 const charts = new Map();  // key -> uPlot, kept across refreshes of the same job page
@@ -253,6 +301,7 @@ async function refresh() {
     let view;
     if (route[0] === "run" && route[2] === "job") view = await jobView(route[1], route[3]);
     else if (route[0] === "run") view = await runView(route[1]);
+    else if (route[0] === "sweep") view = await sweepView(route[1]);
     else view = await homeView();
     document.getElementById("main").replaceChildren(...[view].flat().filter(Boolean));
     shownRoute = key;

@@ -2,7 +2,9 @@
 // up) runs a tiny DD2 pipeline and then a long sleep job; the test opens the page and checks
 // that it loads with no console errors, that the running run's progress advances between two
 // reads, that a run page draws its DAG and its evals' sample grids load, and that a job page
-// draws its metric curves. Screenshots go to OUT (home.png, run.png, job.png).
+// draws its metric curves, and that a sweep's page lists its points with the best one marked and
+// draws the objective over the swept key. Screenshots go to OUT (home.png, run.png, job.png,
+// sweep.png).
 //   node dashboard_test.mjs --bin BUILD/bin --src SOURCE_DIR --out OUT
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -41,6 +43,16 @@ eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
   ctl("submit", join(dir, "tiny.yaml"), "--wait");
   writeFileSync(join(dir, "long.yaml"), "name: long\njobs:\n  - {name: work, type: sleep, params: {seconds: 60, steps: 600}}\n");
   ctl("submit", join(dir, "long.yaml"));
+  writeFileSync(join(dir, "sweep.yaml"), `name: scale
+jobs:
+  - {name: prep, type: sleep, params: {seconds: 0.2, steps: 2, output_bytes: 8}}
+  - {name: work, type: sleep, after: [prep], params: {seconds: 0.4, steps: 4}}
+sweep:
+  grid: {jobs.work.params.loss_scale: [3, 1, 2]}
+  seeds: 2
+  objective: {job: work, metric: loss}
+`);
+  const sweepId = JSON.parse(ctl("submit", join(dir, "sweep.yaml"), "--json")).sweep_id;
 
   browser = await chromium.launchPersistentContext(join(dir, "chromium-profile"), {
     executablePath: "/usr/bin/chromium",
@@ -93,6 +105,17 @@ eval: {samples: 50, batch: 50, marginal_samples: 50, euler_steps: 2}
   const charts = await page.locator(".chart").count();
   check(charts >= 3, `the distill job shows a chart per metric (${charts})`);
   await page.screenshot({ path: join(out, "job.png"), fullPage: true });
+
+  // Sweep page: its six points, the best one marked, the objective drawn over the swept key.
+  await page.goto(url + "#/sweep/" + encodeURIComponent(sweepId));
+  await page.waitForFunction(() => /finished/.test(document.querySelector("h2 .badge")?.textContent || ""), null, { timeout: 60000 });
+  const points = await page.locator("table.points tbody tr").count();
+  check(points === 6, `the sweep page lists its 6 points (${points})`);
+  const best = await page.locator("table.points tr.best").allTextContents();
+  check(best.length === 1 && /loss_scale=1/.test(best[0]), `the lowest loss_scale is marked best (${best.join(" | ")})`);
+  await page.locator('.chart[data-key="objective"] canvas').first().waitFor({ timeout: 10000 });
+  check(await page.locator("text=Over seeds").count() === 1, "the sweep page shows the spread over seeds");
+  await page.screenshot({ path: join(out, "sweep.png"), fullPage: true });
 
   check(errors.length === 0, `no console errors${errors.length ? ": " + errors.join(" | ") : ""}`);
 } catch (e) {
