@@ -8,6 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: bench/generator-probe.sh ARTIFACTS/RUN [...]" >&2; exit 2; }
 ops/build.sh --target generator_probe >/dev/null
-echo "| run | model | class change by position band | row R² | column R² |"
-echo "|---|---|---|---|---|"
+echo "| run | model | class change by position band | row R² | column R² | teacher class KL on its samples |"
+echo "|---|---|---|---|---|---|"
 for run in "$@"; do "${DD2_BUILD:-build}/bin/generator_probe" --run "$run"; done

@@ -5,7 +5,10 @@
 //  - class change: |f(c) - f(c')| / spread of f over the noise, per position (the same noise, c'
 //    another class), averaged over four bands of positions 1 .. n-1;
 //  - row R², column R²: held-out R² of a least-squares fit from the features to the row and the
-//    column of the token each position produces (fit on half the sequences, scored on the rest).
+//    column of the token each position produces (fit on half the sequences, scored on the rest);
+//  - teacher class KL: KL(p(. | c, z) || p(. | c', z)) of the run's teacher (with --cfg), mean
+//    over positions, on the model's own one-step samples z: how much class the distillation
+//    target carries on what the generator makes.
 // Usage: generator_probe --run ARTIFACTS/RUN [--label TEXT] [--sequences 256]
 #include <cmath>
 #include <cstdio>
@@ -46,13 +49,25 @@ std::pair<double, double> PositionR2(const torch::Tensor& f) {
   return {r2[0].item<double>(), r2[1].item<double>()};
 }
 
+// How much the teacher's next-token distribution (with the CFG the run distilled with) depends
+// on the class, given prefixes z [B, n, C]: KL(p(. | c, z) || p(. | c', z)) per position, mean.
+double TeacherClassKl(ArTransformer& teacher, const torch::Tensor& classes, const torch::Tensor& others,
+                      const torch::Tensor& z, const SamplingConfig& sampling) {
+  const int64_t n = z.size(1);
+  auto a = TeacherLogProbsFor(teacher, classes, z.slice(1, 0, n - 1), sampling);
+  auto b = TeacherLogProbsFor(teacher, others, z.slice(1, 0, n - 1), sampling);
+  return (a.exp() * (a - b)).sum(-1).mean().item<double>();
+}
+
 int Main(int argc, char** argv) {
   std::string run, label;
   int64_t sequences = 256;
+  double cfg = 2.0;
   CLI::App app{"generator_probe"};
   app.add_option("--run", run, "a pipeline run's artifacts folder (holds tune/ and distill/)")->required();
   app.add_option("--label", label, "first column of the rows (default: the folder's name)");
   app.add_option("--sequences", sequences)->capture_default_str();
+  app.add_option("--cfg", cfg, "the teacher's classifier-free guidance scale for the class KL")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (label.empty()) label = std::filesystem::path(run).filename().string();
   torch::NoGradGuard no_grad;
@@ -74,6 +89,20 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "generator_probe: %s\n", std::string(st.status().message()).c_str());
     return 1;
   }
+  auto teacher_config = ReadJson(run + "/teacher/config.json");
+  if (!teacher_config.ok()) {
+    std::fprintf(stderr, "generator_probe: %s\n", std::string(teacher_config.status().message()).c_str());
+    return 1;
+  }
+  ArTransformer teacher(TransformerOptionsFromJson(*teacher_config));
+  if (auto t = LoadCheckpoint(run + "/teacher/final.pt", {{"teacher", teacher.ptr()}}, {}); !t.ok()) {
+    std::fprintf(stderr, "generator_probe: %s\n", std::string(t.status().message()).c_str());
+    return 1;
+  }
+  teacher->eval();
+  SamplingConfig sampling;
+  sampling.cfg = cfg;
+  torch::manual_seed(0);  // the same classes and noise for every run, whatever building the models drew
   auto classes = torch::arange(sequences, torch::kLong) % bo.classes;
   auto others = (classes + 1 + torch::randint(bo.classes - 1, {sequences})) % bo.classes;
   auto eps = torch::randn({sequences, bo.tokens, bo.code_dim});
@@ -83,8 +112,9 @@ int Main(int argc, char** argv) {
     auto f = (*model)->Features(classes, eps);
     const auto change = ClassChange(f, (*model)->Features(others, eps));
     const auto [row, col] = PositionR2(f);
-    std::printf("| %s | %s | %.2f / %.2f / %.2f / %.2f | %.2f | %.2f |\n", label.c_str(), name, change[0], change[1],
-                change[2], change[3], row, col);
+    const double kl = TeacherClassKl(teacher, classes, others, (*model)->Generate(classes, eps), sampling);
+    std::printf("| %s | %s | %.2f / %.2f / %.2f / %.2f | %.2f | %.2f | %.3f |\n", label.c_str(), name, change[0],
+                change[1], change[2], change[3], row, col, kl);
   }
   return 0;
 }
