@@ -9,7 +9,7 @@
 //  - teacher class KL: KL(p(. | c, z) || p(. | c', z)) of the run's teacher (with --cfg), mean
 //    over positions, on the model's own one-step samples z: how much class the distillation
 //    target carries on what the generator makes.
-// Usage: generator_probe --run ARTIFACTS/RUN [--label TEXT] [--sequences 256]
+// Usage: generator_probe --run ARTIFACTS/RUN [--label TEXT] [--sequences 256] [--cfg 2]
 #include <cmath>
 #include <cstdio>
 
@@ -71,12 +71,12 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (label.empty()) label = std::filesystem::path(run).filename().string();
   torch::NoGradGuard no_grad;
-  torch::manual_seed(0);
-  auto config = ReadJson(run + "/tune/config.json");
-  if (!config.ok()) {
-    std::fprintf(stderr, "generator_probe: %s\n", std::string(config.status().message()).c_str());
+  auto fail = [](const absl::Status& st) {
+    std::fprintf(stderr, "generator_probe: %s\n", std::string(st.message()).c_str());
     return 1;
-  }
+  };
+  auto config = ReadJson(run + "/tune/config.json");
+  if (!config.ok()) return fail(config.status());
   const TransformerOptions bo = TransformerOptionsFromJson(config->at("backbone"));
   const HeadOptions ho = HeadOptionsFromJson(config->at("head"));
   ArDiffusion stage1(bo, ho), generator(bo, ho), guidance(bo, ho), ema(bo, ho);
@@ -85,19 +85,12 @@ int Main(int argc, char** argv) {
     st = LoadCheckpoint(run + "/distill/final.pt",
                         {{"generator", generator.ptr()}, {"guidance", guidance.ptr()}, {"ema", ema.ptr()}}, {});
   }
-  if (!st.ok()) {
-    std::fprintf(stderr, "generator_probe: %s\n", std::string(st.status().message()).c_str());
-    return 1;
-  }
+  if (!st.ok()) return fail(st.status());
   auto teacher_config = ReadJson(run + "/teacher/config.json");
-  if (!teacher_config.ok()) {
-    std::fprintf(stderr, "generator_probe: %s\n", std::string(teacher_config.status().message()).c_str());
-    return 1;
-  }
+  if (!teacher_config.ok()) return fail(teacher_config.status());
   ArTransformer teacher(TransformerOptionsFromJson(*teacher_config));
   if (auto t = LoadCheckpoint(run + "/teacher/final.pt", {{"teacher", teacher.ptr()}}, {}); !t.ok()) {
-    std::fprintf(stderr, "generator_probe: %s\n", std::string(t.status().message()).c_str());
-    return 1;
+    return fail(t.status());
   }
   teacher->eval();
   SamplingConfig sampling;
