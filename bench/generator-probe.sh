@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the backbone of a DD2 run's stage-1 model and generator carries, read with noise prefixes:
 # how much each position's features change with the class (four bands of positions, relative to
-# their spread over the noise) and how well they give the row and the column of the token the
-# position produces (held-out R² of a least-squares fit). One table, two rows per run.
+# their spread over the noise), how well they give the row and the column of the token the
+# position produces (held-out R² of a least-squares fit), and how much the run's teacher (CFG 2)
+# changes with the class on the model's own one-step samples. One table, two rows per run.
 #   bench/generator-probe.sh HOME/artifacts/RUN [more runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,9 +15,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include "training/checkpoint.h"
-#include "training/distill.h"
 #include "training/job_support.h"
+#include "training/jobs.h"
 
 namespace dd2 {
 namespace {
@@ -64,7 +63,7 @@ int Main(int argc, char** argv) {
   int64_t sequences = 256;
   double cfg = 2.0;
   CLI::App app{"generator_probe"};
-  app.add_option("--run", run, "a pipeline run's artifacts folder (holds tune/ and distill/)")->required();
+  app.add_option("--run", run, "a pipeline run's artifacts folder (holds tune/, distill/ and teacher/)")->required();
   app.add_option("--label", label, "first column of the rows (default: the folder's name)");
   app.add_option("--sequences", sequences)->capture_default_str();
   app.add_option("--cfg", cfg, "the teacher's classifier-free guidance scale for the class KL")->capture_default_str();
@@ -75,37 +74,28 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "generator_probe: %s\n", std::string(st.message()).c_str());
     return 1;
   };
-  auto config = ReadJson(run + "/tune/config.json");
-  if (!config.ok()) return fail(config.status());
-  const TransformerOptions bo = TransformerOptionsFromJson(config->at("backbone"));
-  const HeadOptions ho = HeadOptionsFromJson(config->at("head"));
-  ArDiffusion stage1(bo, ho), generator(bo, ho), guidance(bo, ho), ema(bo, ho);
-  auto st = LoadCheckpoint(run + "/tune/final.pt", {{"ardiffusion", stage1.ptr()}}, {});
-  if (st.ok()) {
-    st = LoadCheckpoint(run + "/distill/final.pt",
-                        {{"generator", generator.ptr()}, {"guidance", guidance.ptr()}, {"ema", ema.ptr()}}, {});
-  }
-  if (!st.ok()) return fail(st.status());
-  auto teacher_config = ReadJson(run + "/teacher/config.json");
-  if (!teacher_config.ok()) return fail(teacher_config.status());
-  ArTransformer teacher(TransformerOptionsFromJson(*teacher_config));
-  if (auto t = LoadCheckpoint(run + "/teacher/final.pt", {{"teacher", teacher.ptr()}}, {}); !t.ok()) {
-    return fail(t.status());
-  }
-  teacher->eval();
+  // The run's artifacts, read as its eval jobs read them: the tune job's model is the generator's
+  // start, the distill job's EMA weights are what evals sample.
+  JobContext ctx(Json::object(), "generator-probe#1", 1, "", run, "generator-probe", -1);
+  auto stage1 = LoadDd2Generator(ctx, "tune", torch::kCPU);
+  if (!stage1.ok()) return fail(stage1.status());
+  auto generator = LoadDd2Generator(ctx, "distill", torch::kCPU);
+  if (!generator.ok()) return fail(generator.status());
+  auto teacher = LoadTeacher(ctx, "teacher", torch::kCPU);
+  if (!teacher.ok()) return fail(teacher.status());
+  const TransformerOptions& bo = (*stage1)->backbone()->options();
   SamplingConfig sampling;
   sampling.cfg = cfg;
   torch::manual_seed(0);  // the same classes and noise for every run, whatever building the models drew
   auto classes = torch::arange(sequences, torch::kLong) % bo.classes;
   auto others = (classes + 1 + torch::randint(bo.classes - 1, {sequences})) % bo.classes;
   auto eps = torch::randn({sequences, bo.tokens, bo.code_dim});
-  const std::pair<const char*, ArDiffusion*> models[] = {{"stage-1 model", &stage1}, {"generator (EMA)", &ema}};
+  const std::pair<const char*, ArDiffusion*> models[] = {{"stage-1 model", &*stage1}, {"generator (EMA)", &*generator}};
   for (const auto& [name, model] : models) {
-    (*model)->eval();
     auto f = (*model)->Features(classes, eps);
     const auto change = ClassChange(f, (*model)->Features(others, eps));
     const auto [row, col] = PositionR2(f);
-    const double kl = TeacherClassKl(teacher, classes, others, (*model)->Generate(classes, eps), sampling);
+    const double kl = TeacherClassKl(*teacher, classes, others, (*model)->Generate(classes, eps), sampling);
     std::printf("| %s | %s | %.2f / %.2f / %.2f / %.2f | %.2f | %.2f | %.3f |\n", label.c_str(), name, change[0],
                 change[1], change[2], change[3], row, col, kl);
   }

@@ -13,6 +13,19 @@
 namespace dd2 {
 namespace {
 
+Json HeadOptionsToJson(const HeadOptions& h) {
+  return {{"code_dim", h.code_dim}, {"cond_dim", h.cond_dim}, {"width", h.width}, {"depth", h.depth}};
+}
+
+HeadOptions HeadOptionsFromJson(const Json& j) {
+  HeadOptions h;
+  h.code_dim = j.at("code_dim");
+  h.cond_dim = j.at("cond_dim");
+  h.width = j.at("width");
+  h.depth = j.at("depth");
+  return h;
+}
+
 struct Dd2Models {
   ArDiffusion generator{nullptr}, guidance{nullptr}, ema{nullptr};
   Json config;

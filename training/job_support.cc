@@ -289,19 +289,6 @@ TransformerOptions TransformerOptionsFromJson(const Json& c) {
   return o;
 }
 
-HeadOptions HeadOptionsFromJson(const Json& j) {
-  HeadOptions h;
-  h.code_dim = j.at("code_dim");
-  h.cond_dim = j.at("cond_dim");
-  h.width = j.at("width");
-  h.depth = j.at("depth");
-  return h;
-}
-
-Json HeadOptionsToJson(const HeadOptions& h) {
-  return {{"code_dim", h.code_dim}, {"cond_dim", h.cond_dim}, {"width", h.width}, {"depth", h.depth}};
-}
-
 Json TransformerOptionsToJson(const TransformerOptions& o) {
   Json j = {{"arch", o.arch},     {"vocab", o.vocab},   {"code_dim", o.code_dim}, {"tokens", o.tokens},
             {"classes", o.classes}, {"width", o.width},   {"layers", o.layers},     {"heads", o.heads}};

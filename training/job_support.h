@@ -14,7 +14,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "training/checkpoint.h"
-#include "training/distill.h"
 #include "training/distributed.h"
 #include "training/llamagen.h"
 #include "training/models.h"
@@ -102,9 +101,6 @@ VqVaeOptions TokenizerOptions(const Json& p);
 TransformerOptions TeacherOptions(const Json& p, const VqVaeOptions& tok);
 TransformerOptions TransformerOptionsFromJson(const Json& config);
 Json TransformerOptionsToJson(const TransformerOptions& o);
-// The stage-1 head's options in a tune/distill config.json ("head").
-HeadOptions HeadOptionsFromJson(const Json& config);
-Json HeadOptionsToJson(const HeadOptions& h);
 
 // LlamaGen VQ options in a tokenizer's config.json ("kind": "llamagen_vq").
 LlamaGenVqOptions LlamaGenVqOptionsFromJson(const Json& config);
