@@ -182,7 +182,7 @@ async function sweepView(sweepId) {
     el("td", {}, link("#/run/" + enc(p.run), p.run)), el("td", {}, badge(p.state)),
     el("td.wide", {}, bar(p.progress, `${(100 * (p.progress || 0)).toFixed(0)}%`)),
     el("td.num", {}, fmt((p.final || {})[metric])),
-    el("td", {}, p.stopped_at_rung !== null && p.stopped_at_rung !== undefined ? `stopped at step ${p.stopped_at_rung}` : p.best ? "best" : "")));
+    el("td", {}, p.stopped_at_rung != null ? `stopped at step ${p.stopped_at_rung}` : p.best ? "best" : "")));
   const groupRows = (sweep.grouped || []).filter((g) => g.points.length > 1).map((g) => {
     const s = (g.final || {})[metric];
     return el("tr", {}, el("td", {}, valuesText(g.values)), el("td", {}, g.points.join(", ")),
