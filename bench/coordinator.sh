@@ -18,7 +18,8 @@ done
 
 echo
 echo "Open loop: every worker heartbeats at a fixed rate for 8 s (after 2 s of warm-up) while jobs"
-echo "flow (3 per worker, each 5-15 s), without and with /metrics and /api/v1/status polled 20 times a second."
+echo "flow (3 per worker, each 5-15 s), without and with HTTP polled 20 times a second: by default what a"
+echo "Prometheus scrape and the dashboard's home page read (/metrics, /api/v1/runs, /api/v1/workers, /api/v1/sweeps)."
 echo "CPU stolen: the share of both cores the hypervisor gave to other guests during the measurement"
 echo "(/proc/stat steal); latencies measured while it is high say more about the host than about dd2."
 echo

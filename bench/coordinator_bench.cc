@@ -37,6 +37,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/client.h"
 #include "common/home.h"
 #include "common/protocol.h"
@@ -109,7 +110,8 @@ std::pair<int64_t, int64_t> StealTicks() {
 
 template <typename Pump, typename Send>
 bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string& home, const std::string& endpoint,
-              int workers, int welcomed, int jobs, double seconds, double hz, double poll_rps, double job_seconds,
+              int workers, int welcomed, int jobs, double seconds, double hz, double poll_rps,
+              const std::vector<std::string>& poll_pages, double job_seconds,
               const std::string& metrics_out) {
   // Jobs flow: each simulated worker finishes what it is assigned 0.5x to 1.5x job_seconds later.
   CoordinatorClient client(endpoint, 10000, 1);
@@ -128,7 +130,7 @@ bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string&
     poller = std::thread([&, port] {
       auto next = Clock::now();
       for (int k = 0; !stop; ++k) {
-        const double ms = TimedGet(port, k % 2 ? "/api/v1/status" : "/metrics");
+        const double ms = TimedGet(port, poll_pages[k % poll_pages.size()]);
         if (ms < 0) ++http_failed; else if (Clock::now() >= measure_from) http_latency.push_back(ms);
         next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / poll_rps));
         std::this_thread::sleep_until(next);
@@ -204,7 +206,7 @@ bool OpenLoop(std::vector<Sim>& sims, Pump& pump, Send& send, const std::string&
                                  static_cast<double>(steal_to.second - steal_from.second)
                            : 0.0;
   std::printf("| %d | %d | %.0f | %s | %.0f | %.2f | %.2f | %zu | %d | %s | %s | %.0f |\n", workers, welcomed, hz,
-              poll_rps > 0 ? absl::StrCat(poll_rps, " req/s").c_str() : "none",
+              poll_rps > 0 ? absl::StrCat(poll_rps, " req/s of ", absl::StrJoin(poll_pages, " ")).c_str() : "none",
               static_cast<double>(hb_latency.size()) / secs, Percentile(hb_latency, 0.5), Percentile(hb_latency, 0.99),
               inflight.size(), finished, poll_rps > 0 ? absl::StrFormat("%zu (%d failed)", http_latency.size(), http_failed).c_str() : "-",
               poll_rps > 0 ? absl::StrFormat("%.2f / %.2f", Percentile(http_latency, 0.5), Percentile(http_latency, 0.99)).c_str() : "-",
@@ -225,6 +227,9 @@ int Main(int argc, char** argv) {
   std::string metrics_out;
   app.add_option("--open-loop-hz", open_loop_hz, "heartbeats per second per worker, open loop (0: the closed-loop phases)");
   app.add_option("--poll-rps", poll_rps, "HTTP requests per second during the open-loop phase");
+  // By default what a Prometheus scrape and the dashboard's home page (and header) read.
+  std::vector<std::string> poll_pages = {"/metrics", "/api/v1/runs", "/api/v1/workers", "/api/v1/sweeps"};
+  app.add_option("--poll-pages", poll_pages, "the pages polled in turn")->delimiter(',')->capture_default_str();
   app.add_option("--job-seconds", job_seconds, "mean length of a simulated job in the open-loop phase (0.5x to 1.5x)")
       ->capture_default_str();
   app.add_option("--metrics-out", metrics_out, "open loop: write the coordinator's /metrics at the end to this file");
@@ -299,7 +304,7 @@ int Main(int argc, char** argv) {
   }
 
   if (open_loop_hz > 0) {
-    const bool ok = OpenLoop(sims, pump, send, home, endpoint, workers, welcomed, jobs, seconds, open_loop_hz, poll_rps,
+    const bool ok = OpenLoop(sims, pump, send, home, endpoint, workers, welcomed, jobs, seconds, open_loop_hz, poll_rps, poll_pages,
                              job_seconds, metrics_out);
     kill(coord, SIGTERM);
     waitpid(coord, nullptr, 0);

@@ -91,12 +91,9 @@ void PrintRuns(const Json& status) {
               static_cast<long long>(c.value("rejected_connections", int64_t{0})));
   std::vector<std::vector<std::string>> rows = {{"RUN", "NAME", "STATE", "JOBS", "PROGRESS"}};
   for (const auto& r : status["runs"]) {
-    double total = r["jobs_total"].get<double>();
-    double done = 0;
-    for (const auto& j : r["jobs"]) done += JobFraction(j);
     rows.push_back({r["id"], r["name"], r["state"],
                     absl::StrCat(r["jobs_succeeded"].get<int64_t>(), "/", r["jobs_total"].get<int64_t>()),
-                    Bar(total > 0 ? done / total : 0)});
+                    Bar(r.value("progress", 0.0))});
   }
   if (rows.size() == 1) {
     std::printf("no runs yet; submit one with `dd2ctl submit examples/smoke.yaml`\n");
@@ -160,7 +157,7 @@ int RunCtl(int argc, char** argv) {
   auto* endpoint_cmd = app.add_subcommand("endpoint", "print the coordinator endpoint");
 
   std::string file, id;
-  bool wait = false, json = false, watch = false, follow = false;
+  bool wait = false, json = false, watch = false, follow = false, brief = false;
   keygen_cmd->add_flag("--json", json, "JSON output");
   auto* submit_cmd = app.add_subcommand("submit", "submit a run.yaml");
   submit_cmd->add_option("file", file, "run.yaml")->required();
@@ -191,6 +188,7 @@ int RunCtl(int argc, char** argv) {
   auto* status_cmd = app.add_subcommand("status", "runs, or one run's jobs");
   status_cmd->add_option("run", target, "run id");
   status_cmd->add_flag("--json", json, "JSON output");
+  status_cmd->add_flag("--brief", brief, "without a run: each run's counts and progress, not its jobs");
   status_cmd->add_flag("--watch", watch, "refresh every second");
 
   auto* jobs_cmd = app.add_subcommand("jobs", "a run's jobs with every attempt and failure cause");
@@ -442,6 +440,7 @@ int RunCtl(int argc, char** argv) {
     while (true) {
       proto::Envelope req;
       req.mutable_status()->set_run_id(target);
+      req.mutable_status()->set_brief(brief || !json);  // the text table shows no jobs
       auto st = CallJson(client, req);
       if (!st.ok()) return Fail(st.status());
       if (watch) std::printf("\033[H\033[2J");

@@ -1,6 +1,7 @@
 #include "coordinator/coordinator_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -215,6 +216,14 @@ void CoordinatorService::Fold(const Staged& s) {
     state_.sweep_of_run[p.run_id] = p.sweep_id;
   }
   for (auto& d : s.decisions) state_.decisions[d.sweep_id][d.rung].push_back(d);
+  for (int i = 0; i < 2; ++i) {
+    if (!snapshots_[i]) continue;  // a snapshot made later starts from a full copy
+    ChangedRecords& c = changed_since_[i];
+    for (auto& [id, r] : s.runs) c.runs.insert(id);
+    for (auto& [id, r] : s.jobs) c.jobs.insert(id);
+    for (auto& [id, r] : s.attempts) c.attempts.insert(id);
+    for (auto& [id, r] : s.workers) c.workers.insert(id);
+  }
   dirty_ = true;
 }
 
@@ -1088,37 +1097,33 @@ CoordinatorInfo CoordinatorService::Info() const {
 
 std::shared_ptr<const CoordinatorSnapshot> CoordinatorService::MakeSnapshot() {
   const auto started = std::chrono::steady_clock::now();
-  auto s = std::make_shared<CoordinatorSnapshot>();
-  // What the views read (views.h, http_api.h); the loop's own indexes and the job specs stay.
-  CoordinatorState& c = s->state;
-  c.runs = state_.runs;
-  c.jobs = state_.jobs;
-  c.attempts = state_.attempts;
-  c.workers = state_.workers;
-  c.live = state_.live;
-  c.jobs_by_run = state_.jobs_by_run;
-  c.attempts_by_job = state_.attempts_by_job;
-  c.ready = state_.ready;
-  c.active_attempts = state_.active_attempts;
-  c.latest_metrics = state_.latest_metrics;
-  c.checkpoints = state_.checkpoints;
-  c.sweeps = state_.sweeps;
-  c.sweep_specs = state_.sweep_specs;
-  c.points = state_.points;
-  c.sweep_of_run = state_.sweep_of_run;
-  c.decisions = state_.decisions;
-  c.allocations = state_.allocations;
+  // The older of the last two snapshots is recycled once nothing else holds it (the HTTP thread
+  // holds the latest, and an older one only while a request that took it is in flight).
+  std::shared_ptr<CoordinatorSnapshot> s;
+  if (snapshots_[0] && snapshots_[0].use_count() == 1) {
+    // The HTTP thread's reads of it happened before its (release) decrement that use_count saw.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    s = std::move(snapshots_[0]);
+    SyncViewStateChanged(state_, changed_since_[0], &s->state);
+  } else {
+    s = std::make_shared<CoordinatorSnapshot>();
+    SyncViewState(state_, &s->state);
+  }
   s->info = Info();
   s->now_ms = clock_->NowMs();
   s->artifacts_root = artifacts_root_;
   stats_.snapshot_seconds.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   s->stats = stats_;
+  snapshots_[0] = std::move(snapshots_[1]);
+  changed_since_[0] = std::move(changed_since_[1]);
+  snapshots_[1] = s;
+  changed_since_[1] = {};
   return s;
 }
 
 absl::Status CoordinatorService::HandleStatus(const std::string& peer, const proto::Envelope& env) {
   DD2_RETURN_IF_ERROR(CheckVersion(env));
-  DD2_ASSIGN_OR_RETURN(Json doc, StatusDocument(state_, env.status().run_id(), Info()));
+  DD2_ASSIGN_OR_RETURN(Json doc, StatusDocument(state_, env.status().run_id(), Info(), env.status().brief()));
   ReplyJson(peer, env, doc);
   return absl::OkStatus();
 }

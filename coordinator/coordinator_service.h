@@ -81,7 +81,8 @@ class CoordinatorService {
   int64_t store_errors() const { return store_errors_; }
   // The counters of the status document.
   CoordinatorInfo Info() const;
-  // A copy of the state and counters for the HTTP thread (coordinator/snapshot.h).
+  // A copy of the state and counters for the HTTP thread (coordinator/snapshot.h), made by
+  // bringing an older snapshot nobody holds any more up to date when there is one.
   // Its own duration goes into the loop statistics.
   std::shared_ptr<const CoordinatorSnapshot> MakeSnapshot();
   // A send to `peer` failed; `gone`: its connection is closed. A worker whose connection is gone
@@ -209,8 +210,8 @@ class CoordinatorService {
   int64_t malformed_frames_ = 0;
   int64_t send_failures_ = 0;
   int64_t refused_paths_ = 0;
-  int64_t store_errors_ = 0;
-  LoopStats stats_;  // SQLite transactions that failed (busy, I/O, full disk): nothing applied
+  int64_t store_errors_ = 0;  // SQLite transactions that failed (busy, I/O, full disk): nothing applied
+  LoopStats stats_;
   std::string artifacts_root_;  // config_.artifacts_root (default <home>/artifacts), absolute
   int64_t rejected_frames_ = 0;
   int64_t rejected_connections_ = 0;
@@ -224,6 +225,10 @@ class CoordinatorService {
   std::set<std::string> ready_changed_;
   std::set<std::string> unreachable_peers_;
   int64_t next_rendezvous_ = 0;
+  // The last two snapshots made, older first (MakeSnapshot), and the records folded since each
+  // (at most every id in the state, when snapshots stop being asked for).
+  std::shared_ptr<CoordinatorSnapshot> snapshots_[2];
+  ChangedRecords changed_since_[2];
 
   // SLURM (slurm_service.cc).
   std::unique_ptr<SlurmCommands> slurm_;

@@ -239,7 +239,8 @@ HttpReply Route(const CoordinatorSnapshot& s, std::string_view method, std::stri
   if (n == 1 && parts[0] == "metrics") return {200, "text/plain; version=0.0.4; charset=utf-8", PrometheusText(s)};
   if (n < 3 || parts[0] != "api" || parts[1] != "v1") return ErrorReply(404, "no such page");
   const std::string& what = parts[2];
-  if (n == 3 && (what == "status" || what == "runs")) return FromStatus(StatusDocument(s.state, "", s.info));
+  if (n == 3 && what == "status") return FromStatus(StatusDocument(s.state, "", s.info));
+  if (n == 3 && what == "runs") return FromStatus(StatusDocument(s.state, "", s.info, /*brief=*/true));
   if (n == 3 && what == "workers") return JsonReply(200, WorkersDocument(s.state, s.now_ms));
   if (n == 3 && what == "sweeps") return FromStatus(SweepsDocument(s.state, ""));
   if (n == 4 && what == "sweeps") return FromStatus(SweepsDocument(s.state, parts[3]));

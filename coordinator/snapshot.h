@@ -1,6 +1,9 @@
 // CoordinatorSnapshot: an immutable copy of the coordinator's state and counters, made by the
 // loop thread (CoordinatorService::MakeSnapshot) and read by the HTTP thread, which never
 // touches the loop's own state. SnapshotBox hands them across. Thread-safe.
+// SyncViewState and SyncViewStateChanged bring an older copy up to date by changing only what
+// differs, so the loop thread can recycle a snapshot nobody reads any more instead of copying
+// every record.
 #ifndef DD2_COORDINATOR_SNAPSHOT_H_
 #define DD2_COORDINATOR_SNAPSHOT_H_
 
@@ -11,7 +14,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <memory>
+#include <map>
 #include <mutex>
+#include <set>
 
 #include "coordinator/loop_stats.h"
 #include "coordinator/state.h"
@@ -26,6 +31,54 @@ struct CoordinatorSnapshot {
   int64_t now_ms = 0;
   std::string artifacts_root;  // job folders are <root>/<run>/<job>
 };
+
+// Makes `view`'s fields that the views read (views.h, http_api.h) equal to `loop`'s; the loop's
+// own indexes and the job specs are left out. Costs a comparison per record plus a copy of each
+// record that changed, added or removed, instead of a copy of every record.
+void SyncViewState(const CoordinatorState& loop, CoordinatorState* view);
+
+// Keys of the run, job, attempt and worker records folded into the loop's state since a
+// snapshot was made.
+struct ChangedRecords {
+  std::set<std::string> runs, jobs, attempts, workers;
+};
+
+// As SyncViewState, for a `view` that was equal to the loop's state when `changed` was empty:
+// runs, jobs, attempts and workers, and the indexes over them (ready jobs, active attempts,
+// attempts by job), are brought up to date only at the keys in `changed`, the smaller maps in
+// full. Costs a lookup per changed key instead of a comparison per record.
+void SyncViewStateChanged(const CoordinatorState& loop, const ChangedRecords& changed, CoordinatorState* view);
+
+// Makes `dst` equal to `src` in one ordered walk of both: equal entries (by `eq`) are kept,
+// changed values assigned, missing keys inserted, extra keys erased.
+template <typename K, typename V, typename Eq = std::equal_to<V>>
+void SyncMap(const std::map<K, V>& src, std::map<K, V>* dst, Eq eq = Eq()) {
+  auto d = dst->begin();
+  for (const auto& [key, value] : src) {
+    while (d != dst->end() && d->first < key) d = dst->erase(d);
+    if (d != dst->end() && !(key < d->first)) {
+      if (!eq(d->second, value)) d->second = value;
+      ++d;
+    } else {
+      dst->emplace_hint(d, key, value);
+    }
+  }
+  dst->erase(d, dst->end());
+}
+
+template <typename K>
+void SyncSet(const std::set<K>& src, std::set<K>* dst) {
+  auto d = dst->begin();
+  for (const K& key : src) {
+    while (d != dst->end() && *d < key) d = dst->erase(d);
+    if (d != dst->end() && !(key < *d)) {
+      ++d;
+    } else {
+      dst->emplace_hint(d, key);
+    }
+  }
+  dst->erase(d, dst->end());
+}
 
 // Published on demand: the HTTP thread asks for a fresh snapshot (GetFresh) and the loop makes
 // one only when asked (TakeRequest), so a coordinator nobody reads pays nothing for it.

@@ -19,6 +19,14 @@ std::vector<std::string> CoordinatorState::ActiveAttemptsOf(const std::string& w
   return out;
 }
 
+std::map<std::string, std::vector<std::string>> CoordinatorState::ActiveAttemptsByWorker() const {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& id : active_attempts) {
+    for (absl::string_view w : absl::StrSplit(attempts.at(id).worker_ids, ',')) out[std::string(w)].push_back(id);
+  }
+  return out;
+}
+
 void CoordinatorState::PutAttempt(const AttemptRecord& r) {
   auto count = [this](const std::string& worker_ids, int64_t delta) {
     for (absl::string_view w : absl::StrSplit(worker_ids, ',', absl::SkipEmpty())) {

@@ -19,6 +19,7 @@ namespace dd2 {
 struct WorkerLive {
   std::string peer;       // empty until the worker says Hello to this process
   int64_t last_seen_ms = 0;
+  bool operator==(const WorkerLive&) const = default;
 };
 
 struct CoordinatorState {
@@ -55,6 +56,8 @@ struct CoordinatorState {
 
   // Non-terminal attempts that `worker_id` holds a rank of.
   std::vector<std::string> ActiveAttemptsOf(const std::string& worker_id) const;
+  // The same for every worker that holds one, in one pass over the active attempts.
+  std::map<std::string, std::vector<std::string>> ActiveAttemptsByWorker() const;
   // Puts attempt record `r` in `attempts`, keeping active_attempts and used_slots (one slot per
   // rank of a non-terminal attempt) in step with it.
   void PutAttempt(const AttemptRecord& r);

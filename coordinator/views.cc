@@ -45,7 +45,7 @@ double JobFraction(const JobRecord& j) {
   return j.total > 0 ? static_cast<double>(j.step) / static_cast<double>(j.total) : 0.0;
 }
 
-Json RunJson(const CoordinatorState& s, const RunRecord& r) {
+Json RunJson(const CoordinatorState& s, const RunRecord& r, bool with_jobs = true) {
   Json counts = Json::object();
   int64_t done = 0, total = 0;
   double progress = 0;
@@ -56,16 +56,23 @@ Json RunJson(const CoordinatorState& s, const RunRecord& r) {
     ++total;
     if (j.state == state::kSucceeded) ++done;
     progress += JobFraction(j);
-    jobs.push_back(JobJson(s, j));
+    if (with_jobs) jobs.push_back(JobJson(s, j));
   }
   auto sweep = s.sweep_of_run.find(r.id);
-  return Json{{"id", r.id},         {"name", r.name},
-              {"state", r.state},   {"submission_id", r.submission_id},
-              {"priority", r.priority}, {"created_ms", r.created_ms},
-              {"finished_ms", r.finished_ms}, {"jobs_total", total},
-              {"jobs_succeeded", done}, {"job_states", counts},
-              {"progress", total > 0 ? progress / static_cast<double>(total) : 0.0},
-              {"sweep", sweep == s.sweep_of_run.end() ? "" : sweep->second}, {"jobs", jobs}};
+  Json run{{"id", r.id},
+           {"name", r.name},
+           {"state", r.state},
+           {"submission_id", r.submission_id},
+           {"priority", r.priority},
+           {"created_ms", r.created_ms},
+           {"finished_ms", r.finished_ms},
+           {"jobs_total", total},
+           {"jobs_succeeded", done},
+           {"job_states", counts},
+           {"progress", total > 0 ? progress / static_cast<double>(total) : 0.0},
+           {"sweep", sweep == s.sweep_of_run.end() ? "" : sweep->second}};
+  if (with_jobs) run["jobs"] = std::move(jobs);
+  return run;
 }
 
 // The latest metrics of the job named `job` in `run_id` (empty when there is none).
@@ -128,7 +135,7 @@ Json SweepDetail(const CoordinatorState& s, const SweepRecord& w) {
       const RunRecord& run = s.runs.at(p.run_id);
       Json values = Json::parse(p.values_json, nullptr, false);
       Json final = obj.job().empty() ? Json::object() : JobMetrics(s, run.id, obj.job());
-      Json row = RunJson(s, run);
+      Json row = RunJson(s, run, /*with_jobs=*/false);
       Json point = {{"number", p.number},
                     {"identity", p.identity},
                     {"values", values},
@@ -198,7 +205,8 @@ Json SweepDetail(const CoordinatorState& s, const SweepRecord& w) {
 
 }  // namespace
 
-absl::StatusOr<Json> StatusDocument(const CoordinatorState& s, const std::string& run_id, const CoordinatorInfo& info) {
+absl::StatusOr<Json> StatusDocument(const CoordinatorState& s, const std::string& run_id, const CoordinatorInfo& info,
+                                    bool brief) {
   if (!run_id.empty()) {
     auto it = s.runs.find(run_id);
     if (it == s.runs.end()) return absl::NotFoundError(absl::StrCat("no run '", run_id, "'"));
@@ -208,7 +216,7 @@ absl::StatusOr<Json> StatusDocument(const CoordinatorState& s, const std::string
   for (const auto& [id, r] : s.runs) runs.push_back(&r);
   std::sort(runs.begin(), runs.end(), [](auto* a, auto* b) { return a->seq < b->seq; });
   Json list = Json::array();
-  for (const auto* r : runs) list.push_back(RunJson(s, *r));
+  for (const auto* r : runs) list.push_back(RunJson(s, *r, !brief));
   Json workers = {{"alive", 0}, {"suspect", 0}, {"lost", 0}};
   for (const auto& [id, w] : s.workers) workers[w.state] = workers.value(w.state, 0) + 1;
   return Json{{"coordinator", {{"endpoint", info.endpoint},
@@ -265,8 +273,10 @@ Json SlurmOf(const WorkerRecord& w) {
 
 Json WorkersDocument(const CoordinatorState& s, int64_t now_ms) {
   Json list = Json::array();
+  const auto held = s.ActiveAttemptsByWorker();
   for (const auto& [id, w] : s.workers) {
-    auto active = s.ActiveAttemptsOf(id);
+    auto it = held.find(id);
+    const std::vector<std::string> active = it == held.end() ? std::vector<std::string>() : it->second;
     auto live = s.live.find(id);
     list.push_back({{"id", id},         {"host", w.host},   {"device", w.device},
                     {"device_index", w.device_index}, {"slots", w.slots},

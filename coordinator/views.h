@@ -33,8 +33,10 @@ struct CoordinatorInfo {
 };
 
 // Every run (run_id empty) with the coordinator's counters, or one run; NotFound for an unknown run.
+// `brief`: the list of runs without each run's "jobs" (what a runs table needs: its counts and
+// progress are kept), so its size does not grow with the jobs.
 absl::StatusOr<nlohmann::json> StatusDocument(const CoordinatorState& s, const std::string& run_id,
-                                              const CoordinatorInfo& info);
+                                              const CoordinatorInfo& info, bool brief = false);
 absl::StatusOr<nlohmann::json> JobsDocument(const CoordinatorState& s, const std::string& run_id);
 absl::StatusOr<nlohmann::json> CheckpointsDocument(const CoordinatorState& s, const std::string& run_id);
 nlohmann::json WorkersDocument(const CoordinatorState& s, int64_t now_ms);

@@ -53,15 +53,6 @@ function bar(fraction, label) {
     el("div.fill", { style: { width: pct.toFixed(1) + "%" } }), el("span", {}, label || pct.toFixed(0) + "%"));
 }
 
-function runFraction(run) {
-  if (!run.jobs_total) return 0;
-  let done = 0;
-  for (const j of run.jobs) {
-    if (j.state === "succeeded") done += 1;
-    else if (j.state === "running" && j.total > 0) done += j.step / j.total;
-  }
-  return done / run.jobs_total;
-}
 
 function table(headers, rows, cls) {
   return el("table" + (cls ? "." + cls : ""), {},
@@ -72,10 +63,10 @@ function table(headers, rows, cls) {
 // ---- views ----
 
 async function homeView() {
-  const [status, workers, sweeps] = await Promise.all([api("status"), api("workers"), api("sweeps").catch(() => ({ sweeps: [] }))]);
+  const [status, workers, sweeps] = await Promise.all([api("runs"), api("workers"), api("sweeps").catch(() => ({ sweeps: [] }))]);
   const runs = [...status.runs].reverse();
   const runRows = runs.map((r) => {
-    const frac = runFraction(r);
+    const frac = r.progress;
     return el("tr", { "data-run": r.id },
       el("td", {}, link("#/run/" + enc(r.id), r.id)), el("td", {}, r.name), el("td", {}, badge(r.state)),
       el("td.wide", {}, bar(frac, `${r.jobs_succeeded}/${r.jobs_total} jobs · ${(frac * 100).toFixed(0)}%`)),
@@ -142,7 +133,7 @@ function dagView(run) {
 
 async function runView(runId) {
   const [{ run }, jobs] = await Promise.all([api("runs/" + enc(runId)), api("runs/" + enc(runId) + "/jobs")]);
-  const frac = runFraction(run);
+  const frac = run.progress;
   const evals = run.jobs.filter((j) => j.type === "eval");
   const evalRows = evals.map((j) => el("tr", {},
     el("td", {}, link(`#/run/${enc(run.id)}/job/${enc(j.name)}`, j.name)), el("td", {}, badge(j.state)),
@@ -305,7 +296,7 @@ async function refresh() {
     else view = await homeView();
     document.getElementById("main").replaceChildren(...[view].flat().filter(Boolean));
     shownRoute = key;
-    const status = await api("status");
+    const status = await api("runs");
     const c = status.coordinator, w = c.workers;
     document.getElementById("coordinator").textContent =
       `${c.endpoint} · up ${(c.uptime_ms / 1000).toFixed(0)} s · workers ${w.alive} alive, ${w.suspect} suspect, ${w.lost} lost · ${c.authentication}`;

@@ -234,6 +234,48 @@ TEST_F(CoordinatorServiceTest, RunsADagToSuccess) {
   EXPECT_EQ(store_->Metrics("chain-1/a")->size(), 1u);
 }
 
+// A snapshot for the HTTP thread shows what the loop shows, whether it is a fresh copy or an
+// older snapshot brought up to date; one still held by a reader is never changed.
+TEST_F(CoordinatorServiceTest, SnapshotsShowTheLoopsStateAndAHeldOneNeverChanges) {
+  Hello("w1");
+  const std::string run = Submit(kChain);
+  // The loop's documents, less the coordinator's counters (each request counts a frame).
+  auto loop_docs = [&] {
+    Json st = Status(run);
+    Json all = Status("");
+    all.erase("coordinator");
+    return Json{st["run"], all, Jobs(run)};
+  };
+  auto snapshot_docs = [&](const CoordinatorSnapshot& s) {
+    Json all = *StatusDocument(s.state, "", s.info);
+    all.erase("coordinator");
+    return Json{(*StatusDocument(s.state, run, s.info))["run"], all, *JobsDocument(s.state, run)};
+  };
+  auto first = svc_->MakeSnapshot();
+  const CoordinatorSnapshot* first_address = first.get();
+  EXPECT_EQ(snapshot_docs(*first), loop_docs());
+  first.reset();  // nobody reads it any more
+
+  Started("w1", "chain-1/a#1");
+  auto second = svc_->MakeSnapshot();  // fresh: only one older snapshot, and it is the latest but one
+  EXPECT_EQ(snapshot_docs(*second), loop_docs());
+  const Json second_docs = snapshot_docs(*second);
+
+  Finished("w1", "chain-1/a#1", 0);
+  Hello("w2");
+  auto third = svc_->MakeSnapshot();
+  EXPECT_EQ(third.get(), first_address);  // the first, recycled
+  EXPECT_EQ(snapshot_docs(*third), loop_docs());
+  EXPECT_EQ(third->state.jobs.at("chain-1/b").state, "assigned");
+
+  Finished("w1", "chain-1/b#1", 0);
+  auto fourth = svc_->MakeSnapshot();  // `second` is still held: a fresh copy
+  EXPECT_NE(fourth.get(), second.get());
+  EXPECT_EQ(snapshot_docs(*fourth), loop_docs());
+  EXPECT_EQ(snapshot_docs(*second), second_docs);
+  EXPECT_EQ(fourth->state.runs.at(run).state, "succeeded");
+}
+
 // The ready queue is kept in placement order as jobs become ready and leave, and rebuilt from
 // the store at a restart: run priority first, then submission order, then spec order. (Distinct
 // params, so no job waits to reuse another's outputs.)

@@ -153,7 +153,12 @@ TEST_F(HttpTest, ApiDocumentsAreDd2ctlsDocuments) {
   EXPECT_EQ(api("/api/v1/runs/" + run), CtlJson({"status", run}));
   EXPECT_EQ(api("/api/v1/runs/" + run + "/jobs"), CtlJson({"jobs", run}));
   EXPECT_EQ(api("/api/v1/runs/" + run + "/checkpoints"), CtlJson({"ckpt", "ls", run}));
-  EXPECT_EQ(api("/api/v1/runs")["runs"], CtlJson({"status"})["runs"]);
+  EXPECT_EQ(api("/api/v1/status")["runs"], CtlJson({"status"})["runs"]);
+  const Json brief = api("/api/v1/runs")["runs"];
+  EXPECT_EQ(brief, CtlJson({"status", "--brief"})["runs"]);
+  ASSERT_EQ(brief.size(), 1u);
+  EXPECT_FALSE(brief[0].contains("jobs")) << "the runs list leaves the jobs out";
+  EXPECT_EQ(brief[0]["progress"], 1.0);
   EXPECT_EQ(api("/api/v1/sweeps"), CtlJson({"sweep", "ls"}));
   const Json workers = api("/api/v1/workers");
   ASSERT_EQ(workers["workers"].size(), 1u);
