@@ -201,7 +201,10 @@ TEST_F(PartitionTest, ShortCutKeepsTheJobLongCutReschedulesItAndTheReturningAtte
   ASSERT_TRUE(WaitFor([&] { return WorkerState(victim) == "alive"; }, 10)) << WorkerState(victim);
   EXPECT_EQ(Sql("SELECT id || ' ' || state FROM attempts WHERE job_id = 'long-2/work'"),
             std::vector<std::string>{first + " running"});
-  EXPECT_EQ(Sql("SELECT COUNT(*) FROM events WHERE kind = 'attempt_lost'"), std::vector<std::string>{"0"});
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM events WHERE kind = 'attempt_lost'"), std::vector<std::string>{"0"})
+      << ::testing::PrintToString(Sql("SELECT ts_ms || ' ' || kind || ' ' || attempt_id || ' ' || detail FROM events "
+                                      "WHERE kind LIKE 'attempt_%' OR kind LIKE 'worker_%' ORDER BY id"))
+      << Log("coordinator");
 
   // Long cut: lost; the job moves to the other host.
   SetLink(n, false);
