@@ -8,7 +8,7 @@ PACKAGES=(
   libzmq3-dev cppzmq-dev libsqlite3-dev sqlite3 libprotobuf-dev protobuf-compiler
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libgtest-dev libgmock-dev python3
-  libtorch-dev libgloo-dev libssl-dev libopenblas0-openmp libgoogle-perftools-dev libpng-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox
+  libtorch-dev libgloo-dev libssl-dev libopenblas0-openmp libblas-dev libgoogle-perftools-dev libpng-dev zlib1g-dev dataset-fashion-mnist gnuplot-nox
   slurmctld slurmd slurm-client munge iproute2 libboost-dev prometheus nodejs chromium
 )
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
+#include "training/fused_one_step.h"
 #include "training/metrics.h"
 #include "training/png.h"
 
@@ -100,17 +102,23 @@ torch::Tensor Snap(const torch::Tensor& x, const torch::Tensor& codebook) {
   return codebook.index_select(0, idx).view(x.sizes());
 }
 
+// On the CPU, a generator of our architecture runs through FusedOneStep (the same samples to
+// float rounding, without LibTorch's per-op cost); anything else through ArDiffusion::Generate.
 class OneStepSampler : public TokenSampler {
  public:
-  OneStepSampler(ArDiffusion generator, int64_t code_dim) : generator_(std::move(generator)), code_dim_(code_dim) {}
+  OneStepSampler(ArDiffusion generator, int64_t code_dim) : generator_(std::move(generator)), code_dim_(code_dim) {
+    if (FusedOneStep::Supports(generator_)) fused_.emplace(generator_);
+  }
   torch::Tensor Sample(const torch::Tensor& classes, at::Generator& gen) override {
     const int64_t n = generator_->backbone()->options().tokens;
-    return generator_->Generate(classes, torch::randn({classes.size(0), n, code_dim_}, gen).to(classes.device()));
+    auto eps = torch::randn({classes.size(0), n, code_dim_}, gen).to(classes.device());
+    return fused_ && eps.device().is_cpu() ? fused_->Generate(classes, eps) : generator_->Generate(classes, eps);
   }
 
  private:
   ArDiffusion generator_;
   int64_t code_dim_;
+  std::optional<FusedOneStep> fused_;
 };
 
 class MultiStepSampler : public TokenSampler {

@@ -1,0 +1,69 @@
+// FusedOneStep: DD2 one-step sampling on the CPU for a generator of our architecture (backbone
+// arch dd2): the function ArDiffusion::Generate computes, to float rounding, as BLAS GEMMs on
+// weights copied at construction with plain loops between them, without LibTorch's per-op
+// dispatch (activations and the softmax stay LibTorch's vectorised ops, one per buffer). The
+// head's modulation layers, which all read the same conditioning, are one GEMM.
+// Weights are copied once: make a new one after the generator's weights change.
+// Not thread-safe (scratch buffers).
+#ifndef DD2_TRAINING_FUSED_ONE_STEP_H_
+#define DD2_TRAINING_FUSED_ONE_STEP_H_
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "training/distill.h"
+
+namespace dd2 {
+
+class FusedOneStep {
+ public:
+  // Whether `generator` can run so: backbone arch dd2, float32 weights on the CPU.
+  static bool Supports(ArDiffusion& generator);
+  explicit FusedOneStep(ArDiffusion& generator);
+
+  // classes [B] (long), eps [B, n, C] (float, CPU) -> tokens [B, n, C] = eps - v(eps, 1, f(eps_<i)).
+  torch::Tensor Generate(const torch::Tensor& classes, const torch::Tensor& eps);
+
+ private:
+  struct Linear {
+    torch::Tensor weight, bias;  // [out, in], [out], contiguous copies
+    int64_t in = 0, out = 0;
+  };
+  struct Norm {
+    torch::Tensor weight, bias;  // undefined: no affine
+  };
+  struct Layer {
+    Norm norm1, norm2;
+    Linear qkv, proj, fc1, fc2;
+  };
+  struct HeadBlock {
+    Linear fc1, fc2;
+  };
+
+  // y[rows, out] = x[rows, in] W^T + b, or y += that with `add`.
+  static void Apply(const Linear& l, const float* x, int64_t rows, float* y, bool add);
+  // y[rows, width] = LayerNorm(x) (times weight, plus bias, where given).
+  static void LayerNorm(const Norm& norm, const float* x, int64_t rows, int64_t width, float* y);
+  // One sample: features f [n, width] of the noise eps [n, C] under `cls`.
+  void Features(int64_t cls, const float* eps, float* f);
+  // One sample: out [n, C] = eps - v(eps, 1, f).
+  void Head(const float* eps, const float* f, float* out);
+
+  int64_t tokens_, width_, heads_, code_dim_, head_width_, classes_;
+  torch::Tensor class_embed_, pos_embed_;  // [classes + 1, width], [tokens, width]
+  Linear token_in_;
+  std::vector<Layer> layers_;
+  Norm final_norm_;
+  torch::Tensor time_;  // the head's time vector at t = 1: [head_width]
+  Linear input_, cond_, modulations_;  // modulations_: every block's mod, then final_mod, as one
+  std::vector<HeadBlock> blocks_;
+  Linear out_;
+  // Scratch, sized for one sample.
+  std::vector<float> x_, a_, qkv_, scores_, probs_, y_, hidden_, features_, h_, c_, m_, t1_, t2_;
+};
+
+}  // namespace dd2
+
+#endif  // DD2_TRAINING_FUSED_ONE_STEP_H_
