@@ -20,7 +20,7 @@ void Gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
               c, static_cast<int>(ldc));
-#else  // no CBLAS header at build time: LibTorch's matmul on the same memory
+#else  // no CBLAS at build time: LibTorch's matmul on the same memory (beta is 0 or 1 here)
   auto f = torch::TensorOptions(torch::kFloat);
   auto A = torch::from_blob(const_cast<float*>(a), {m, k}, {lda, 1}, f);
   auto B = trans_b ? torch::from_blob(const_cast<float*>(b), {n, k}, {ldb, 1}, f).t()
