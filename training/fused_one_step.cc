@@ -101,6 +101,10 @@ FusedOneStep::FusedOneStep(ArDiffusion& generator) {
   modulations_.in = modulations_.weight.size(1);
   out_ = linear("head.out");
   time_ = generator->head()->TimeVector(torch::ones({1})).reshape({-1}).contiguous().clone();
+  TORCH_CHECK(token_in_.in == code_dim_ && input_.in == code_dim_ && out_.out == code_dim_ && cond_.in == width_ &&
+                  modulations_.in == head_width_ && width_ % heads_ == 0,
+              "FusedOneStep: the head does not fit the backbone (code dim ", code_dim_, ", width ", width_,
+              ", head condition ", cond_.in, ")");
 
   const int64_t n = tokens_, w = width_, hw = head_width_;
   x_.resize(n * w);
