@@ -274,9 +274,10 @@ Json SlurmOf(const WorkerRecord& w) {
 Json WorkersDocument(const CoordinatorState& s, int64_t now_ms) {
   Json list = Json::array();
   const auto held = s.ActiveAttemptsByWorker();
+  const std::vector<std::string> none;
   for (const auto& [id, w] : s.workers) {
     auto it = held.find(id);
-    const std::vector<std::string> active = it == held.end() ? std::vector<std::string>() : it->second;
+    const std::vector<std::string>& active = it == held.end() ? none : it->second;
     auto live = s.live.find(id);
     list.push_back({{"id", id},         {"host", w.host},   {"device", w.device},
                     {"device_index", w.device_index}, {"slots", w.slots},

@@ -53,7 +53,6 @@ function bar(fraction, label) {
     el("div.fill", { style: { width: pct.toFixed(1) + "%" } }), el("span", {}, label || pct.toFixed(0) + "%"));
 }
 
-
 function table(headers, rows, cls) {
   return el("table" + (cls ? "." + cls : ""), {},
     el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
@@ -62,8 +61,9 @@ function table(headers, rows, cls) {
 
 // ---- views ----
 
-async function homeView() {
-  const [status, workers, sweeps] = await Promise.all([api("runs"), api("workers"), api("sweeps").catch(() => ({ sweeps: [] }))]);
+// `status`: the runs document refresh() fetched for the header.
+async function homeView(status) {
+  const [workers, sweeps] = await Promise.all([api("workers"), api("sweeps").catch(() => ({ sweeps: [] }))]);
   const runs = [...status.runs].reverse();
   const runRows = runs.map((r) => {
     const frac = r.progress;
@@ -289,14 +289,14 @@ async function refresh() {
     charts.clear();
   }
   try {
+    const status = await api("runs");  // the header's counters, and the home page's runs
     let view;
     if (route[0] === "run" && route[2] === "job") view = await jobView(route[1], route[3]);
     else if (route[0] === "run") view = await runView(route[1]);
     else if (route[0] === "sweep") view = await sweepView(route[1]);
-    else view = await homeView();
+    else view = await homeView(status);
     document.getElementById("main").replaceChildren(...[view].flat().filter(Boolean));
     shownRoute = key;
-    const status = await api("runs");
     const c = status.coordinator, w = c.workers;
     document.getElementById("coordinator").textContent =
       `${c.endpoint} · up ${(c.uptime_ms / 1000).toFixed(0)} s · workers ${w.alive} alive, ${w.suspect} suspect, ${w.lost} lost · ${c.authentication}`;
