@@ -41,6 +41,14 @@ ParamSpec Noise() {
           {"cpu", "device"}};
 }
 
+ParamSpec Parallel() {
+  return {"parallel", ParamKind::kString, 0, 0, "\"batch\"",
+          "how a CPU job's threads share an update: batch (each an equal part of the batch on one intra-op thread, "
+          "where they divide it) or ops (LibTorch's intra-op threads); the same losses up to rounding, not part of "
+          "the job's identity",
+          {"batch", "ops"}};
+}
+
 ParamSpec CollectiveTimeout() {
   return {"collective_timeout_s", ParamKind::kNumber, 1, 86400, "300",
           "a gang collective blocked this long fails the attempt (cause: collective timeout)"};
@@ -232,13 +240,13 @@ const std::vector<JobTypeSpec>& JobTypes() {
               {"alpha", ParamKind::kNumber, 0, 10, "1.0", "SiD alpha"},
               {"omega", ParamKind::kString, 0, 0, "\"sid\"", "sid: 1 / mean|q - x0_Phi| per sequence; one: 1", {"sid", "one"}},
               {"ema_max", ParamKind::kNumber, 0, 1, "0.9999", "EMA rate min(ema_max, (s + 1) / (s + 10))"},
-              CarryState(), Noise(),
+              CarryState(), Noise(), Parallel(),
               CheckpointEvery("100"), CollectiveTimeout()}, Placement()})},
       {"align",
        "performance alignment: generator <- its EMA, then guidance-only updates",
        Join({Dd2Common(),
              {JobName("init", "distill", "distill job to align"),
-              CarryState(), Noise(),
+              CarryState(), Noise(), Parallel(),
               {"steps", ParamKind::kInt, 1, 1e7, "100", "guidance updates"},
               {"guidance_lr", ParamKind::kNumber, 1e-7, 1, "1e-4", "guidance Adam(0.9, 0.95) learning rate"},
               CheckpointEvery("100"), CollectiveTimeout()}, Placement()})},

@@ -31,7 +31,7 @@ bool Unused(const JobTypeSpec* type, const std::string& key, const Json& params)
 }  // namespace
 
 std::map<std::string, std::string> JobIdentities(const std::vector<IdentityInput>& jobs) {
-  static const std::set<std::string> kSchedulingOnly = {"device", "threads", "collective_timeout_s"};
+  static const std::set<std::string> kSchedulingOnly = {"device", "threads", "parallel", "collective_timeout_s"};
   std::map<std::string, const IdentityInput*> by_name;
   for (const auto& j : jobs) by_name[j.name] = &j;
   std::map<std::string, std::string> out;

@@ -213,6 +213,21 @@ static int RunDistillOrAlign(JobContext& ctx, bool guidance_only) {
   o.csd.alpha = p.value("alpha", 1.0);
   o.csd.normalise = p.value("omega", std::string("sid")) == "sid";
   o.sampling = SamplingFromParams(p);
+  // On the CPU the job's threads each take an equal part of the batch (forward and backward on
+  // one intra-op thread, gradients averaged) where they divide it: faster than LibTorch's
+  // intra-op threads on these small matrices (README "Speed"). `parallel: ops` keeps those.
+  const std::string parallel = p.value("parallel", std::string("batch"));
+  if (parallel != "batch" && parallel != "ops") return Fail(ctx, "parallel: '" + parallel + "' (batch or ops)");
+  const int threads = torch::get_num_threads();
+  if (dist.device().is_cpu() && threads > 1 && parallel == "batch") {
+    if (o.batch % threads == 0) {
+      o.batch_threads = threads;
+      torch::set_num_threads(1);
+      std::printf("%d threads, each on %lld sequences of the batch\n", threads, static_cast<long long>(o.batch / threads));
+    } else {
+      std::printf("%d intra-op threads: they do not divide the batch of %lld\n", threads, static_cast<long long>(o.batch));
+    }
+  }
   Dd2Updater updater(dist, {g, psi, models->ema, teacher, tok->Codebook().detach()}, opt_g, opt_psi, o);
   Loop loop;
   loop.dist = &dist;

@@ -1,6 +1,9 @@
 #include "training/dd2_update.h"
 
 #include <algorithm>
+#include <exception>
+#include <functional>
+#include <thread>
 
 namespace dd2 {
 namespace {
@@ -55,6 +58,50 @@ class Draws {
   at::Generator gen_;
 };
 
+// Runs body(s) for s = 0 .. n-1, each on its own thread (s = 0 on the caller's), the others
+// with one intra-op thread; rethrows the first exception after all have ended.
+void OnThreads(int64_t n, const std::function<void(int64_t)>& body) {
+  std::vector<std::exception_ptr> errors(n);
+  std::vector<std::thread> threads;
+  for (int64_t s = 1; s < n; ++s) {
+    threads.emplace_back([&, s] {
+      try {
+        at::set_num_threads(1);
+        body(s);
+      } catch (...) {
+        errors[s] = std::current_exception();
+      }
+    });
+  }
+  try {
+    body(0);
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// Slice s of `parts` equal ones along dim 0 of a batch-major tensor.
+torch::Tensor Part(const torch::Tensor& x, int64_t s, int64_t parts) {
+  const int64_t rows = x.size(0) / parts;
+  return x.slice(0, s * rows, (s + 1) * rows);
+}
+
+// The same slice of each of the m blocks of a tensor laid out as m blocks of the batch, again
+// as m blocks: psi's flow-matching noise.
+torch::Tensor PartOfBlocks(const torch::Tensor& x, int64_t m, int64_t s, int64_t parts) {
+  auto sizes = x.sizes().vec();
+  sizes[0] /= m;
+  sizes.insert(sizes.begin(), m);
+  auto part = Part(x.reshape(sizes).transpose(0, 1), s, parts).transpose(0, 1);
+  sizes.erase(sizes.begin());
+  sizes[0] = -1;
+  return part.reshape(sizes);
+}
+
 }  // namespace
 
 std::pair<torch::Tensor, torch::Tensor> DrawNoise(Distributed& dist, int64_t m, int64_t global_batch, int64_t n,
@@ -66,7 +113,43 @@ std::pair<torch::Tensor, torch::Tensor> DrawNoise(Distributed& dist, int64_t m, 
 
 Dd2Updater::Dd2Updater(Distributed& dist, Dd2Networks nets, torch::optim::Adam& opt_g, torch::optim::Adam& opt_psi,
                        const Dd2UpdateOptions& options)
-    : dist_(dist), nets_(std::move(nets)), opt_g_(opt_g), opt_psi_(opt_psi), o_(options) {}
+    : dist_(dist), nets_(std::move(nets)), opt_g_(opt_g), opt_psi_(opt_psi), o_(options) {
+  TORCH_CHECK(o_.batch_threads >= 1 && o_.batch % o_.batch_threads == 0, "Dd2Updater: batch_threads ",
+              o_.batch_threads, " does not divide the batch of ", o_.batch);
+}
+
+torch::Tensor Dd2Updater::PartsStep(torch::optim::Optimizer& optimizer,
+                                    const std::function<torch::Tensor(int64_t)>& loss_of_part) {
+  const int64_t parts = o_.batch_threads;
+  if (parts == 1) {
+    auto loss = loss_of_part(0);
+    dist_.Step(optimizer, loss);
+    return loss.detach();
+  }
+  std::vector<torch::Tensor> params;
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) params.push_back(p);
+  }
+  std::vector<torch::Tensor> losses(parts);
+  std::vector<std::vector<torch::Tensor>> grads(parts);
+  OnThreads(parts, [&](int64_t s) {
+    auto loss = loss_of_part(s);
+    // Gradients returned, not accumulated: the parts' threads share the parameters.
+    grads[s] = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/false, /*create_graph=*/false,
+                                     /*allow_unused=*/true);
+    losses[s] = loss.detach();
+  });
+  // Equal parts, each loss a mean over its part: the batch's loss and gradients are their means.
+  std::vector<torch::Tensor> mean(params.size());
+  for (size_t j = 0; j < params.size(); ++j) {
+    for (int64_t s = 0; s < parts; ++s) {
+      if (grads[s][j].defined()) mean[j] = mean[j].defined() ? mean[j] + grads[s][j] : grads[s][j];
+    }
+    if (mean[j].defined()) mean[j] = mean[j] / static_cast<double>(parts);
+  }
+  dist_.Step(optimizer, mean);
+  return torch::stack(losses).mean();
+}
 
 std::map<std::string, torch::Tensor> Dd2Updater::Step(int64_t step) {
   ArDiffusion& g = nets_.generator;
@@ -86,29 +169,43 @@ std::map<std::string, torch::Tensor> Dd2Updater::Step(int64_t step) {
     eps[i] = draw.Normal({bo.tokens, bo.code_dim});
     std::tie(t[i], noise[i]) = draw.Flow(o_.m, bo.tokens, bo.code_dim, o_.t_min, o_.t_max);
   }
+  const int64_t parts = o_.batch_threads;
   std::vector<torch::Tensor> z;
   {
-    torch::NoGradGuard no_grad;
-    z = g->Generate(torch::cat(classes), torch::cat(eps)).chunk(k);
+    auto all_classes = torch::cat(classes), all_eps = torch::cat(eps);
+    std::vector<torch::Tensor> samples(parts);
+    OnThreads(parts, [&](int64_t s) {
+      torch::NoGradGuard no_grad;
+      samples[s] = g->Generate(Part(all_classes, s, parts), Part(all_eps, s, parts));
+    });
+    z = torch::cat(samples).chunk(k);
   }
   torch::Tensor psi_loss;  // summed on the device: no host sync inside the update
   for (int64_t i = 0; i < k; ++i) {
-    auto loss = GuidanceFmLoss(psi, classes[i], z[i], t[i], noise[i]);
-    dist_.Step(opt_psi_, loss);
-    psi_loss = i == 0 ? loss.detach() : psi_loss + loss.detach();
+    auto loss = PartsStep(opt_psi_, [&](int64_t s) {
+      return GuidanceFmLoss(psi, Part(classes[i], s, parts), Part(z[i], s, parts), PartOfBlocks(t[i], o_.m, s, parts),
+                            PartOfBlocks(noise[i], o_.m, s, parts));
+    });
+    psi_loss = i == 0 ? loss : psi_loss + loss;
   }
   std::map<std::string, torch::Tensor> out = {{"guidance_loss", psi_loss / static_cast<double>(k)}};
   if (!o_.guidance_only) {
     auto classes = draw.Classes(bo.classes);
     auto eps = draw.Normal({bo.tokens, bo.code_dim});
-    auto z = g->Generate(classes, eps);
     auto t = draw.Uniform({bo.tokens}, o_.t_min, o_.t_max);
     auto noise = draw.Normal({bo.tokens, bo.code_dim});
-    auto loss = TokensCsdLoss(z, psi, nets_.teacher, nets_.codebook, classes, t, noise, o_.sampling, o_.csd);
-    dist_.Step(opt_g_, loss);
+    torch::Tensor loss;
+    {
+      FrozenParameters frozen(psi->head()->parameters());  // here, not per part: the parts' threads share them
+      loss = PartsStep(opt_g_, [&](int64_t s) {
+        auto c = Part(classes, s, parts);
+        return TokensCsdLoss(g->Generate(c, Part(eps, s, parts)), psi, nets_.teacher, nets_.codebook, c,
+                             Part(t, s, parts), Part(noise, s, parts), o_.sampling, o_.csd);
+      });
+    }
     const double rate = EmaRate(o_.steps_before + step, o_.ema_max);
     EmaUpdate(*nets_.ema, *g, rate);
-    out["csd_loss"] = loss.detach();
+    out["csd_loss"] = loss;
     out["ema_rate"] = torch::tensor(rate, torch::kFloat64);
   }
   return out;

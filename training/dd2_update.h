@@ -7,6 +7,7 @@
 #ifndef DD2_TRAINING_DD2_UPDATE_H_
 #define DD2_TRAINING_DD2_UPDATE_H_
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -39,6 +40,10 @@ struct Dd2UpdateOptions {
   // true: each rank draws its own share on its device (no host-to-device copies, what a GPU
   // wants at large batches): reproducible for the same seed, device type and gang size only.
   bool device_noise = false;
+  // CPU threads that each compute an equal part of the batch (its forward and backward, one
+  // intra-op thread each) before the gradients are averaged: the same losses and gradients up
+  // to float rounding. 1: the whole batch on the caller's thread. Must divide the batch.
+  int64_t batch_threads = 1;
   CsdOptions csd;
   SamplingConfig sampling;
 };
@@ -59,6 +64,10 @@ class Dd2Updater {
   std::map<std::string, torch::Tensor> Step(int64_t step);
 
  private:
+  // dist_.Step on the loss of the whole batch, computed as batch_threads parts on as many
+  // threads (loss_of_part(s) for part s); returns the batch's loss, detached.
+  torch::Tensor PartsStep(torch::optim::Optimizer& optimizer, const std::function<torch::Tensor(int64_t)>& loss_of_part);
+
   Distributed& dist_;
   Dd2Networks nets_;
   torch::optim::Adam& opt_g_;

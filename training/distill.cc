@@ -85,6 +85,18 @@ torch::Tensor ArDiffusionImpl::Generate(const torch::Tensor& classes, const torc
   return eps - head_->Forward(eps, time, Features(classes, eps));
 }
 
+FrozenParameters::FrozenParameters(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params) {
+    if (!p.requires_grad()) continue;
+    frozen_.push_back(p);
+    frozen_.back().set_requires_grad(false);
+  }
+}
+
+FrozenParameters::~FrozenParameters() {
+  for (auto& p : frozen_) p.set_requires_grad(true);
+}
+
 torch::Tensor SampleTimes(const torch::Tensor& like, double t_min, double t_max, at::Generator& gen) {
   auto sizes = like.sizes().vec();
   sizes.pop_back();
@@ -131,13 +143,10 @@ torch::Tensor TokensCsdLoss(const torch::Tensor& z, ArDiffusion& guidance, ArTra
     log_p = TeacherLogProbsFor(teacher, classes, cond.slice(1, 0, n - 1), sampling);
     features = guidance->Features(classes, cond);
   }
-  auto head_params = guidance->head()->parameters();
-  for (auto& p : head_params) p.set_requires_grad(false);
-  auto loss = CsdLoss(z, t, eps, log_p, codebook,
-                      [&](const torch::Tensor& x, const torch::Tensor& tt) { return guidance->Velocity(x, tt, features); },
-                      csd);
-  for (auto& p : head_params) p.set_requires_grad(true);
-  return loss;
+  FrozenParameters frozen(guidance->head()->parameters());
+  return CsdLoss(z, t, eps, log_p, codebook,
+                 [&](const torch::Tensor& x, const torch::Tensor& tt) { return guidance->Velocity(x, tt, features); },
+                 csd);
 }
 
 torch::Tensor GuidanceFmLoss(ArDiffusion& guidance, const torch::Tensor& classes, const torch::Tensor& z,

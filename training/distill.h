@@ -67,6 +67,20 @@ class ArDiffusionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ArDiffusion);
 
+// Sets requires_grad false on those of `params` that have it, for its lifetime, and puts back
+// only those: parameters a caller froze already are read, never written, so calls on several
+// threads under one freeze of the caller's do not race.
+class FrozenParameters {
+ public:
+  explicit FrozenParameters(const std::vector<torch::Tensor>& params);
+  ~FrozenParameters();
+  FrozenParameters(const FrozenParameters&) = delete;
+  FrozenParameters& operator=(const FrozenParameters&) = delete;
+
+ private:
+  std::vector<torch::Tensor> frozen_;
+};
+
 // Per-token times t ~ U[t_min, t_max], shape `like` without the last dim.
 torch::Tensor SampleTimes(const torch::Tensor& like, double t_min, double t_max, at::Generator& gen);
 

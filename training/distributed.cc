@@ -134,6 +134,24 @@ void Distributed::AllReduceSum(std::vector<torch::Tensor>& tensors) {
 void Distributed::Step(torch::optim::Optimizer& optimizer, const torch::Tensor& loss) {
   optimizer.zero_grad();
   loss.backward();
+  AverageAndStep(optimizer);
+}
+
+void Distributed::Step(torch::optim::Optimizer& optimizer, const std::vector<torch::Tensor>& grads) {
+  optimizer.zero_grad();
+  size_t i = 0;
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      TORCH_CHECK(i < grads.size(), "Distributed::Step: ", grads.size(), " gradients for more parameters");
+      if (grads[i].defined()) p.mutable_grad() = grads[i];
+      ++i;
+    }
+  }
+  TORCH_CHECK(i == grads.size(), "Distributed::Step: ", grads.size(), " gradients for ", i, " parameters");
+  AverageAndStep(optimizer);
+}
+
+void Distributed::AverageAndStep(torch::optim::Optimizer& optimizer) {
   if (group_) {
     std::vector<torch::Tensor> grads;
     for (auto& group : optimizer.param_groups()) {

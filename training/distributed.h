@@ -53,6 +53,9 @@ class Distributed {
 
   // zero_grad, backward, average the gradients over the ranks, optimizer step.
   void Step(torch::optim::Optimizer& optimizer, const torch::Tensor& loss);
+  // The same with this rank's gradients given instead of a loss: one per parameter of the
+  // optimizer, in its order (undefined: the parameter gets none, as an unused one).
+  void Step(torch::optim::Optimizer& optimizer, const std::vector<torch::Tensor>& grads);
   // Rank 0's parameters and buffers, everywhere.
   void Broadcast(torch::nn::Module& module);
   // True on every rank when any rank wants to stop.
@@ -66,6 +69,8 @@ class Distributed {
  private:
   explicit Distributed(const DistributedOptions& options);
   void AllReduceSum(std::vector<torch::Tensor>& tensors);
+  // Averages the parameters' gradients over the ranks, then the optimizer's step.
+  void AverageAndStep(torch::optim::Optimizer& optimizer);
 
   struct Group;  // the c10d process group, kept out of this header
   DistributedOptions options_;

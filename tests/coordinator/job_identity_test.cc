@@ -54,6 +54,9 @@ TEST(JobIdentityTest, SchedulingOnlyParamsAndOrderDoNotCount) {
   auto a = JobIdentities({{"t", "tokenizer", R"({"steps": 10, "device": "cpu", "collective_timeout_s": 30})", 1, {}}});
   auto b = JobIdentities({{"t", "tokenizer", R"({"collective_timeout_s": 300, "steps": 10, "device": "cuda"})", 1, {}}});
   EXPECT_EQ(a["t"], b["t"]);
+  auto d1 = JobIdentities({{"d", "distill", R"({"steps": 10, "threads": 2, "parallel": "batch"})", 1, {}}});
+  auto d2 = JobIdentities({{"d", "distill", R"({"steps": 10, "parallel": "ops"})", 1, {}}});
+  EXPECT_EQ(d1["d"], d2["d"]);
   auto gang = JobIdentities({{"t", "tokenizer", R"({"steps": 10})", 2, {}}});
   EXPECT_NE(a["t"], gang["t"]);  // a gang's results differ from one rank's
   auto other_type = JobIdentities({{"t", "featurenet", R"({"steps": 10})", 1, {}}});

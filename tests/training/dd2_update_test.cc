@@ -48,7 +48,9 @@ double ParameterSum(torch::nn::Module& m) {
   return sum;
 }
 
-TEST(Dd2UpdaterTest, LossesMatchTheRecordedReference) {
+// Three updates against the losses recorded before the speed work, the batch computed in
+// `batch_threads` parts on as many threads.
+void ExpectTheRecordedLosses(int64_t batch_threads) {
   Fixture f = Make(7);
   torch::optim::Adam opt_g(f.nets.generator->parameters(), torch::optim::AdamOptions(3e-4).betas({0.9, 0.95}));
   torch::optim::Adam opt_psi(f.nets.guidance->parameters(), torch::optim::AdamOptions(3e-4).betas({0.9, 0.95}));
@@ -60,6 +62,7 @@ TEST(Dd2UpdaterTest, LossesMatchTheRecordedReference) {
   o.warmup = 3;
   o.seed = 11;
   o.sampling.cfg = 2.0;
+  o.batch_threads = batch_threads;
   Dd2Updater updater(*f.dist, f.nets, opt_g, opt_psi, o);
   // Recorded from the code at d6c7e55 (before the speed work) on the development machine; the
   // losses agree to about 1e-7 relative since.
@@ -76,6 +79,26 @@ TEST(Dd2UpdaterTest, LossesMatchTheRecordedReference) {
   // per token moved the sum by 1.3e-4).
   EXPECT_NEAR(ParameterSum(*f.nets.generator), 222.52954, 1e-3);
   EXPECT_NEAR(ParameterSum(*f.nets.ema), 222.541242, 1e-3);
+  // Every parameter is back to trainable (psi's head is frozen only inside the generator update).
+  for (const auto& p : f.nets.guidance->parameters()) EXPECT_TRUE(p.requires_grad());
+}
+
+TEST(Dd2UpdaterTest, LossesMatchTheRecordedReference) { ExpectTheRecordedLosses(1); }
+
+// The job's CPU threads each take a part of the batch: the same losses and parameters.
+TEST(Dd2UpdaterTest, BatchThreadsGiveTheRecordedLosses) {
+  ExpectTheRecordedLosses(2);
+  ExpectTheRecordedLosses(4);
+}
+
+TEST(Dd2UpdaterTest, BatchThreadsMustDivideTheBatch) {
+  Fixture f = Make(7);
+  torch::optim::Adam opt_g(f.nets.generator->parameters());
+  torch::optim::Adam opt_psi(f.nets.guidance->parameters());
+  Dd2UpdateOptions o;
+  o.batch = 8;
+  o.batch_threads = 3;
+  EXPECT_THROW(Dd2Updater(*f.dist, f.nets, opt_g, opt_psi, o), c10::Error);
 }
 
 // device_noise: each rank draws its own share on its device; on the CPU, one rank: reproducible
