@@ -103,11 +103,12 @@ torch::Tensor Snap(const torch::Tensor& x, const torch::Tensor& codebook) {
 }
 
 // On the CPU, a generator of our architecture runs through FusedOneStep (the same samples to
-// float rounding, without LibTorch's per-op cost); anything else through ArDiffusion::Generate.
+// float rounding, without LibTorch's per-op cost) on the job's intra-op threads; anything else
+// through ArDiffusion::Generate.
 class OneStepSampler : public TokenSampler {
  public:
   OneStepSampler(ArDiffusion generator, int64_t code_dim) : generator_(std::move(generator)), code_dim_(code_dim) {
-    if (FusedOneStep::Supports(generator_)) fused_.emplace(generator_);
+    if (FusedOneStep::Supports(generator_)) fused_.emplace(generator_, at::get_num_threads());
   }
   torch::Tensor Sample(const torch::Tensor& classes, at::Generator& gen) override {
     const int64_t n = generator_->backbone()->options().tokens;

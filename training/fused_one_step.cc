@@ -1,8 +1,19 @@
 #include "training/fused_one_step.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
+
+#include <immintrin.h>
+#include <omp.h>
 
 #ifdef DD2_WITH_CBLAS
 #include <cblas.h>
@@ -95,13 +106,116 @@ DD2_VECTOR_CLONES void AddGatedRows(const float* gate, int64_t stride, const flo
   }
 }
 
-// A buffer as a [rows, cols] tensor, for LibTorch's vectorised activations (one op on a whole
-// buffer costs less than a scalar exp or erf per element).
-torch::Tensor View(std::vector<float>& buffer, int64_t rows, int64_t cols) {
-  return torch::from_blob(buffer.data(), {rows, cols}, torch::TensorOptions(torch::kFloat));
+// Rows of a buffer as a [rows, cols] tensor, for LibTorch's vectorised activations (one op on
+// a whole buffer costs less than a scalar exp or erf per element).
+torch::Tensor View(float* first, int64_t rows, int64_t cols) {
+  return torch::from_blob(first, {rows, cols}, torch::TensorOptions(torch::kFloat));
 }
 
 }  // namespace
+
+// The caller's thread and threads - 1 helpers running one function as parts, with a spinning
+// barrier between them (a part lasts microseconds: a sleeping wait would cost more than the
+// work). Between runs a helper spins for kSpin, then sleeps until the next run.
+class FusedOneStep::Team {
+ public:
+  explicit Team(int parts) : parts_(parts), errors_(parts) {
+    for (int p = 1; p < parts; ++p) helpers_.emplace_back([this, p] { Serve(p); });
+  }
+  ~Team() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      run_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& t : helpers_) t.join();
+  }
+  int parts() const { return parts_; }
+
+  // fn(part) for every part, part 0 on the caller's thread; returns when all have ended and
+  // rethrows the first exception (a part that throws must do so before any Barrier).
+  void Run(const std::function<void(int)>& fn) {
+    fn_ = &fn;
+    ended_.store(0, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      run_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    Guarded(0);
+    for (int spins = 0; ended_.load(std::memory_order_acquire) < parts_ - 1;) Pause(spins);
+    for (auto& e : errors_) {
+      if (e) std::rethrow_exception(std::exchange(e, nullptr));
+    }
+  }
+
+  // Returns once every part has reached it.
+  void Barrier() {
+    const uint64_t round = round_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == parts_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      round_.fetch_add(1, std::memory_order_release);
+    } else {
+      for (int spins = 0; round_.load(std::memory_order_acquire) == round;) Pause(spins);
+    }
+  }
+
+ private:
+  static constexpr std::chrono::microseconds kSpin{200};
+
+  // A spinning wait's step; past a few microseconds it yields the core, so that threads that
+  // outnumber the free cores (two evals at 2 threads on 2 cores) still make progress.
+  static void Pause(int& spins) {
+    if (++spins < 4096) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+
+  void Guarded(int part) {
+    try {
+      (*fn_)(part);
+    } catch (...) {
+      errors_[part] = std::current_exception();
+    }
+  }
+
+  void Serve(int part) {
+    // This thread's LibTorch ops and OpenBLAS calls stay on it: LibTorch first sets a new
+    // thread's OpenMP count to the process's (once, on its first query), then ours holds. Else
+    // they would open OpenMP teams of their own, and libgomp, seeing more threads than cores,
+    // makes every team sleep between regions (LibTorch's ops at 2 threads ran 5x slower so).
+    at::get_num_threads();
+    omp_set_num_threads(1);
+    uint64_t seen = 0;
+    for (;;) {
+      const auto until = std::chrono::steady_clock::now() + kSpin;
+      while (run_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) _mm_pause();
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [&] { return run_.load(std::memory_order_acquire) != seen; });
+        seen = run_.load(std::memory_order_acquire);
+        if (stop_) return;
+      }
+      Guarded(part);
+      ended_.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  const int parts_;
+  std::vector<std::exception_ptr> errors_;
+  std::vector<std::thread> helpers_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;                                 // under mu_
+  std::atomic<uint64_t> run_{0};                      // bumped per Run (under mu_, read spinning)
+  std::atomic<int> ended_{0};                         // helpers done with the current Run
+  std::atomic<int> arrived_{0};                       // parts at the current barrier
+  std::atomic<uint64_t> round_{0};                    // barriers passed
+  const std::function<void(int)>* fn_ = nullptr;      // the current Run's
+};
 
 bool FusedOneStep::Supports(ArDiffusion& generator) {
   for (const auto& p : generator->parameters()) {
@@ -110,7 +224,7 @@ bool FusedOneStep::Supports(ArDiffusion& generator) {
   return generator->backbone()->options().arch == "dd2";
 }
 
-FusedOneStep::FusedOneStep(ArDiffusion& generator) {
+FusedOneStep::FusedOneStep(ArDiffusion& generator, int threads) {
   torch::NoGradGuard no_grad;
   const auto params = generator->named_parameters();
   auto tensor = [&](const std::string& name) {
@@ -161,7 +275,7 @@ FusedOneStep::FusedOneStep(ArDiffusion& generator) {
   const int64_t n = tokens_, w = width_, hw = head_width_;
   x_.resize(n * w);
   a_.resize(n * w);
-  qkv_.resize(n * 3 * w);
+  for (auto& qkv : qkv_) qkv.resize(n * 3 * w);
   scores_.resize(heads_ * n * n);
   probs_.resize(heads_ * n * n);
   y_.resize(n * w);
@@ -172,7 +286,11 @@ FusedOneStep::FusedOneStep(ArDiffusion& generator) {
   m_.resize(n * modulations_.out);
   t1_.resize(n * hw);
   t2_.resize(n * hw);
+  threads = static_cast<int>(std::clamp<int64_t>(threads, 1, n));
+  if (threads > 1) team_ = std::make_unique<Team>(threads);
 }
+
+FusedOneStep::~FusedOneStep() = default;
 
 FusedOneStep::Linear FusedOneStep::MakeLinear(const torch::Tensor& weight, const torch::Tensor& bias) {
   Linear l;
@@ -199,69 +317,76 @@ void FusedOneStep::LayerNorm(const Norm& norm, const float* x, int64_t rows, int
            norm.bias.defined() ? norm.bias.data_ptr<float>() : nullptr, y);
 }
 
-void FusedOneStep::Features(int64_t cls, const float* eps, float* f) {
-  const int64_t n = tokens_, w = width_, dh = w / heads_;
+void FusedOneStep::Features(int64_t cls, const float* eps, int64_t r0, int64_t r1, float* f) {
+  const int64_t n = tokens_, w = width_, dh = w / heads_, rows = r1 - r0, hn = heads_ * n;
   float* x = x_.data();
-  // [class, eps_1 .. eps_{n-1}] plus positions.
-  std::copy_n(class_embed_.data_ptr<float>() + cls * w, w, x);
-  Apply(token_in_, eps, n - 1, x + w, /*add=*/false);
-  const float* pos = pos_embed_.data_ptr<float>();
-  for (int64_t i = 0; i < n * w; ++i) x[i] += pos[i];
+  // Rows r0..r1 of [class, eps_1 .. eps_{n-1}] plus positions.
+  if (r0 == 0) std::copy_n(class_embed_.data_ptr<float>() + cls * w, w, x);
+  const int64_t first = std::max<int64_t>(r0, 1);
+  Apply(token_in_, eps + (first - 1) * code_dim_, r1 - first, x + first * w, /*add=*/false);
+  BiasRows(pos_embed_.data_ptr<float>() + r0 * w, 1, rows * w, /*add=*/true, x + r0 * w);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  for (const Layer& l : layers_) {
-    LayerNorm(l.norm1, x, n, w, a_.data());
-    Apply(l.qkv, a_.data(), n, qkv_.data(), false);
-    for (int64_t h = 0; h < heads_; ++h) {  // scores of every head, scaled, then the causal mask
-      const float* q = qkv_.data() + h * dh;
-      float* s = scores_.data() + h * n * n;
-      Gemm(n, n, dh, scale, q, 3 * w, /*trans_b=*/true, q + w, 3 * w, 0.0f, s, n);
-      for (int64_t i = 0; i < n; ++i) std::fill(s + i * n + i + 1, s + (i + 1) * n, -INFINITY);
-    }
-    auto probs = View(probs_, heads_ * n, n);
-    at::softmax_out(probs, View(scores_, heads_ * n, n), -1);
+  for (size_t index = 0; index < layers_.size(); ++index) {
+    const Layer& l = layers_[index];
+    float* qkv = qkv_[index % 2].data();  // two, so that a part a layer ahead never overwrites keys still read
+    LayerNorm(l.norm1, x + r0 * w, rows, w, a_.data() + r0 * w);
+    Apply(l.qkv, a_.data() + r0 * w, rows, qkv + r0 * 3 * w, false);
+    if (team_) team_->Barrier();  // every row's keys and values written
+    // Scores [query row, head, key] of these rows against keys 0..r1-1, scaled, masked.
     for (int64_t h = 0; h < heads_; ++h) {
-      Gemm(n, dh, n, 1.0f, probs_.data() + h * n * n, n, /*trans_b=*/false, qkv_.data() + 2 * w + h * dh, 3 * w, 0.0f,
-           y_.data() + h * dh, w);
+      float* s = scores_.data() + r0 * hn + h * n;
+      Gemm(rows, r1, dh, scale, qkv + r0 * 3 * w + h * dh, 3 * w, /*trans_b=*/true, qkv + w + h * dh, 3 * w, 0.0f, s,
+           hn);
+      for (int64_t i = r0; i < r1; ++i) std::fill(s + (i - r0) * hn + i + 1, s + (i - r0) * hn + n, -INFINITY);
     }
-    Apply(l.proj, y_.data(), n, x, /*add=*/true);
-    LayerNorm(l.norm2, x, n, w, a_.data());
-    Apply(l.fc1, a_.data(), n, hidden_.data(), false);
-    auto hidden = View(hidden_, n, 4 * w);
+    auto probs = View(probs_.data() + r0 * hn, rows * heads_, n);
+    at::softmax_out(probs, View(scores_.data() + r0 * hn, rows * heads_, n), -1);
+    for (int64_t h = 0; h < heads_; ++h) {
+      Gemm(rows, dh, r1, 1.0f, probs_.data() + r0 * hn + h * n, hn, /*trans_b=*/false, qkv + 2 * w + h * dh, 3 * w,
+           0.0f, y_.data() + r0 * w + h * dh, w);
+    }
+    Apply(l.proj, y_.data() + r0 * w, rows, x + r0 * w, /*add=*/true);
+    LayerNorm(l.norm2, x + r0 * w, rows, w, a_.data() + r0 * w);
+    Apply(l.fc1, a_.data() + r0 * w, rows, hidden_.data() + r0 * 4 * w, false);
+    auto hidden = View(hidden_.data() + r0 * 4 * w, rows, 4 * w);
     at::gelu_(hidden);
-    Apply(l.fc2, hidden_.data(), n, x, /*add=*/true);
+    Apply(l.fc2, hidden_.data() + r0 * 4 * w, rows, x + r0 * w, /*add=*/true);
   }
-  LayerNorm(final_norm_, x, n, w, f);
+  LayerNorm(final_norm_, x + r0 * w, rows, w, f + r0 * w);
 }
 
-void FusedOneStep::Head(const float* eps, const float* f, float* out) {
-  const int64_t n = tokens_, hw = head_width_, stride = modulations_.out;
-  float* h = h_.data();
-  float* c = c_.data();
-  float* m = m_.data();
-  Apply(input_, eps, n, h, false);
-  Apply(cond_, f, n, c, false);
-  BiasRows(time_.data_ptr<float>(), n, hw, /*add=*/true, c);
-  auto cond = View(c_, n, hw);
+void FusedOneStep::Head(const float* eps, const float* f, int64_t r0, int64_t r1, float* out) {
+  const int64_t hw = head_width_, stride = modulations_.out, rows = r1 - r0;
+  float* h = h_.data() + r0 * hw;
+  float* c = c_.data() + r0 * hw;
+  float* m = m_.data() + r0 * stride;
+  float* t1 = t1_.data() + r0 * hw;
+  float* t2 = t2_.data() + r0 * hw;
+  eps += r0 * code_dim_;
+  out += r0 * code_dim_;
+  Apply(input_, eps, rows, h, false);
+  Apply(cond_, f + r0 * width_, rows, c, false);
+  BiasRows(time_.data_ptr<float>(), rows, hw, /*add=*/true, c);
+  auto cond = View(c, rows, hw);
   at::silu_(cond);
-  Apply(modulations_, c, n, m, false);  // per block [shift, scale, gate], then the final [shift, scale]
-  auto modulate = [&](const float* shift, const float* scale) {  // t1_ = LayerNorm(h) (1 + scale) + shift
-    LayerNorm(Norm{}, h, n, hw, t1_.data());
-    ModulateRows(shift, scale, stride, n, hw, t1_.data());
+  Apply(modulations_, c, rows, m, false);  // per block [shift, scale, gate], then the final [shift, scale]
+  auto modulate = [&](const float* shift, const float* scale) {  // t1 = LayerNorm(h) (1 + scale) + shift
+    LayerNorm(Norm{}, h, rows, hw, t1);
+    ModulateRows(shift, scale, stride, rows, hw, t1);
   };
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const float* shift = m + static_cast<int64_t>(i) * 3 * hw;
     modulate(shift, shift + hw);
-    Apply(blocks_[i].fc1, t1_.data(), n, t2_.data(), false);
-    auto hidden = View(t2_, n, hw);
+    Apply(blocks_[i].fc1, t1, rows, t2, false);
+    auto hidden = View(t2, rows, hw);
     at::silu_(hidden);
-    Apply(blocks_[i].fc2, t2_.data(), n, t1_.data(), false);
-    const float* gate = shift + 2 * hw;
-    AddGatedRows(gate, stride, t1_.data(), n, hw, h);
+    Apply(blocks_[i].fc2, t2, rows, t1, false);
+    AddGatedRows(shift + 2 * hw, stride, t1, rows, hw, h);
   }
   const float* shift = m + static_cast<int64_t>(blocks_.size()) * 3 * hw;
   modulate(shift, shift + hw);
-  Apply(out_, t1_.data(), n, out, false);
-  for (int64_t i = 0; i < n * code_dim_; ++i) out[i] = eps[i] - out[i];
+  Apply(out_, t1, rows, out, false);
+  for (int64_t i = 0; i < rows * code_dim_; ++i) out[i] = eps[i] - out[i];
 }
 
 torch::Tensor FusedOneStep::Generate(const torch::Tensor& classes, const torch::Tensor& eps) {
@@ -271,14 +396,39 @@ torch::Tensor FusedOneStep::Generate(const torch::Tensor& classes, const torch::
   auto e = eps.contiguous();
   auto cls = classes.to(torch::kLong).contiguous();
   TORCH_CHECK(cls.numel() == e.size(0), "FusedOneStep: ", cls.numel(), " classes for ", e.size(0), " samples");
-  auto out = torch::empty_like(e);
-  const int64_t per = tokens_ * code_dim_;
   for (int64_t b = 0; b < e.size(0); ++b) {
     const int64_t c = cls.data_ptr<int64_t>()[b];
     TORCH_CHECK(c >= 0 && c <= classes_, "FusedOneStep: class ", c, " outside 0..", classes_);
-    Features(c, e.data_ptr<float>() + b * per, features_.data());
-    Head(e.data_ptr<float>() + b * per, features_.data(), out.data_ptr<float>() + b * per);
   }
+  auto out = torch::empty_like(e);
+  const int64_t per = tokens_ * code_dim_;
+  // Every sample's rows in equal parts, one per thread: the head is row by row and the backbone
+  // needs every row's keys once per layer (a barrier).
+  auto part = [&](int p) {
+    const int parts = team_ ? team_->parts() : 1;
+    const int64_t r0 = tokens_ * p / parts, r1 = tokens_ * (p + 1) / parts;
+    for (int64_t b = 0; b < e.size(0); ++b) {
+      const float* eps_b = e.data_ptr<float>() + b * per;
+      Features(cls.data_ptr<int64_t>()[b], eps_b, r0, r1, features_.data());
+      Head(eps_b, features_.data(), r0, r1, out.data_ptr<float>() + b * per);
+      if (team_) team_->Barrier();  // the next sample's first layer must not overwrite keys still read
+    }
+  };
+  if (!team_) {
+    part(0);
+    return out;
+  }
+  // The caller's OpenBLAS calls and LibTorch ops on one thread too while the parts run (this
+  // thread's OpenMP setting only; at::set_num_threads would rebuild LibTorch's thread pools).
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(1);
+  try {
+    team_->Run(part);
+  } catch (...) {
+    omp_set_num_threads(before);
+    throw;
+  }
+  omp_set_num_threads(before);
   return out;
 }
 

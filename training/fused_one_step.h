@@ -3,12 +3,16 @@
 // weights copied at construction with plain loops between them, without LibTorch's per-op
 // dispatch (activations and the softmax stay LibTorch's vectorised ops, one per buffer). The
 // head's modulation layers, which all read the same conditioning, are one GEMM.
+// With threads > 1, every sample's rows are split into that many equal parts computed on as
+// many threads (the caller's and helpers it owns, which spin briefly between calls): the head
+// works row by row and the backbone meets once per layer for the keys.
 // Weights are copied once: make a new one after the generator's weights change.
 // Not thread-safe (scratch buffers).
 #ifndef DD2_TRAINING_FUSED_ONE_STEP_H_
 #define DD2_TRAINING_FUSED_ONE_STEP_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <torch/torch.h>
@@ -21,7 +25,10 @@ class FusedOneStep {
  public:
   // Whether `generator` can run so: backbone arch dd2, float32 weights on the CPU.
   static bool Supports(ArDiffusion& generator);
-  explicit FusedOneStep(ArDiffusion& generator);
+  explicit FusedOneStep(ArDiffusion& generator, int threads = 1);
+  ~FusedOneStep();
+  FusedOneStep(const FusedOneStep&) = delete;
+  FusedOneStep& operator=(const FusedOneStep&) = delete;
 
   // classes [B] (long), eps [B, n, C] (float, CPU) -> tokens [B, n, C] = eps - v(eps, 1, f(eps_<i)).
   torch::Tensor Generate(const torch::Tensor& classes, const torch::Tensor& eps);
@@ -53,10 +60,11 @@ class FusedOneStep {
   static void Apply(const Linear& l, const float* x, int64_t rows, float* y, bool add);
   // y[rows, width] = LayerNorm(x) (times weight, plus bias, where given).
   static void LayerNorm(const Norm& norm, const float* x, int64_t rows, int64_t width, float* y);
-  // One sample: features f [n, width] of the noise eps [n, C] under `cls`.
-  void Features(int64_t cls, const float* eps, float* f);
-  // One sample: out [n, C] = eps - v(eps, 1, f).
-  void Head(const float* eps, const float* f, float* out);
+  class Team;
+  // One sample, rows r0..r1-1: features f [n, width] of the noise eps [n, C] under `cls`.
+  void Features(int64_t cls, const float* eps, int64_t r0, int64_t r1, float* f);
+  // One sample, rows r0..r1-1: out [n, C] = eps - v(eps, 1, f).
+  void Head(const float* eps, const float* f, int64_t r0, int64_t r1, float* out);
 
   int64_t tokens_, width_, heads_, code_dim_, head_width_, classes_;
   torch::Tensor class_embed_, pos_embed_;  // [classes + 1, width], [tokens, width]
@@ -67,8 +75,9 @@ class FusedOneStep {
   Linear input_, cond_, modulations_;  // modulations_: every block's mod, then final_mod, as one
   std::vector<HeadBlock> blocks_;
   Linear out_;
-  // Scratch, sized for one sample.
-  std::vector<float> x_, a_, qkv_, scores_, probs_, y_, hidden_, features_, h_, c_, m_, t1_, t2_;
+  // Scratch, sized for one sample; each part uses its own rows. Scores are [query, head, key].
+  std::vector<float> x_, a_, qkv_[2], scores_, probs_, y_, hidden_, features_, h_, c_, m_, t1_, t2_;
+  std::unique_ptr<Team> team_;  // threads > 1
 };
 
 }  // namespace dd2

@@ -31,22 +31,36 @@ ArDiffusion RandomGenerator(int64_t tokens, int64_t width, int64_t heads, int64_
   return g;
 }
 
-void ExpectSameSamples(ArDiffusion g, int64_t batch) {
+void ExpectSameSamples(ArDiffusion g, int64_t batch, int threads = 1) {
   torch::NoGradGuard no_grad;
   const int64_t n = g->backbone()->options().tokens;
   auto classes = torch::arange(batch, torch::kLong) % (g->backbone()->options().classes + 1);
   auto eps = torch::randn({batch, n, 8});
   auto reference = g->Generate(classes, eps);
-  auto fused = FusedOneStep(g).Generate(classes, eps);
+  FusedOneStep one_step(g, threads);
+  auto fused = one_step.Generate(classes, eps);
   ASSERT_EQ(fused.sizes(), reference.sizes());
   EXPECT_LT((fused - reference).abs().max().item<double>(), 1e-4 * reference.abs().max().item<double>());
   EXPECT_GT(reference.std().item<double>(), 0.5);  // not a degenerate comparison
+  // Again with the same object: its helpers serve every call.
+  EXPECT_LT((one_step.Generate(classes, eps) - reference).abs().max().item<double>(),
+            1e-4 * reference.abs().max().item<double>());
 }
 
 TEST(FusedOneStepTest, GivesArDiffusionsSamples) {
   ExpectSameSamples(RandomGenerator(49, 64, 4, 2, 128, 2), 1);
   ExpectSameSamples(RandomGenerator(49, 64, 4, 2, 64, 2), 11);  // classes 0..10: 10 is the null class
   ExpectSameSamples(RandomGenerator(16, 32, 2, 3, 48, 1), 3);
+}
+
+// Every sample's rows in parts on several threads: the same samples, for even and uneven
+// parts, one layer (both parts' keys in one buffer for every sample) and batches.
+TEST(FusedOneStepTest, ThreadsGiveTheSameSamples) {
+  ExpectSameSamples(RandomGenerator(49, 64, 4, 2, 128, 2), 1, 2);
+  ExpectSameSamples(RandomGenerator(49, 64, 4, 2, 64, 2), 11, 2);
+  ExpectSameSamples(RandomGenerator(49, 64, 4, 1, 64, 2), 5, 3);
+  ExpectSameSamples(RandomGenerator(16, 32, 2, 3, 48, 1), 4, 4);
+  ExpectSameSamples(RandomGenerator(4, 32, 2, 2, 48, 1), 2, 8);  // more threads than rows: one per row
 }
 
 TEST(FusedOneStepTest, RefusesWhatItCannotRun) {
