@@ -5,6 +5,8 @@
 #include <functional>
 #include <thread>
 
+#include "training/one_thread.h"
+
 namespace dd2 {
 namespace {
 
@@ -66,7 +68,7 @@ void OnThreads(int64_t n, const std::function<void(int64_t)>& body) {
   for (int64_t s = 1; s < n; ++s) {
     threads.emplace_back([&, s] {
       try {
-        at::set_num_threads(1);
+        RunOnThisThreadOnly();
         body(s);
       } catch (...) {
         errors[s] = std::current_exception();

@@ -18,6 +18,7 @@
 #ifdef DD2_WITH_CBLAS
 #include <cblas.h>
 #endif
+#include "training/one_thread.h"
 
 namespace dd2 {
 namespace {
@@ -183,12 +184,7 @@ class FusedOneStep::Team {
   }
 
   void Serve(int part) {
-    // This thread's LibTorch ops and OpenBLAS calls stay on it: LibTorch first sets a new
-    // thread's OpenMP count to the process's (once, on its first query), then ours holds. Else
-    // they would open OpenMP teams of their own, and libgomp, seeing more threads than cores,
-    // makes every team sleep between regions (LibTorch's ops at 2 threads ran 5x slower so).
-    at::get_num_threads();
-    omp_set_num_threads(1);
+    RunOnThisThreadOnly();
     uint64_t seen = 0;
     for (;;) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
