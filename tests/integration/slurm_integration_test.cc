@@ -284,7 +284,7 @@ jobs:
   ASSERT_TRUE(WaitFor([&] { return !Sql("SELECT slurm_job_id FROM slurm_allocations WHERE slurm_job_id != ''").empty(); },
                       60));
   // kill -9 the coordinator while the allocation is pending or starting, and start it again.
-  ASSERT_EQ(::kill(Pid(home_ + "/coordinator.pid"), SIGKILL), 0);
+  KillCoordinator();  // and wait until it is gone: `up` would take a dying one for alive
   UpCoordinator({"--slurm-autoscale", settings});
   ASSERT_TRUE(WaitFor([&] { return RunState(run) == "succeeded"; }, 120)) << Ctl({"jobs", run}).out;
   const auto job = Sql("SELECT slurm_job_id FROM slurm_allocations");
