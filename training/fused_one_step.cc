@@ -12,8 +12,10 @@
 #include <thread>
 #include <utility>
 
-#include <immintrin.h>
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #ifdef DD2_WITH_CBLAS
 #include <cblas.h>
@@ -49,7 +51,11 @@ void Gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t 
 // The loops between the GEMMs, cloned for AVX-512 and AVX2 besides the baseline (chosen when
 // the library loads) and vectorised by `omp simd` (-fopenmp-simd: no OpenMP runtime): in plain
 // scalar code the layer norms alone took a sixth of the one-step's time.
+#if defined(__x86_64__)
 #define DD2_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DD2_VECTOR_CLONES
+#endif
 
 // y[r] = (x[r] - mean) / sqrt(var + eps), times w plus b where given, for each row r.
 DD2_VECTOR_CLONES void NormRows(const float* x, int64_t rows, int64_t width, const float* w, const float* b, float* y) {
@@ -169,7 +175,9 @@ class FusedOneStep::Team {
   // outnumber the free cores (two evals at 2 threads on 2 cores) still make progress.
   static void Pause(int& spins) {
     if (++spins < 4096) {
+#if defined(__x86_64__)
       _mm_pause();
+#endif
     } else {
       std::this_thread::yield();
     }
