@@ -50,7 +50,7 @@ void Gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t 
 
 // The loops between the GEMMs, cloned for AVX-512 and AVX2 besides the baseline (chosen when
 // the library loads) and vectorised by `omp simd` (-fopenmp-simd: no OpenMP runtime): in plain
-// scalar code the layer norms alone took a sixth of the one-step's time.
+// scalar code the quality head's one-step took 0.46 ms against 0.40 (the layer norms most).
 #if defined(__x86_64__)
 #define DD2_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -171,13 +171,18 @@ class FusedOneStep::Team {
  private:
   static constexpr std::chrono::microseconds kSpin{200};
 
+  // One step of a spinning wait: the CPU's pause hint where it has one.
+  static void Relax() {
+#if defined(__x86_64__)
+    _mm_pause();
+#endif
+  }
+
   // A spinning wait's step; past a few microseconds it yields the core, so that threads that
   // outnumber the free cores (two evals at 2 threads on 2 cores) still make progress.
   static void Pause(int& spins) {
     if (++spins < 4096) {
-#if defined(__x86_64__)
-      _mm_pause();
-#endif
+      Relax();
     } else {
       std::this_thread::yield();
     }
@@ -196,7 +201,7 @@ class FusedOneStep::Team {
     uint64_t seen = 0;
     for (;;) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
-      while (run_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) _mm_pause();
+      while (run_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) Relax();
       {
         std::unique_lock<std::mutex> lock(mu_);
         wake_.wait(lock, [&] { return run_.load(std::memory_order_acquire) != seen; });
